@@ -1,0 +1,94 @@
+//! The harness against real PostgreSQL: start, use, stop, clean up, as whatever user runs the tests.
+
+use diesel::{RunQueryDsl, sql_query};
+use localpg::{Cluster, ClusterOptions, Listen, Settings, TestDb};
+
+#[derive(diesel::QueryableByName)]
+struct One {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    value: String,
+}
+
+fn show(conn: &mut diesel::PgConnection, setting: &str) -> String {
+    sql_query("SELECT current_setting($1) AS value")
+        .bind::<diesel::sql_types::Text, _>(setting)
+        .get_result::<One>(conn)
+        .unwrap()
+        .value
+}
+
+#[test]
+fn owned_cluster_starts_for_logical_replication_and_is_removed_on_stop() {
+    let settings = Settings::from_env().unwrap();
+    if settings.url.is_some() {
+        return; // an external server is the caller's to manage
+    }
+    let cluster = Cluster::start(ClusterOptions {
+        listen: Listen::Tcp { port: 0 },
+        settings,
+        ..ClusterOptions::default()
+    })
+    .expect("cluster starts");
+    let port = cluster.tcp_port().expect("listens on TCP");
+    assert!(cluster.url("x").contains(&format!("127.0.0.1:{port}")));
+    let data_dir = cluster.data_dir().unwrap().to_path_buf();
+    assert!(data_dir.join("PG_VERSION").exists());
+
+    // When the tests run as root (CI does), the server runs as `postgres` and owns its data.
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::MetadataExt;
+        let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+        assert_eq!(std::fs::metadata(&data_dir).unwrap().uid(), pg.uid.as_raw());
+    }
+
+    assert!(cluster.create_database("app").unwrap());
+    assert!(!cluster.create_database("app").unwrap(), "second create is a no-op");
+    let mut conn = cluster.connect("app").unwrap();
+    assert_eq!(show(&mut conn, "wal_level"), "logical");
+    assert_eq!(show(&mut conn, "max_replication_slots"), "32");
+    drop(conn);
+
+    cluster.stop().expect("stops cleanly");
+    assert!(!data_dir.exists(), "throwaway data directory removed");
+}
+
+#[test]
+fn persistent_data_dir_survives_a_restart() {
+    let settings = Settings::from_env().unwrap();
+    if settings.url.is_some() {
+        return;
+    }
+    let keep = tempfile::tempdir().unwrap();
+    let data = keep.path().join("pgdata");
+    let options = ClusterOptions {
+        data_dir: Some(data.clone()),
+        settings,
+        ..ClusterOptions::default()
+    };
+    let first = Cluster::start(options.clone()).unwrap();
+    first.create_database("kept").unwrap();
+    first.stop().unwrap();
+    assert!(data.join("PG_VERSION").exists(), "data kept after stop");
+
+    let second = Cluster::start(options).unwrap();
+    assert!(second.database_exists("kept").unwrap());
+    second.stop().unwrap();
+}
+
+#[test]
+fn test_databases_are_isolated_and_dropped() {
+    let a = TestDb::empty("iso");
+    let b = TestDb::empty("iso");
+    assert_ne!(a.name(), b.name());
+    let mut conn: diesel::PgConnection = diesel::Connection::establish(a.url()).unwrap();
+    sql_query("CREATE TABLE only_in_a (id int)").execute(&mut conn).unwrap();
+    let mut conn_b: diesel::PgConnection = diesel::Connection::establish(b.url()).unwrap();
+    assert!(sql_query("SELECT * FROM only_in_a").execute(&mut conn_b).is_err());
+    drop(conn_b);
+
+    let name = a.name().to_string();
+    let cluster = a.cluster();
+    drop(a); // drops even with our connection still open (WITH FORCE)
+    assert!(!cluster.database_exists(&name).unwrap());
+    drop(conn);
+}
