@@ -107,7 +107,15 @@ mod tests {
         let dirs = debian_bindirs(root.path());
         let names: Vec<_> = dirs
             .iter()
-            .map(|d| d.parent().unwrap().file_name().unwrap().to_str().unwrap().to_string())
+            .map(|d| {
+                d.parent()
+                    .unwrap()
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(names, ["16", "13", "9"]);
     }

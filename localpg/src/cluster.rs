@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 
+use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::{Connection, PgConnection, RunQueryDsl};
-use diesel::migration::MigrationSource;
 use diesel_migrations::MigrationHarness;
 use tempfile::TempDir;
 
@@ -20,7 +20,9 @@ use crate::{Binaries, Error, Settings, quote_ident};
 pub enum Listen {
     UnixOnly,
     /// Also listen on 127.0.0.1; port 0 picks a free one.
-    Tcp { port: u16 },
+    Tcp {
+        port: u16,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -127,8 +129,9 @@ impl Runner {
     /// Makes `dir` writable by the server's user.
     fn hand_over(&self, dir: &Path) -> Result<(), Error> {
         if let Runner::AsUser { uid, gid, .. } = self {
-            std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw()))
-                .map_err(Error::io("giving the cluster directory to the postgres user"))?;
+            std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw())).map_err(
+                Error::io("giving the cluster directory to the postgres user"),
+            )?;
         }
         Ok(())
     }
@@ -246,10 +249,11 @@ impl Cluster {
             #[diesel(sql_type = diesel::sql_types::Bool)]
             found: bool,
         }
-        let row: Found =
-            diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS found")
-                .bind::<diesel::sql_types::Text, _>(name)
-                .get_result(&mut self.admin()?)?;
+        let row: Found = diesel::sql_query(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS found",
+        )
+        .bind::<diesel::sql_types::Text, _>(name)
+        .get_result(&mut self.admin()?)?;
         Ok(row.found)
     }
 
@@ -277,7 +281,9 @@ impl Cluster {
         loop {
             match diesel::sql_query(&sql).execute(&mut admin) {
                 Ok(_) => return Ok(()),
-                Err(e) if attempt < 50 && e.to_string().contains("being accessed by other users") => {
+                Err(e)
+                    if attempt < 50 && e.to_string().contains("being accessed by other users") =>
+                {
                     attempt += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -394,9 +400,16 @@ impl Owned {
 
     fn initdb(&self) -> Result<(), Error> {
         let mut cmd = self.runner.command(&self.binaries.program("initdb"));
-        cmd.arg("-D")
-            .arg(&self.data_dir)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "-N"]);
+        cmd.arg("-D").arg(&self.data_dir).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "-N",
+        ]);
         self.run("initdb", &mut cmd)?;
         let conf = self.data_dir.join("postgresql.conf");
         let mut file = std::fs::OpenOptions::new()
@@ -462,7 +475,8 @@ impl Owned {
 
     fn stop_command(&self, mode: &str) -> Command {
         let mut cmd = self.runner.command(&self.binaries.program("pg_ctl"));
-        cmd.args(["stop", "-w", "-m", mode, "-D"]).arg(&self.data_dir);
+        cmd.args(["stop", "-w", "-m", mode, "-D"])
+            .arg(&self.data_dir);
         cmd
     }
 
@@ -481,14 +495,13 @@ impl Owned {
             .stderr(Stdio::null())
             // Its own process group, so Ctrl-C in a terminal reaches us, not the watchdog.
             .process_group(0);
-        let mut child = cmd.spawn().map_err(Error::io("starting the cleanup watchdog"))?;
-        let stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| Error::Command {
-                step: "starting the cleanup watchdog",
-                detail: "no stdin pipe".into(),
-            })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(Error::io("starting the cleanup watchdog"))?;
+        let stdin = child.stdin.take().ok_or_else(|| Error::Command {
+            step: "starting the cleanup watchdog",
+            detail: "no stdin pipe".into(),
+        })?;
         self.watchdog = Some((child, stdin));
         Ok(())
     }
@@ -560,9 +573,17 @@ mod tests {
     fn database_is_swapped_in_external_urls() {
         let cases = [
             ("postgres://u:p@h:5433/app", "x", "postgres://u:p@h:5433/x"),
-            ("postgres://u@h/app?sslmode=disable", "x", "postgres://u@h/x?sslmode=disable"),
+            (
+                "postgres://u@h/app?sslmode=disable",
+                "x",
+                "postgres://u@h/x?sslmode=disable",
+            ),
             ("postgres://u@h", "x", "postgres://u@h/x"),
-            ("postgresql://u@/app?host=/tmp", "x", "postgresql://u@/x?host=/tmp"),
+            (
+                "postgresql://u@/app?host=/tmp",
+                "x",
+                "postgresql://u@/x?host=/tmp",
+            ),
         ];
         for (url, db, want) in cases {
             assert_eq!(with_database(url, db), want, "{url}");
@@ -571,7 +592,10 @@ mod tests {
 
     #[test]
     fn admin_database_comes_from_the_external_url() {
-        assert_eq!(database_of("postgres://u@h:1/maint").as_deref(), Some("maint"));
+        assert_eq!(
+            database_of("postgres://u@h:1/maint").as_deref(),
+            Some("maint")
+        );
         assert_eq!(database_of("postgres://u@h:1"), None);
         assert_eq!(database_of("postgres://u@h:1/?sslmode=require"), None);
     }

@@ -16,7 +16,9 @@ pub enum Error {
     )]
     NoPostgresUser,
 
-    #[error("data directory {path} is owned by another user than the one PostgreSQL runs as ({user})")]
+    #[error(
+        "data directory {path} is owned by another user than the one PostgreSQL runs as ({user})"
+    )]
     DataDirOwner { path: PathBuf, user: String },
 
     #[error("{step} failed: {detail}")]

@@ -55,7 +55,10 @@ mod tests {
 
     #[test]
     fn empty_environment_means_start_our_own_cluster() {
-        assert_eq!(Settings::from_lookup(lookup(&[])).unwrap(), Settings::default());
+        assert_eq!(
+            Settings::from_lookup(lookup(&[])).unwrap(),
+            Settings::default()
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use diesel::pg::Pg;
 use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
 
 use crate::{Cluster, ClusterOptions, Settings};
 

@@ -42,7 +42,10 @@ fn owned_cluster_starts_for_logical_replication_and_is_removed_on_stop() {
     }
 
     assert!(cluster.create_database("app").unwrap());
-    assert!(!cluster.create_database("app").unwrap(), "second create is a no-op");
+    assert!(
+        !cluster.create_database("app").unwrap(),
+        "second create is a no-op"
+    );
     let mut conn = cluster.connect("app").unwrap();
     assert_eq!(show(&mut conn, "wal_level"), "logical");
     assert_eq!(show(&mut conn, "max_replication_slots"), "32");
@@ -81,9 +84,15 @@ fn test_databases_are_isolated_and_dropped() {
     let b = TestDb::empty("iso");
     assert_ne!(a.name(), b.name());
     let mut conn: diesel::PgConnection = diesel::Connection::establish(a.url()).unwrap();
-    sql_query("CREATE TABLE only_in_a (id int)").execute(&mut conn).unwrap();
+    sql_query("CREATE TABLE only_in_a (id int)")
+        .execute(&mut conn)
+        .unwrap();
     let mut conn_b: diesel::PgConnection = diesel::Connection::establish(b.url()).unwrap();
-    assert!(sql_query("SELECT * FROM only_in_a").execute(&mut conn_b).is_err());
+    assert!(
+        sql_query("SELECT * FROM only_in_a")
+            .execute(&mut conn_b)
+            .is_err()
+    );
     drop(conn_b);
 
     let name = a.name().to_string();

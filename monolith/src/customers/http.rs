@@ -1,0 +1,57 @@
+//! Customer endpoints.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::domain::{Customer, CustomerId, NewCustomer};
+use crate::platform::{ApiError, JsonBody, Pool, blocking, path_id};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/customers").route(web::post().to(create_customer)))
+        .service(web::resource("/customers/{customer_id}").route(web::get().to(get_customer)));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateCustomer {
+    name: String,
+    email: String,
+}
+
+#[derive(Debug, Serialize)]
+struct CustomerBody {
+    id: i64,
+    name: String,
+    email: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<Customer> for CustomerBody {
+    fn from(c: Customer) -> Self {
+        CustomerBody {
+            id: c.id.0,
+            name: c.name,
+            email: c.email,
+            created_at: c.created_at,
+        }
+    }
+}
+
+async fn create_customer(
+    pool: web::Data<Pool>,
+    body: JsonBody<CreateCustomer>,
+) -> Result<HttpResponse, ApiError> {
+    let new = NewCustomer::parse(&body.0.name, &body.0.email)?;
+    let customer = blocking(&pool, move |c| super::create_customer(c, &new)).await?;
+    Ok(HttpResponse::Created().json(CustomerBody::from(customer)))
+}
+
+async fn get_customer(
+    pool: web::Data<Pool>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = CustomerId(path_id(&id, "customer")?);
+    let customer = blocking(&pool, move |c| super::get_customer(c, id)).await?;
+    Ok(HttpResponse::Ok().json(CustomerBody::from(customer)))
+}

@@ -1,0 +1,28 @@
+//! Liveness and readiness, for `fig up`, load balancers and the router's health checks.
+
+use actix_web::{HttpResponse, web};
+use diesel::RunQueryDsl;
+use serde_json::json;
+
+use crate::platform::{ApiError, Pool, blocking};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+/// The process is up.
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// The process can reach its database.
+async fn readyz(pool: web::Data<Pool>) -> Result<HttpResponse, ApiError> {
+    blocking(&pool, |c| {
+        diesel::sql_query("SELECT 1")
+            .execute(c)
+            .map_err(|_| ApiError::unavailable())
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
+}

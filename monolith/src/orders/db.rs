@@ -1,0 +1,179 @@
+//! Order tables, private to this module.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::domain::{IdempotencyKey, Order, OrderId, OrderLine};
+use crate::catalog::{AlbumId, Money};
+use crate::customers::CustomerId;
+
+diesel::table! {
+    orders.orders (id) {
+        id -> Int8,
+        customer_id -> Int8,
+        status -> Text,
+        total_cents -> Int8,
+        currency -> Text,
+        placed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    orders.order_lines (order_id, line_no) {
+        order_id -> Int8,
+        line_no -> Int4,
+        album_id -> Int8,
+        quantity -> Int4,
+        unit_price_cents -> Int8,
+    }
+}
+
+diesel::table! {
+    orders.idempotency_keys (key) {
+        key -> Text,
+        request_body -> Text,
+        order_id -> Nullable<Int8>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(order_lines -> orders (order_id));
+diesel::allow_tables_to_appear_in_same_query!(orders, order_lines);
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = orders)]
+struct OrderRow {
+    id: i64,
+    customer_id: i64,
+    status: String,
+    total_cents: i64,
+    currency: String,
+    placed_at: DateTime<Utc>,
+}
+
+/// A header row to insert; `placed_at` is given only by the seed generator (history).
+pub struct NewOrder<'a> {
+    pub customer: CustomerId,
+    pub total: &'a Money,
+    pub placed_at: Option<DateTime<Utc>>,
+}
+
+pub fn insert_order(
+    conn: &mut PgConnection,
+    new: &NewOrder,
+) -> QueryResult<(OrderId, DateTime<Utc>)> {
+    let placed_at = new.placed_at.unwrap_or_else(Utc::now);
+    diesel::insert_into(orders::table)
+        .values((
+            orders::customer_id.eq(new.customer.0),
+            orders::total_cents.eq(new.total.amount_cents),
+            orders::currency.eq(&new.total.currency),
+            orders::placed_at.eq(placed_at),
+        ))
+        .returning((orders::id, orders::placed_at))
+        .get_result::<(i64, DateTime<Utc>)>(conn)
+        .map(|(id, at)| (OrderId(id), at))
+}
+
+pub fn insert_lines(
+    conn: &mut PgConnection,
+    order: OrderId,
+    lines: &[OrderLine],
+) -> QueryResult<usize> {
+    let values: Vec<_> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            (
+                order_lines::order_id.eq(order.0),
+                order_lines::line_no.eq(i as i32),
+                order_lines::album_id.eq(l.album_id.0),
+                order_lines::quantity.eq(l.quantity),
+                order_lines::unit_price_cents.eq(l.unit_price.amount_cents),
+            )
+        })
+        .collect();
+    diesel::insert_into(order_lines::table)
+        .values(values)
+        .execute(conn)
+}
+
+pub fn get_order(conn: &mut PgConnection, id: OrderId) -> QueryResult<Option<Order>> {
+    let Some(head) = orders::table
+        .find(id.0)
+        .select(OrderRow::as_select())
+        .first(conn)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let lines: Vec<(i64, i32, i64)> = order_lines::table
+        .filter(order_lines::order_id.eq(id.0))
+        .order(order_lines::line_no.asc())
+        .select((
+            order_lines::album_id,
+            order_lines::quantity,
+            order_lines::unit_price_cents,
+        ))
+        .load(conn)?;
+    Ok(Some(Order {
+        id: OrderId(head.id),
+        customer_id: CustomerId(head.customer_id),
+        status: head.status,
+        lines: lines
+            .into_iter()
+            .map(|(album_id, quantity, cents)| OrderLine {
+                album_id: AlbumId(album_id),
+                quantity,
+                unit_price: Money {
+                    amount_cents: cents,
+                    currency: head.currency.clone(),
+                },
+            })
+            .collect(),
+        total: Money {
+            amount_cents: head.total_cents,
+            currency: head.currency,
+        },
+        placed_at: head.placed_at,
+    }))
+}
+
+/// Claims `key` for this request inside the caller's transaction. Returns false when the key is
+/// already taken; a concurrent claimant blocks here until the first transaction ends.
+pub fn claim_key(
+    conn: &mut PgConnection,
+    key: &IdempotencyKey,
+    request_body: &str,
+) -> QueryResult<bool> {
+    diesel::insert_into(idempotency_keys::table)
+        .values((
+            idempotency_keys::key.eq(key.as_str()),
+            idempotency_keys::request_body.eq(request_body),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .map(|n| n == 1)
+}
+
+pub fn attach_order(
+    conn: &mut PgConnection,
+    key: &IdempotencyKey,
+    order: OrderId,
+) -> QueryResult<usize> {
+    diesel::update(idempotency_keys::table.find(key.as_str()))
+        .set(idempotency_keys::order_id.eq(order.0))
+        .execute(conn)
+}
+
+/// The request body a key was first used with, and the order it produced.
+pub fn key_record(
+    conn: &mut PgConnection,
+    key: &IdempotencyKey,
+) -> QueryResult<Option<(String, Option<i64>)>> {
+    idempotency_keys::table
+        .find(key.as_str())
+        .select((idempotency_keys::request_body, idempotency_keys::order_id))
+        .first(conn)
+        .optional()
+}

@@ -1,0 +1,75 @@
+use actix_web::http::StatusCode;
+
+use crate::catalog::{AlbumId, CatalogError};
+use crate::customers::CustomersError;
+use crate::platform::ApiError;
+use crate::platform::db::{DbError, query_failed};
+use crate::wishlist::WishlistError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrdersError {
+    #[error("order not found")]
+    NotFound,
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("customer {0} does not exist")]
+    UnknownCustomer(i64),
+    #[error("album {} on line {line} does not exist", album.0)]
+    UnknownAlbum { line: usize, album: AlbumId },
+    #[error("album {} on line {line}: {available} in stock, {requested} requested", album.0)]
+    InsufficientStock {
+        line: usize,
+        album: AlbumId,
+        requested: i32,
+        available: i32,
+    },
+    #[error("this Idempotency-Key was used for a different request")]
+    KeyReused,
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Customers(#[from] CustomersError),
+    #[error(transparent)]
+    Wishlist(#[from] WishlistError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+}
+
+impl From<OrdersError> for ApiError {
+    fn from(e: OrdersError) -> Self {
+        let message = e.to_string();
+        match e {
+            OrdersError::NotFound => ApiError::not_found("order"),
+            OrdersError::Invalid { field, message } => ApiError::invalid(field, message),
+            OrdersError::UnknownCustomer(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_reference",
+                message,
+            )
+            .with_field("customer_id"),
+            OrdersError::UnknownAlbum { line, .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_reference",
+                message,
+            )
+            .with_field(format!("lines[{line}].album_id")),
+            OrdersError::InsufficientStock { line, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "insufficient_stock", message)
+                    .with_field(format!("lines[{line}].quantity"))
+            }
+            OrdersError::KeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                message,
+            )
+            .with_field("Idempotency-Key"),
+            OrdersError::Catalog(e) => e.into(),
+            OrdersError::Customers(e) => e.into(),
+            OrdersError::Wishlist(e) => e.into(),
+            OrdersError::Db(e) => e.into(),
+            OrdersError::Query(e) => query_failed(&e),
+        }
+    }
+}

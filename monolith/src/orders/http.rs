@@ -1,0 +1,108 @@
+//! Order endpoints.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Placement;
+use super::domain::{IdempotencyKey, Order, OrderId, OrderRequest};
+use crate::catalog::Money;
+use crate::platform::{ApiError, JsonBody, Pool, blocking, path_id};
+
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+pub const REPLAYED: &str = "Idempotent-Replayed";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/orders").route(web::post().to(place_order)))
+        .service(web::resource("/orders/{order_id}").route(web::get().to(get_order)));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceOrder {
+    customer_id: i64,
+    lines: Vec<PlaceLine>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaceLine {
+    album_id: i64,
+    quantity: i32,
+}
+
+#[derive(Debug, Serialize)]
+struct OrderBody {
+    id: i64,
+    customer_id: i64,
+    status: String,
+    lines: Vec<LineBody>,
+    total: Money,
+    placed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+struct LineBody {
+    album_id: i64,
+    quantity: i32,
+    unit_price: Money,
+}
+
+impl From<Order> for OrderBody {
+    fn from(o: Order) -> Self {
+        OrderBody {
+            id: o.id.0,
+            customer_id: o.customer_id.0,
+            status: o.status,
+            lines: o
+                .lines
+                .into_iter()
+                .map(|l| LineBody {
+                    album_id: l.album_id.0,
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                })
+                .collect(),
+            total: o.total,
+            placed_at: o.placed_at,
+        }
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+    req.headers()
+        .get(IDEMPOTENCY_KEY)
+        .map(|v| IdempotencyKey::parse(v.to_str().unwrap_or("\u{0}")).map_err(ApiError::from))
+        .transpose()
+}
+
+async fn place_order(
+    pool: web::Data<Pool>,
+    req: HttpRequest,
+    body: JsonBody<PlaceOrder>,
+) -> Result<HttpResponse, ApiError> {
+    let key = idempotency_key(&req)?;
+    let lines: Vec<(i64, i32)> = body
+        .0
+        .lines
+        .iter()
+        .map(|l| (l.album_id, l.quantity))
+        .collect();
+    let request = OrderRequest::parse(body.0.customer_id, &lines)?;
+    let placement = blocking(&pool, move |c| {
+        super::place_order(c, &request, key.as_ref())
+    })
+    .await?;
+    Ok(match placement {
+        Placement::Created(order) => HttpResponse::Created().json(OrderBody::from(order)),
+        Placement::Replayed(order) => HttpResponse::Created()
+            .insert_header((REPLAYED, "true"))
+            .json(OrderBody::from(order)),
+    })
+}
+
+async fn get_order(pool: web::Data<Pool>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = OrderId(path_id(&id, "order")?);
+    let order = blocking(&pool, move |c| super::get_order(c, id)).await?;
+    Ok(HttpResponse::Ok().json(OrderBody::from(order)))
+}

@@ -1,0 +1,82 @@
+//! Wishlist tables, private to this module.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::domain::Item;
+use crate::catalog::AlbumId;
+use crate::customers::CustomerId;
+
+diesel::table! {
+    wishlist.items (customer_id, album_id) {
+        customer_id -> Int8,
+        album_id -> Int8,
+        added_at -> Timestamptz,
+    }
+}
+
+fn item((album_id, added_at): (i64, DateTime<Utc>)) -> Item {
+    Item {
+        album_id: AlbumId(album_id),
+        added_at,
+    }
+}
+
+pub fn list(conn: &mut PgConnection, customer: CustomerId) -> QueryResult<Vec<Item>> {
+    items::table
+        .filter(items::customer_id.eq(customer.0))
+        .select((items::album_id, items::added_at))
+        .order((items::added_at.asc(), items::album_id.asc()))
+        .load(conn)
+        .map(|rows| rows.into_iter().map(item).collect())
+}
+
+/// Inserts the item unless it is already there; returns the stored item and whether it is new.
+pub fn add(
+    conn: &mut PgConnection,
+    customer: CustomerId,
+    album: AlbumId,
+) -> QueryResult<(Item, bool)> {
+    let inserted = diesel::insert_into(items::table)
+        .values((
+            items::customer_id.eq(customer.0),
+            items::album_id.eq(album.0),
+        ))
+        .on_conflict_do_nothing()
+        .returning((items::album_id, items::added_at))
+        .get_result(conn)
+        .optional()?;
+    if let Some(row) = inserted {
+        return Ok((item(row), true));
+    }
+    let existing = items::table
+        .find((customer.0, album.0))
+        .select((items::album_id, items::added_at))
+        .first(conn)?;
+    Ok((item(existing), false))
+}
+
+pub fn remove(
+    conn: &mut PgConnection,
+    customer: CustomerId,
+    albums: &[AlbumId],
+) -> QueryResult<usize> {
+    let raw: Vec<i64> = albums.iter().map(|a| a.0).collect();
+    diesel::delete(
+        items::table
+            .filter(items::customer_id.eq(customer.0))
+            .filter(items::album_id.eq_any(raw)),
+    )
+    .execute(conn)
+}
+
+pub fn insert_bulk(conn: &mut PgConnection, rows: &[(CustomerId, AlbumId)]) -> QueryResult<usize> {
+    let values: Vec<_> = rows
+        .iter()
+        .map(|(c, a)| (items::customer_id.eq(c.0), items::album_id.eq(a.0)))
+        .collect();
+    diesel::insert_into(items::table)
+        .values(values)
+        .on_conflict_do_nothing()
+        .execute(conn)
+}

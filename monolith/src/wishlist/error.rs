@@ -1,0 +1,32 @@
+use crate::catalog::CatalogError;
+use crate::customers::CustomersError;
+use crate::platform::ApiError;
+use crate::platform::db::{DbError, query_failed};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WishlistError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Customers(#[from] CustomersError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+}
+
+impl From<WishlistError> for ApiError {
+    fn from(e: WishlistError) -> Self {
+        match e {
+            WishlistError::NotFound(what) => {
+                ApiError::not_found(what).with_field(format!("{what}_id"))
+            }
+            WishlistError::Catalog(e) => e.into(),
+            WishlistError::Customers(e) => e.into(),
+            WishlistError::Db(e) => e.into(),
+            WishlistError::Query(e) => query_failed(&e),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Wishlist: the albums a customer wants. It reaches album data only through the catalog
+//! module's functions and customer data only through the customers module's functions; after
+//! extraction those calls become HTTP calls.
+
+pub mod domain;
+pub mod http;
+
+mod db;
+mod error;
+
+use diesel::PgConnection;
+
+pub use domain::{AlbumDetails, Item, ItemView, Wishlist};
+pub use error::WishlistError;
+
+use crate::catalog::{self, AlbumId};
+use crate::customers::{self, CustomerId};
+
+fn require_customer(conn: &mut PgConnection, customer: CustomerId) -> Result<(), WishlistError> {
+    if customers::customer_exists(conn, customer)? {
+        Ok(())
+    } else {
+        Err(WishlistError::NotFound("customer"))
+    }
+}
+
+/// The wishlist with live album details: one query for the items, one batched catalog call.
+pub fn get_wishlist(
+    conn: &mut PgConnection,
+    customer: CustomerId,
+) -> Result<Wishlist, WishlistError> {
+    require_customer(conn, customer)?;
+    let items = db::list(conn, customer)?;
+    let ids: Vec<AlbumId> = items.iter().map(|i| i.album_id).collect();
+    let albums = if ids.is_empty() {
+        Vec::new()
+    } else {
+        catalog::albums_by_ids(conn, &ids)?
+    };
+    Ok(domain::join(customer, items, &albums))
+}
+
+/// Adds an album; adding one that is already there changes nothing. Returns the item as shown
+/// and whether it was new.
+pub fn add_item(
+    conn: &mut PgConnection,
+    customer: CustomerId,
+    album: AlbumId,
+) -> Result<(ItemView, bool), WishlistError> {
+    require_customer(conn, customer)?;
+    let found = catalog::albums_by_ids(conn, &[album])?;
+    let Some(details) = found.first().map(AlbumDetails::from) else {
+        return Err(WishlistError::NotFound("album"));
+    };
+    let (item, created) = db::add(conn, customer, album)?;
+    Ok((
+        ItemView {
+            album_id: item.album_id,
+            added_at: item.added_at,
+            album: Some(details),
+        },
+        created,
+    ))
+}
+
+/// Removes an album; removing one that is not there is not an error (retries are safe).
+pub fn remove_item(
+    conn: &mut PgConnection,
+    customer: CustomerId,
+    album: AlbumId,
+) -> Result<(), WishlistError> {
+    require_customer(conn, customer)?;
+    db::remove(conn, customer, &[album])?;
+    Ok(())
+}
+
+/// Removes purchased albums; called by orders inside the order's transaction.
+pub fn remove_albums(
+    conn: &mut PgConnection,
+    customer: CustomerId,
+    albums: &[AlbumId],
+) -> Result<usize, WishlistError> {
+    Ok(db::remove(conn, customer, albums)?)
+}
+
+pub(crate) fn insert_items_bulk(
+    conn: &mut PgConnection,
+    rows: &[(CustomerId, AlbumId)],
+) -> Result<usize, WishlistError> {
+    Ok(db::insert_bulk(conn, rows)?)
+}
