@@ -90,20 +90,52 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(malformed("the body is empty".into()));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    // Parse to a tree first: syntax errors are 400, and strings can be checked before any
+    // reaches a query.
+    let tree: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+    if let Some(field) = nul_path(&tree, String::new()) {
+        let field = if field.is_empty() {
+            "body".to_string()
+        } else {
+            field
+        };
+        return Err(ApiError::invalid(
+            field,
+            "text must not contain NUL characters",
+        ));
+    }
+    serde_path_to_error::deserialize(tree).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let field = field_name(&path, &inner.to_string());
-                ApiError::invalid(field, strip_position(&inner.to_string()))
+        let field = field_name(&path, &inner.to_string());
+        ApiError::invalid(field, strip_position(&inner.to_string()))
+    })
+}
+
+/// The path of the first string (value or key) holding a NUL, which PostgreSQL text cannot store.
+fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_path(v, format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let child = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                Some(child)
+            } else {
+                nul_path(v, child)
             }
-            _ => malformed(inner.to_string()),
-        }
-    })?;
-    de.end().map_err(|e| malformed(e.to_string()))?;
-    Ok(value)
+        }),
+        _ => None,
+    }
 }
 
 /// serde reports a missing or unknown field with the path of its parent; name the field itself.
@@ -136,17 +168,27 @@ impl FromRequest for QueryMap {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
-            web::Query::<Vec<(String, String)>>::from_query(req.query_string())
-                .map(|q| QueryMap(q.into_inner().into_iter().collect()))
-                .map_err(|_| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_query",
-                        "the query string is not valid",
-                    )
-                }),
-        )
+        let bad = || {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                "the query string is not valid",
+            )
+        };
+        let parsed = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+            .map_err(|_| bad())
+            .map(web::Query::into_inner)
+            // PostgreSQL text cannot hold NUL: refuse it here rather than fail inside a query.
+            .and_then(|pairs| {
+                if pairs
+                    .iter()
+                    .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+                {
+                    return Err(bad());
+                }
+                Ok(QueryMap(pairs.into_iter().collect()))
+            });
+        ready(parsed)
     }
 }
 
@@ -238,6 +280,11 @@ mod tests {
                 Some("extra"),
             ),
             ("42", 422, Some("body")),
+            (
+                "{\"customer_id\": 1, \"lines\": [{\"album_id\": \"\\u0000\"}]}",
+                422,
+                Some("lines[0].album_id"),
+            ),
         ];
         for (body, status, field) in cases {
             let e = err(body);

@@ -1,0 +1,12 @@
+//! The monolith's HTTP contract against real PostgreSQL and a real server on port 0.
+//! Each test gets its own database cloned from the migrated template.
+
+mod support;
+
+mod catalog;
+mod customers;
+mod errors;
+mod migrations;
+mod orders;
+mod seed;
+mod wishlist;
