@@ -142,6 +142,19 @@ impl Runner {
             return Ok(());
         };
         use std::os::unix::fs::MetadataExt;
+        // The server runs as another user: it must be able to walk down to its data directory.
+        for ancestor in dir.ancestors().skip(1) {
+            let meta = std::fs::metadata(ancestor)
+                .map_err(Error::io("reading the data directory's parents"))?;
+            let walkable = meta.uid() == uid.as_raw() || meta.mode() & 0o001 != 0;
+            if !walkable {
+                return Err(Error::DataDirUnreachable {
+                    path: dir.to_path_buf(),
+                    blocked_at: ancestor.to_path_buf(),
+                    user: name.clone(),
+                });
+            }
+        }
         let owner = std::fs::metadata(dir)
             .map_err(Error::io("reading the data directory"))?
             .uid();

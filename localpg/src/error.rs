@@ -21,6 +21,16 @@ pub enum Error {
     )]
     DataDirOwner { path: PathBuf, user: String },
 
+    #[error(
+        "PostgreSQL runs as `{user}` and cannot reach {path}: {blocked_at} is not searchable by \
+         other users; choose a data directory elsewhere (e.g. under /var/tmp) or `chmod o+x {blocked_at}`"
+    )]
+    DataDirUnreachable {
+        path: PathBuf,
+        blocked_at: PathBuf,
+        user: String,
+    },
+
     #[error("{step} failed: {detail}")]
     Command { step: &'static str, detail: String },
 

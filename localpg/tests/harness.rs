@@ -62,6 +62,12 @@ fn persistent_data_dir_survives_a_restart() {
         return;
     }
     let keep = tempfile::tempdir().unwrap();
+    // The server may run as another user (when we are root): let it walk into our temp dir.
+    std::fs::set_permissions(
+        keep.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let data = keep.path().join("pgdata");
     let options = ClusterOptions {
         data_dir: Some(data.clone()),
@@ -100,4 +106,28 @@ fn test_databases_are_isolated_and_dropped() {
     drop(a); // drops even with our connection still open (WITH FORCE)
     assert!(!cluster.database_exists(&name).unwrap());
     drop(conn);
+}
+
+#[test]
+fn a_data_dir_the_server_user_cannot_reach_is_named() {
+    if !nix::unistd::geteuid().is_root() || Settings::from_env().unwrap().url.is_some() {
+        return; // only root hands the server to another user
+    }
+    let private = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let err = Cluster::start(ClusterOptions {
+        data_dir: Some(private.path().join("pgdata")),
+        ..ClusterOptions::default()
+    })
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("cannot reach"), "{text}");
+    assert!(
+        text.contains(&private.path().display().to_string()),
+        "{text}"
+    );
 }

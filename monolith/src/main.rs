@@ -33,8 +33,17 @@ async fn main() -> anyhow::Result<()> {
 /// Stops gracefully on Ctrl-C or SIGTERM (the server's own signal handling is off so that `fig`
 /// can own it when it embeds the monolith).
 fn tokio_shutdown(handle: actix_web::dev::ServerHandle) {
+    use actix_web::rt::signal::unix::{SignalKind, signal};
     actix_web::rt::spawn(async move {
-        let _ = actix_web::rt::signal::ctrl_c().await;
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                let ctrl_c = Box::pin(actix_web::rt::signal::ctrl_c());
+                let _ = futures_util::future::select(ctrl_c, Box::pin(term.recv())).await;
+            }
+            Err(_) => {
+                let _ = actix_web::rt::signal::ctrl_c().await;
+            }
+        }
         handle.stop(true).await;
     });
 }

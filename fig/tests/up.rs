@@ -1,0 +1,223 @@
+//! `fig up` as a user runs it: the real binary, a real cluster, real HTTP, real signals.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+struct Stack {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    banner: Vec<String>,
+}
+
+impl Stack {
+    /// Starts `fig up` and reads its banner up to the Ctrl-C hint.
+    fn start(extra: &[&str]) -> Stack {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fig"))
+            .args([
+                "up",
+                "--monolith-addr",
+                "127.0.0.1:0",
+                "--seed-scale",
+                "0.02",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("fig starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stack = Stack {
+            child,
+            lines,
+            banner: Vec::new(),
+        };
+        loop {
+            let line = stack.next_line(Duration::from_secs(120));
+            let done = line.starts_with("Press Ctrl-C");
+            stack.banner.push(line);
+            if done {
+                return stack;
+            }
+        }
+    }
+
+    fn next_line(&self, timeout: Duration) -> String {
+        self.lines
+            .recv_timeout(timeout)
+            .unwrap_or_else(|e| panic!("no output from fig ({e})"))
+    }
+
+    fn value(&self, label: &str) -> String {
+        self.banner
+            .iter()
+            .find_map(|l| l.trim_start().strip_prefix(label))
+            .map(|rest| rest.trim().split(' ').next().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no {label} line in {:?}", self.banner))
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    fn wait(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fig did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn get(url: &str) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let res = reqwest::get(url).await.expect("request");
+        (res.status().as_u16(), res.json().await.expect("json"))
+    })
+}
+
+fn post(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let res = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        (res.status().as_u16(), res.json().await.expect("json"))
+    })
+}
+
+fn wait_until_gone(path: &std::path::Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn up_serves_the_seeded_monolith_and_ctrl_c_removes_everything() {
+    let stack = Stack::start(&[]);
+    assert!(
+        stack.banner[0].contains("seeded 4 artists, 40 albums, 20 customers, 100 orders"),
+        "{:?}",
+        stack.banner
+    );
+    let monolith = stack.value("monolith");
+    let data = PathBuf::from(stack.value("data"));
+    assert!(data.join("PG_VERSION").exists());
+
+    let (status, albums) = get(&format!("{monolith}/catalog/albums?limit=5"));
+    assert_eq!(status, 200);
+    assert_eq!(albums["items"].as_array().unwrap().len(), 5);
+    assert_eq!(albums["items"][0]["sku"], "MC-000001");
+    let (status, wishlist) = get(&format!("{monolith}/wishlists/1"));
+    assert_eq!(status, 200);
+    assert_eq!(wishlist["customer_id"], 1);
+
+    stack.signal(Signal::SIGINT);
+    let status = stack.wait(Duration::from_secs(60));
+    assert!(status.success(), "{status:?}");
+    assert!(!data.exists(), "the throwaway cluster is removed");
+}
+
+#[test]
+fn data_dir_keeps_data_between_runs() {
+    let keep = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        keep.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let data = keep.path().join("pg");
+    let data_arg = data.to_str().unwrap();
+
+    let first = Stack::start(&["--data-dir", data_arg]);
+    assert!(first.banner[0].contains("seeded"), "{:?}", first.banner);
+    let (status, created) = post(
+        &format!("{}/customers", first.value("monolith")),
+        serde_json::json!({"name": "Kept", "email": "kept@example.com"}),
+    );
+    assert_eq!(status, 201);
+    first.signal(Signal::SIGTERM);
+    assert!(first.wait(Duration::from_secs(60)).success());
+    assert!(data.join("PG_VERSION").exists(), "data kept");
+
+    let second = Stack::start(&["--data-dir", data_arg]);
+    assert!(
+        second.banner[0].contains("kept existing data"),
+        "{:?}",
+        second.banner
+    );
+    let (status, customer) = get(&format!(
+        "{}/customers/{}",
+        second.value("monolith"),
+        created["id"]
+    ));
+    assert_eq!(status, 200);
+    assert_eq!(customer["email"], "kept@example.com");
+    second.signal(Signal::SIGINT);
+    assert!(second.wait(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn a_killed_fig_leaves_no_server_behind() {
+    let stack = Stack::start(&["--no-seed"]);
+    let data = PathBuf::from(stack.value("data"));
+    let pid_file = data.join("postmaster.pid");
+    let postmaster: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    stack.signal(Signal::SIGKILL);
+    stack.wait(Duration::from_secs(10));
+    assert!(
+        wait_until_gone(&data, Duration::from_secs(60)),
+        "watchdog removed {}",
+        data.display()
+    );
+    // The postmaster is gone too (signal 0 only checks existence).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kill(Pid::from_raw(postmaster), None).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "postmaster {postmaster} still running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
