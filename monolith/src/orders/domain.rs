@@ -166,7 +166,8 @@ mod tests {
     #[test]
     fn order_request_rules() {
         assert!(OrderRequest::parse(1, &[(5, 1), (3, 2)]).is_ok());
-        let cases: [(i64, Vec<(i64, i32)>, &str); 6] = [
+        type Case = (i64, Vec<(i64, i32)>, &'static str);
+        let cases: [Case; 6] = [
             (0, vec![(1, 1)], "customer_id"),
             (1, vec![], "lines"),
             (1, vec![(1, 1); MAX_LINES + 1], "lines"),
