@@ -28,6 +28,8 @@ impl Default for PoolConfig {
 pub fn build_pool(database_url: &str, config: PoolConfig) -> Result<Pool, PoolBuildError> {
     diesel::r2d2::Pool::builder()
         .max_size(config.max_size)
+        // Open connections as load needs them; r2d2 would otherwise open max_size up front.
+        .min_idle(Some(1))
         .connection_timeout(config.connection_timeout)
         .build(ConnectionManager::new(database_url))
         .map_err(|e| PoolBuildError(e.to_string()))
