@@ -304,17 +304,8 @@ fn generate(tx: &mut PgConnection, size: SeedSize) -> Result<SeedReport, SeedErr
                 });
             }
         }
-        let total = orders::domain::total(&lines)?;
         let placed_at = start + Duration::seconds(rng.range(0, 300 * 86_400) as i64);
-        let (id, _) = orders::db::insert_order(
-            tx,
-            &orders::db::NewOrder {
-                customer,
-                total: &total,
-                placed_at: Some(placed_at),
-            },
-        )?;
-        orders::db::insert_lines(tx, id, &lines)?;
+        orders::record_history(tx, customer, &lines, placed_at)?;
         report.orders += 1;
     }
     Ok(report)

@@ -188,6 +188,14 @@ pub fn validate_release_year(year: i32) -> Result<i32, CatalogError> {
     Ok(year)
 }
 
+/// An id in a body must be positive; a positive id that does not exist is `unknown_reference`.
+pub fn validate_reference(field: &str, id: i64) -> Result<i64, CatalogError> {
+    if id <= 0 {
+        return Err(invalid(field, format!("{field} must be a positive id")));
+    }
+    Ok(id)
+}
+
 pub fn validate_country(country: Option<String>) -> Result<Option<String>, CatalogError> {
     match country {
         Some(c) if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) => Err(invalid(
@@ -237,6 +245,13 @@ pub fn parse_batch_ids(raw: Option<&str>) -> Result<Vec<AlbumId>, CatalogError> 
             "ids is required: a comma-separated list of album ids",
         )
     })?;
+    // Bounded before parsing, so a huge list costs nothing.
+    if raw.split(',').count() > MAX_BATCH {
+        return Err(invalid(
+            "ids",
+            format!("at most {MAX_BATCH} ids per request"),
+        ));
+    }
     let mut ids: Vec<AlbumId> = Vec::new();
     for part in raw.split(',') {
         let id = part
@@ -253,12 +268,6 @@ pub fn parse_batch_ids(raw: Option<&str>) -> Result<Vec<AlbumId>, CatalogError> 
         if !ids.contains(&AlbumId(id)) {
             ids.push(AlbumId(id));
         }
-    }
-    if ids.len() > MAX_BATCH {
-        return Err(invalid(
-            "ids",
-            format!("at most {MAX_BATCH} ids per request"),
-        ));
     }
     Ok(ids)
 }

@@ -1,5 +1,6 @@
 //! Catalog endpoints: wire types, parsing into domain types, one call each.
 
+use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -151,7 +152,7 @@ impl CreateAlbum {
         Ok(NewAlbum {
             sku: domain::validate_sku(&self.sku)?,
             title: domain::text("title", &self.title, 200)?,
-            artist_id: ArtistId(self.artist_id),
+            artist_id: ArtistId(domain::validate_reference("artist_id", self.artist_id)?),
             genre: domain::text("genre", &self.genre, 50)?,
             release_year: domain::validate_release_year(self.release_year)?,
             price: domain::validate_money("price", self.price)?,
@@ -190,7 +191,9 @@ async fn create_artist(
 ) -> Result<HttpResponse, ApiError> {
     let new = body.0.parse()?;
     let artist = blocking(&pool, move |c| super::create_artist(c, &new)).await?;
-    Ok(HttpResponse::Created().json(ArtistBody::from(artist)))
+    Ok(HttpResponse::Created()
+        .insert_header((LOCATION, format!("/catalog/artists/{}", artist.id.0)))
+        .json(ArtistBody::from(artist)))
 }
 
 async fn list_albums(pool: web::Data<Pool>, q: QueryMap) -> Result<HttpResponse, ApiError> {
@@ -240,7 +243,9 @@ async fn create_album(
 ) -> Result<HttpResponse, ApiError> {
     let new = body.0.parse()?;
     let album = blocking(&pool, move |c| super::create_album(c, &new)).await?;
-    Ok(HttpResponse::Created().json(AlbumBody::from(album)))
+    Ok(HttpResponse::Created()
+        .insert_header((LOCATION, format!("/catalog/albums/{}", album.id.0)))
+        .json(AlbumBody::from(album)))
 }
 
 async fn update_album(

@@ -38,7 +38,10 @@ impl NewCustomer {
         let valid = email.len() <= 254
             && !email.chars().any(char::is_whitespace)
             && email.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty() && domain.contains('.') && !domain.contains('@')
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && domain.split('.').all(|label| !label.is_empty())
             });
         if !valid {
             return Err(CustomersError::Invalid {
@@ -71,6 +74,8 @@ mod tests {
             ("Ada", "a@nodot", "email"),
             ("Ada", "a b@c.co", "email"),
             ("Ada", "a@b@c.co", "email"),
+            ("Ada", "a@.", "email"),
+            ("Ada", "a@b.", "email"),
         ];
         for (name, email, field) in bad {
             match NewCustomer::parse(name, email) {

@@ -1,5 +1,6 @@
 //! Customer endpoints.
 
+use actix_web::http::header::LOCATION;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,9 @@ async fn create_customer(
 ) -> Result<HttpResponse, ApiError> {
     let new = NewCustomer::parse(&body.0.name, &body.0.email)?;
     let customer = blocking(&pool, move |c| super::create_customer(c, &new)).await?;
-    Ok(HttpResponse::Created().json(CustomerBody::from(customer)))
+    Ok(HttpResponse::Created()
+        .insert_header((LOCATION, format!("/customers/{}", customer.id.0)))
+        .json(CustomerBody::from(customer)))
 }
 
 async fn get_customer(

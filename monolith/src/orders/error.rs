@@ -25,6 +25,8 @@ pub enum OrdersError {
     },
     #[error("this Idempotency-Key was used for a different request")]
     KeyReused,
+    #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
+    KeyInFlight,
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -65,6 +67,10 @@ impl From<OrdersError> for ApiError {
                 message,
             )
             .with_field("Idempotency-Key"),
+            OrdersError::KeyInFlight => {
+                ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_flight", message)
+                    .with_field("Idempotency-Key")
+            }
             OrdersError::Catalog(e) => e.into(),
             OrdersError::Customers(e) => e.into(),
             OrdersError::Wishlist(e) => e.into(),

@@ -1,5 +1,6 @@
 //! Order endpoints.
 
+use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -93,12 +94,16 @@ async fn place_order(
         super::place_order(c, &request, key.as_ref())
     })
     .await?;
-    Ok(match placement {
-        Placement::Created(order) => HttpResponse::Created().json(OrderBody::from(order)),
-        Placement::Replayed(order) => HttpResponse::Created()
-            .insert_header((REPLAYED, "true"))
-            .json(OrderBody::from(order)),
-    })
+    let (order, replayed) = match placement {
+        Placement::Created(order) => (order, false),
+        Placement::Replayed(order) => (order, true),
+    };
+    let mut response = HttpResponse::Created();
+    response.insert_header((LOCATION, format!("/orders/{}", order.id.0)));
+    if replayed {
+        response.insert_header((REPLAYED, "true"));
+    }
+    Ok(response.json(OrderBody::from(order)))
 }
 
 async fn get_order(pool: web::Data<Pool>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -4,7 +4,7 @@
 pub mod domain;
 pub mod http;
 
-pub(crate) mod db;
+mod db;
 mod error;
 
 use diesel::{Connection, PgConnection};
@@ -52,8 +52,28 @@ pub fn place_order(
     match (placed, key) {
         (Some(order), _) => Ok(Placement::Created(order)),
         (None, Some(key)) => replay(conn, key, &body),
-        (None, None) => Err(OrdersError::NotFound),
+        (None, None) => Err(OrdersError::KeyInFlight),
     }
+}
+
+/// Records a historical order without touching stock or wishlists: for the seed generator.
+pub(crate) fn record_history(
+    conn: &mut PgConnection,
+    customer: customers::CustomerId,
+    lines: &[OrderLine],
+    placed_at: chrono::DateTime<chrono::Utc>,
+) -> Result<OrderId, OrdersError> {
+    let total = domain::total(lines)?;
+    let (id, _) = db::insert_order(
+        conn,
+        &db::NewOrder {
+            customer,
+            total: &total,
+            placed_at: Some(placed_at),
+        },
+    )?;
+    db::insert_lines(conn, id, lines)?;
+    Ok(id)
 }
 
 fn replay(
@@ -64,8 +84,9 @@ fn replay(
     match db::key_record(conn, key)? {
         Some((first_body, _)) if first_body != body => Err(OrdersError::KeyReused),
         Some((_, Some(order))) => get_order(conn, OrderId(order)).map(Placement::Replayed),
-        // The claim and the order commit together, so a visible key always has its order.
-        _ => Err(OrdersError::NotFound),
+        // The claim and the order commit together, so a visible key always has its order;
+        // answer as if it were still in flight rather than pretend the order is missing.
+        _ => Err(OrdersError::KeyInFlight),
     }
 }
 

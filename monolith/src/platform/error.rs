@@ -51,12 +51,15 @@ impl ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).with_field(field)
     }
 
+    /// 404 for a path id; `field` names the path parameter (`album_id`), so a client can tell
+    /// which of two ids in `/wishlists/{customer_id}/items/{album_id}` is unknown.
     pub fn not_found(what: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("{what} not found"),
         )
+        .with_field(format!("{what}_id"))
     }
 
     /// 500 without detail: the cause is logged, never sent.

@@ -105,7 +105,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "text must not contain NUL characters",
         ));
     }
-    serde_path_to_error::deserialize(tree).map_err(|e| {
+    if !tree.is_object() {
+        return Err(ApiError::invalid("body", "the body must be a JSON object"));
+    }
+    // Deserialise from the bytes, not the tree: the tree would hide duplicate keys (last wins)
+    // and report errors in key order instead of document order.
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let field = field_name(&path, &inner.to_string());
@@ -140,7 +146,7 @@ fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
 
 /// serde reports a missing or unknown field with the path of its parent; name the field itself.
 fn field_name(path: &str, message: &str) -> String {
-    let named = ["missing field `", "unknown field `"]
+    let named = ["missing field `", "unknown field `", "duplicate field `"]
         .iter()
         .find_map(|prefix| message.strip_prefix(prefix))
         .and_then(|rest| rest.split('`').next());
@@ -280,6 +286,17 @@ mod tests {
                 Some("extra"),
             ),
             ("42", 422, Some("body")),
+            ("[1, [[1, 1]]]", 422, Some("body")),
+            (
+                "{\"customer_id\": 1, \"customer_id\": 2, \"lines\": []}",
+                422,
+                Some("customer_id"),
+            ),
+            (
+                "{\"lines\": [{\"album_id\": \"x\"}], \"customer_id\": \"y\"}",
+                422,
+                Some("lines[0].album_id"),
+            ),
             (
                 "{\"customer_id\": 1, \"lines\": [{\"album_id\": \"\\u0000\"}]}",
                 422,

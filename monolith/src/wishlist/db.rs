@@ -32,28 +32,35 @@ pub fn list(conn: &mut PgConnection, customer: CustomerId) -> QueryResult<Vec<It
 }
 
 /// Inserts the item unless it is already there; returns the stored item and whether it is new.
+/// Without writing to an existing row: a concurrent removal between the insert and the re-read
+/// just means another round.
 pub fn add(
     conn: &mut PgConnection,
     customer: CustomerId,
     album: AlbumId,
 ) -> QueryResult<(Item, bool)> {
-    let inserted = diesel::insert_into(items::table)
-        .values((
-            items::customer_id.eq(customer.0),
-            items::album_id.eq(album.0),
-        ))
-        .on_conflict_do_nothing()
-        .returning((items::album_id, items::added_at))
-        .get_result(conn)
-        .optional()?;
-    if let Some(row) = inserted {
-        return Ok((item(row), true));
+    loop {
+        let inserted = diesel::insert_into(items::table)
+            .values((
+                items::customer_id.eq(customer.0),
+                items::album_id.eq(album.0),
+            ))
+            .on_conflict_do_nothing()
+            .returning((items::album_id, items::added_at))
+            .get_result(conn)
+            .optional()?;
+        if let Some(row) = inserted {
+            return Ok((item(row), true));
+        }
+        let existing = items::table
+            .find((customer.0, album.0))
+            .select((items::album_id, items::added_at))
+            .first(conn)
+            .optional()?;
+        if let Some(row) = existing {
+            return Ok((item(row), false));
+        }
     }
-    let existing = items::table
-        .find((customer.0, album.0))
-        .select((items::album_id, items::added_at))
-        .first(conn)?;
-    Ok((item(existing), false))
 }
 
 pub fn remove(

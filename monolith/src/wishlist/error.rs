@@ -20,9 +20,7 @@ pub enum WishlistError {
 impl From<WishlistError> for ApiError {
     fn from(e: WishlistError) -> Self {
         match e {
-            WishlistError::NotFound(what) => {
-                ApiError::not_found(what).with_field(format!("{what}_id"))
-            }
+            WishlistError::NotFound(what) => ApiError::not_found(what),
             WishlistError::Catalog(e) => e.into(),
             WishlistError::Customers(e) => e.into(),
             WishlistError::Db(e) => e.into(),

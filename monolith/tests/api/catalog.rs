@@ -20,10 +20,10 @@ async fn artists_are_created_fetched_listed_and_validated() {
     assert_eq!(got.ok(200)["name"], "Nina Simone");
     app.get("/catalog/artists/999999")
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found", Some("artist_id"));
     app.get("/catalog/artists/abc")
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found", Some("artist_id"));
 
     app.post("/catalog/artists", json!({"name": ""}))
         .await
@@ -71,6 +71,8 @@ async fn albums_are_created_with_every_field_and_validated() {
     });
     let created = app.post("/catalog/albums", body.clone()).await;
     let album = created.ok(201);
+    let location = format!("/catalog/albums/{}", album["id"]);
+    assert_eq!(created.headers["location"], location.as_str());
     assert_eq!(album["sku"], "MD-1959");
     assert_eq!(album["title"], "Kind of Blue");
     assert_eq!(
@@ -93,7 +95,7 @@ async fn albums_are_created_with_every_field_and_validated() {
     );
     app.get("/catalog/albums/424242")
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found", Some("album_id"));
 
     app.post("/catalog/albums", body.clone())
         .await
@@ -124,6 +126,7 @@ async fn albums_are_created_with_every_field_and_validated() {
         ("stock", json!(-1), "stock"),
         ("stock", json!("many"), "stock"),
         ("artist_id", json!(null), "artist_id"),
+        ("artist_id", json!(0), "artist_id"),
     ];
     for (key, value, field) in cases {
         let mut bad = body.clone();
@@ -276,6 +279,6 @@ async fn price_and_stock_updates_apply_and_are_validated() {
     .assert_error(422, "invalid_field", Some("title"));
     app.patch("/catalog/albums/777777", json!({"stock": 1}))
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found", Some("album_id"));
     assert_eq!(app.stock(id).await, 40);
 }

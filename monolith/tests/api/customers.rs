@@ -35,8 +35,8 @@ async fn customers_are_created_fetched_and_validated() {
         .assert_error(422, "invalid_field", Some("email"));
     app.get("/customers/5555555")
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found", Some("customer_id"));
     app.get("/customers/-1")
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found", Some("customer_id"));
 }

@@ -17,6 +17,9 @@ async fn unknown_routes_and_methods_get_json_errors() {
     app.send(Method::PUT, "/orders", None, &[])
         .await
         .assert_error(405, "method_not_allowed", None);
+    app.send(Method::POST, "/healthz", None, &[])
+        .await
+        .assert_error(405, "method_not_allowed", None);
 }
 
 #[tokio::test]

@@ -36,7 +36,7 @@ async fn an_order_takes_stock_records_lines_and_can_be_fetched() {
     assert_eq!(fetched.ok(200), order);
     app.get("/orders/31337")
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found", Some("order_id"));
 }
 
 #[tokio::test]

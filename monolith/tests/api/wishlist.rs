@@ -84,7 +84,7 @@ async fn unknown_customers_and_albums_are_404() {
         .assert_error(404, "not_found", Some("customer_id"));
     app.put(&format!("/wishlists/{customer}/items/zero"))
         .await
-        .assert_error(404, "not_found", None);
+        .assert_error(404, "not_found", Some("album_id"));
     assert_eq!(app.count("SELECT count(*) AS n FROM wishlist.items"), 0);
 }
 
