@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::platform::PoolConfig;
+use platform::PoolConfig;
 
 pub const ENV_DATABASE_URL: &str = "MONOLITH_DATABASE_URL";
 pub const ENV_LISTEN: &str = "MONOLITH_LISTEN";

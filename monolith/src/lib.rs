@@ -6,11 +6,8 @@ pub mod catalog;
 pub mod config;
 pub mod customers;
 pub mod orders;
-pub mod platform;
 pub mod seed;
 pub mod wishlist;
-
-mod health;
 
 use std::net::TcpListener;
 
@@ -19,15 +16,14 @@ use actix_web::{App, HttpServer, web};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 pub use config::Config;
-pub use platform::Pool;
-pub use platform::db::build_pool;
+pub use platform::{self, Pool, build_pool};
 
 /// The monolith's schema, one migration per module.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/monolith");
 
 /// Every route of the monolith.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    health::configure(cfg);
+    platform::health::configure(cfg);
     catalog::http::configure(cfg);
     customers::http::configure(cfg);
     wishlist::http::configure(cfg);

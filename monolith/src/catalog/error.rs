@@ -1,8 +1,8 @@
 use actix_web::http::StatusCode;
 
 use super::domain::ArtistId;
-use crate::platform::ApiError;
-use crate::platform::db::{DbError, query_failed};
+use platform::ApiError;
+use platform::db::{DbError, query_failed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {

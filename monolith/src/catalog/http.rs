@@ -10,7 +10,7 @@ use super::domain::{
     NewAlbum, NewArtist, Page,
 };
 use super::error::CatalogError;
-use crate::platform::{ApiError, JsonBody, Pool, QueryMap, blocking, path_id};
+use platform::{ApiError, JsonBody, Pool, QueryMap, blocking, path_id};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::domain::{Customer, CustomerId, NewCustomer};
-use crate::platform::{ApiError, JsonBody, Pool, blocking, path_id};
+use platform::{ApiError, JsonBody, Pool, blocking, path_id};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/customers").route(web::post().to(create_customer)))

@@ -2,9 +2,9 @@ use actix_web::http::StatusCode;
 
 use crate::catalog::{AlbumId, CatalogError};
 use crate::customers::CustomersError;
-use crate::platform::ApiError;
-use crate::platform::db::{DbError, query_failed};
 use crate::wishlist::WishlistError;
+use platform::ApiError;
+use platform::db::{DbError, query_failed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrdersError {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::Placement;
 use super::domain::{IdempotencyKey, Order, OrderId, OrderRequest};
 use crate::catalog::Money;
-use crate::platform::{ApiError, JsonBody, Pool, blocking, path_id};
+use platform::{ApiError, JsonBody, Pool, blocking, path_id};
 
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub const REPLAYED: &str = "Idempotent-Replayed";

@@ -1,7 +1,7 @@
 use crate::catalog::CatalogError;
 use crate::customers::CustomersError;
-use crate::platform::ApiError;
-use crate::platform::db::{DbError, query_failed};
+use platform::ApiError;
+use platform::db::{DbError, query_failed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WishlistError {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::domain::{AlbumDetails, ItemView, Wishlist};
 use crate::catalog::{AlbumId, Money};
 use crate::customers::CustomerId;
-use crate::platform::{ApiError, Pool, blocking, path_id};
+use platform::{ApiError, Pool, blocking, path_id};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/wishlists/{customer_id}").route(web::get().to(get_wishlist)))

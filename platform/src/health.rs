@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use diesel::RunQueryDsl;
 use serde_json::json;
 
-use crate::platform::{ApiError, Pool, blocking};
+use crate::{ApiError, Pool, blocking};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(healthz)))

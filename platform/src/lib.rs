@@ -1,0 +1,12 @@
+//! What every MusicCorp service (the monolith and each extracted service) shares: the error
+//! envelope, body and query parsing, the one way handlers reach the database, and health checks.
+//! One copy, so the services cannot drift apart in how they fail.
+
+pub mod db;
+pub mod error;
+pub mod extract;
+pub mod health;
+
+pub use db::{Pool, PoolConfig, blocking, build_pool};
+pub use error::{ApiError, json_error_handlers};
+pub use extract::{JsonBody, QueryMap, path_id};
