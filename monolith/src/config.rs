@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use platform::PoolConfig;
+pub use platform::config::ConfigError;
+use platform::config::{env, parse, required};
 
 pub const ENV_DATABASE_URL: &str = "MONOLITH_DATABASE_URL";
 pub const ENV_LISTEN: &str = "MONOLITH_LISTEN";
@@ -23,36 +25,13 @@ pub struct Config {
     pub workers: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0} is required")]
-    Missing(&'static str),
-    #[error("{name} is invalid: {detail}")]
-    Invalid { name: &'static str, detail: String },
-}
-
-fn parse<T: std::str::FromStr>(
-    lookup: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: T,
-) -> Result<T, ConfigError> {
-    match lookup(name) {
-        None => Ok(default),
-        Some(raw) => raw.trim().parse().map_err(|_| ConfigError::Invalid {
-            name,
-            detail: format!("cannot parse {raw:?}"),
-        }),
-    }
-}
-
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::from_lookup(env)
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let database_url =
-            lookup(ENV_DATABASE_URL).ok_or(ConfigError::Missing(ENV_DATABASE_URL))?;
+        let database_url = required(&lookup, ENV_DATABASE_URL)?;
         let pool_size: u32 = parse(&lookup, ENV_POOL_SIZE, 16)?;
         if pool_size == 0 {
             return Err(ConfigError::Invalid {

@@ -1,0 +1,95 @@
+//! MusicCorp's catalog as its own service: the monolith's catalog module moved out with its
+//! layout intact, on its own database, serving the same HTTP contract (docs/api.md), plus the
+//! stock reservations an order saga needs once the catalog owns its writes.
+
+pub mod catalog;
+pub mod config;
+pub mod reservations;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use platform::{Ownership, Pool, WriteMode, blocking};
+use serde_json::json;
+
+pub use config::Config;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/catalog");
+pub const SERVICE: &str = "catalog";
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub workers: usize,
+    pub write_mode: WriteMode,
+    /// How often expired reservations give their stock back.
+    pub sweep_every: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            workers: 2,
+            write_mode: WriteMode::Replica,
+            sweep_every: Duration::from_secs(5),
+        }
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    platform::health::configure(cfg);
+    cfg.service(web::resource("/status").route(web::get().to(status)));
+    catalog::http::configure(cfg);
+    reservations::http::configure(cfg);
+}
+
+async fn status(ownership: web::Data<Ownership>, pool: web::Data<Pool>) -> HttpResponse {
+    let held = blocking(&pool, reservations::count_held).await.ok();
+    HttpResponse::Ok().json(json!({
+        "service": ownership.service,
+        "version": env!("CARGO_PKG_VERSION"),
+        "write_mode": ownership.mode,
+        "reservations_held": held,
+    }))
+}
+
+/// The service on an already bound listener, plus the reservation expiry sweeper (which stops
+/// with the runtime it was started on).
+pub fn server(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Server> {
+    spawn_sweeper(pool.clone(), options.sweep_every);
+    let pool = web::Data::new(pool);
+    let ownership = web::Data::new(Ownership {
+        service: SERVICE,
+        mode: options.write_mode,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(pool.clone())
+            .app_data(ownership.clone())
+            .wrap(from_fn(platform::write_mode::guard))
+            .wrap(platform::json_error_handlers())
+            .configure(configure)
+    })
+    .workers(options.workers.max(1))
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+fn spawn_sweeper(pool: Pool, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            match blocking(&pool, reservations::expire_due).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "expired reservations released their stock"),
+                Err(e) => tracing::warn!(error = %e, "reservation sweep failed"),
+            }
+        }
+    });
+}

@@ -1,0 +1,2 @@
+DROP TABLE catalog.reservation_lines;
+DROP TABLE catalog.reservations;
