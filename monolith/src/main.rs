@@ -1,25 +1,22 @@
 //! Runs the MusicCorp monolith: `MONOLITH_DATABASE_URL=postgres://... monolith`.
 
-use anyhow::Context;
 use monolith::{Config, MIGRATIONS};
+use platform::serve::{Binary, init_logging};
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    init_logging();
     let config = Config::from_env()?;
-    if config.migrate {
-        platform::serve::migrate(&config.database_url, MIGRATIONS).map_err(anyhow::Error::msg)?;
+    Binary {
+        name: "monolith",
+        database_url: &config.database_url,
+        migrate: config.migrate,
+        pool: config.pool,
+        listen: config.listen,
     }
-    let pool = monolith::build_pool(&config.database_url, config.pool)?;
-    let listener = std::net::TcpListener::bind(config.listen)
-        .with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "monolith listening");
-    let server = monolith::server(listener, pool, config.workers)?;
-    platform::serve::stop_on_signal(server.handle());
-    server.await?;
-    Ok(())
+    .run(MIGRATIONS, |listener, pool| {
+        monolith::server(listener, pool, config.workers)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
 }

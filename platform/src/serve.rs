@@ -32,3 +32,42 @@ pub fn stop_on_signal(handle: ServerHandle) {
         handle.stop(true).await;
     });
 }
+
+/// Everything a service binary does: log setup, migrations, pool, bind, serve until a signal.
+pub struct Binary<'a> {
+    pub name: &'static str,
+    pub database_url: &'a str,
+    pub migrate: bool,
+    pub pool: crate::PoolConfig,
+    pub listen: std::net::SocketAddr,
+}
+
+impl Binary<'_> {
+    pub async fn run<S, F>(self, migrations: S, build: F) -> Result<(), Box<dyn std::error::Error>>
+    where
+        S: MigrationSource<Pg>,
+        F: FnOnce(std::net::TcpListener, crate::Pool) -> std::io::Result<actix_web::dev::Server>,
+    {
+        if self.migrate {
+            migrate(self.database_url, migrations)?;
+        }
+        let pool = crate::build_pool(self.database_url, self.pool)?;
+        let listener = std::net::TcpListener::bind(self.listen)
+            .map_err(|e| format!("binding {}: {e}", self.listen))?;
+        tracing::info!(service = self.name, addr = %listener.local_addr()?, "listening");
+        let server = build(listener, pool)?;
+        stop_on_signal(server.handle());
+        server.await?;
+        Ok(())
+    }
+}
+
+/// Structured logs to stderr, filtered by `RUST_LOG` (default info).
+pub fn init_logging() {
+    // A second init (tests, embedding) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+}

@@ -63,6 +63,33 @@ pub fn add(
     }
 }
 
+/// Serialises adds for one customer until the transaction ends, so the size cap holds under
+/// concurrent adds.
+pub fn lock_customer(conn: &mut PgConnection, customer: CustomerId) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('wishlist'), hashtext($1::text))")
+        .bind::<diesel::sql_types::BigInt, _>(customer.0)
+        .execute(conn)
+        .map(|_| ())
+}
+
+pub fn contains(
+    conn: &mut PgConnection,
+    customer: CustomerId,
+    album: AlbumId,
+) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        items::table.find((customer.0, album.0)),
+    ))
+    .get_result(conn)
+}
+
+pub fn count(conn: &mut PgConnection, customer: CustomerId) -> QueryResult<i64> {
+    items::table
+        .filter(items::customer_id.eq(customer.0))
+        .count()
+        .get_result(conn)
+}
+
 pub fn remove(
     conn: &mut PgConnection,
     customer: CustomerId,

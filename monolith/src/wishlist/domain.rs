@@ -8,6 +8,10 @@ use chrono::{DateTime, Utc};
 use crate::catalog::{Album, AlbumId, Money};
 use crate::customers::CustomerId;
 
+/// Most albums one wishlist holds: a wishlist read asks the catalog for all its albums in one
+/// batch, and a batch holds at most this many.
+pub const MAX_ITEMS: usize = 100;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
     pub album_id: AlbumId,

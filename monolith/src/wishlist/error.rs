@@ -7,6 +7,8 @@ use platform::db::{DbError, query_failed};
 pub enum WishlistError {
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("a wishlist holds at most {0} albums")]
+    Full(usize),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -21,6 +23,12 @@ impl From<WishlistError> for ApiError {
     fn from(e: WishlistError) -> Self {
         match e {
             WishlistError::NotFound(what) => ApiError::not_found(what),
+            WishlistError::Full(max) => ApiError::new(
+                actix_web::http::StatusCode::CONFLICT,
+                "wishlist_full",
+                format!("a wishlist holds at most {max} albums; remove one first"),
+            )
+            .with_field("album_id"),
             WishlistError::Catalog(e) => e.into(),
             WishlistError::Customers(e) => e.into(),
             WishlistError::Db(e) => e.into(),

@@ -8,9 +8,9 @@ pub mod http;
 mod db;
 mod error;
 
-use diesel::PgConnection;
+use diesel::{Connection, PgConnection};
 
-pub use domain::{AlbumDetails, Item, ItemView, Wishlist};
+pub use domain::{AlbumDetails, Item, ItemView, MAX_ITEMS, Wishlist};
 pub use error::WishlistError;
 
 use crate::catalog::{self, AlbumId};
@@ -52,7 +52,15 @@ pub fn add_item(
     let Some(details) = found.first().map(AlbumDetails::from) else {
         return Err(WishlistError::NotFound("album"));
     };
-    let (item, created) = db::add(conn, customer, album)?;
+    let (item, created) = conn.transaction(|tx| {
+        db::lock_customer(tx, customer)?;
+        if !db::contains(tx, customer, album)?
+            && db::count(tx, customer)? >= domain::MAX_ITEMS as i64
+        {
+            return Err(WishlistError::Full(domain::MAX_ITEMS));
+        }
+        Ok(db::add(tx, customer, album)?)
+    })?;
     Ok((
         ItemView {
             album_id: item.album_id,

@@ -1,0 +1,100 @@
+//! MusicCorp's wishlist as its own service: the monolith's wishlist module moved out, on its own
+//! database, serving the same HTTP contract (docs/api.md). The SQL join with the catalog became
+//! one batched HTTP call to the catalog, with a timeout and a degraded answer when it fails.
+
+pub mod clients;
+pub mod config;
+pub mod wishlist;
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use platform::{Ownership, Pool, WriteMode};
+use serde_json::json;
+
+pub use clients::{CatalogClient, CustomerDirectory};
+pub use config::Config;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/wishlist");
+pub const SERVICE: &str = "wishlist";
+
+/// Where the services the wishlist depends on are, and how long to wait for them.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    /// Base URL serving `GET /catalog/albums/batch` (the router, or the catalog's current owner).
+    pub catalog_url: String,
+    /// Base URL serving `GET /customers/{id}` (the router, or the monolith).
+    pub customers_url: String,
+    /// Per call; default 500 ms.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub workers: usize,
+    pub write_mode: WriteMode,
+    pub upstreams: Upstreams,
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct State {
+    pub pool: Pool,
+    pub catalog: CatalogClient,
+    pub customers: CustomerDirectory,
+    /// Reads answered without album details, for the status endpoint and alerts.
+    pub degraded_reads: AtomicU64,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    platform::health::configure(cfg);
+    cfg.service(web::resource("/status").route(web::get().to(status)));
+    wishlist::http::configure(cfg);
+}
+
+async fn status(ownership: web::Data<Ownership>, state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "service": ownership.service,
+        "version": env!("CARGO_PKG_VERSION"),
+        "write_mode": ownership.mode,
+        "degraded_reads": state.degraded_reads.load(Ordering::Relaxed),
+    }))
+}
+
+pub fn server(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Server> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(std::io::Error::other)?;
+    let up = &options.upstreams;
+    let state = web::Data::new(State {
+        pool: pool.clone(),
+        catalog: CatalogClient::new(http.clone(), &up.catalog_url, up.timeout),
+        customers: CustomerDirectory::new(http, &up.customers_url, up.timeout),
+        degraded_reads: AtomicU64::new(0),
+    });
+    let pool = web::Data::new(pool);
+    let ownership = web::Data::new(Ownership {
+        service: SERVICE,
+        mode: options.write_mode,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(pool.clone())
+            .app_data(state.clone())
+            .app_data(ownership.clone())
+            .wrap(from_fn(platform::write_mode::guard))
+            .wrap(platform::json_error_handlers())
+            .configure(configure)
+    })
+    .workers(options.workers.max(1))
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

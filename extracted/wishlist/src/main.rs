@@ -1,0 +1,22 @@
+//! Runs the wishlist service: `WISHLIST_DATABASE_URL=postgres://... wishlist-service`.
+
+use platform::serve::{Binary, init_logging};
+use wishlist_service::{Config, MIGRATIONS};
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    init_logging();
+    let config = Config::from_env()?;
+    Binary {
+        name: "wishlist",
+        database_url: &config.database_url,
+        migrate: config.migrate,
+        pool: config.pool,
+        listen: config.listen,
+    }
+    .run(MIGRATIONS, |listener, pool| {
+        wishlist_service::server(listener, pool, config.options.clone())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
