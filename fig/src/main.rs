@@ -1,5 +1,6 @@
 //! `fig`: the operator CLI of the strangler-fig toolkit.
 
+mod copy;
 mod up;
 
 use clap::{Parser, Subcommand};

@@ -21,10 +21,14 @@ impl Stack {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fig"))
             .args([
                 "up",
-                "--monolith-addr",
-                "127.0.0.1:0",
                 "--seed-scale",
                 "0.02",
+                "--monolith-addr",
+                "127.0.0.1:0",
+                "--catalog-addr",
+                "127.0.0.1:0",
+                "--wishlist-addr",
+                "127.0.0.1:0",
             ])
             .args(extra)
             .stdout(Stdio::piped())
@@ -146,10 +150,82 @@ fn up_serves_the_seeded_monolith_and_ctrl_c_removes_everything() {
     assert_eq!(status, 200);
     assert_eq!(wishlist["customer_id"], 1);
 
+    // The extracted services answer from their own databases, holding the monolith's data.
+    let catalog = stack.value("catalog");
+    let wishlist_service = stack.value("wishlist");
+    assert_eq!(
+        get(&format!("{catalog}/catalog/albums?limit=5")),
+        (200, albums)
+    );
+    assert_eq!(
+        get(&format!("{wishlist_service}/wishlists/1")),
+        (200, wishlist)
+    );
+    let (_, status) = get(&format!("{catalog}/status"));
+    assert_eq!(status["write_mode"], "replica");
+    let (_, status) = get(&format!("{wishlist_service}/status"));
+    assert_eq!(status["write_mode"], "replica");
+
     stack.signal(Signal::SIGINT);
     let status = stack.wait(Duration::from_secs(60));
     assert!(status.success(), "{status:?}");
     assert!(!data.exists(), "the throwaway cluster is removed");
+}
+
+#[test]
+fn cutover_orders_take_stock_from_the_catalog_service_and_clear_the_remote_wishlist() {
+    let stack = Stack::start(&["--cutover"]);
+    let (monolith, catalog, wishlist) = (
+        stack.value("monolith"),
+        stack.value("catalog"),
+        stack.value("wishlist"),
+    );
+    assert_eq!(get(&format!("{catalog}/status")).1["write_mode"], "owner");
+
+    let (_, album) = get(&format!("{catalog}/catalog/albums/1"));
+    let stock = album["stock"].as_i64().unwrap();
+    assert!(stock > 0, "seed album 1 is in stock");
+    let (status, customer) = post(
+        &format!("{monolith}/customers"),
+        serde_json::json!({"name": "Cutover", "email": "cutover@example.com"}),
+    );
+    assert_eq!(status, 201);
+    let customer = customer["id"].as_i64().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let put = rt.block_on(
+        reqwest::Client::new()
+            .put(format!("{wishlist}/wishlists/{customer}/items/1"))
+            .send(),
+    );
+    assert_eq!(put.unwrap().status().as_u16(), 201);
+
+    let (status, order) = post(
+        &format!("{monolith}/orders"),
+        serde_json::json!({"customer_id": customer, "lines": [{"album_id": 1, "quantity": 1}]}),
+    );
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(
+        get(&format!("{catalog}/catalog/albums/1")).1["stock"],
+        stock - 1
+    );
+    // The outbox removes the album from the wishlist service after the order commits.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = get(&format!("{wishlist}/wishlists/{customer}"));
+        if list["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wishlist item not removed: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stack.signal(Signal::SIGINT);
+    assert!(stack.wait(Duration::from_secs(60)).success());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::integrations::{Backend, Integrations};
 use platform::PoolConfig;
 pub use platform::config::ConfigError;
 use platform::config::{env, parse, required};
@@ -12,6 +13,12 @@ pub const ENV_LISTEN: &str = "MONOLITH_LISTEN";
 pub const ENV_MIGRATE: &str = "MONOLITH_MIGRATE";
 pub const ENV_POOL_SIZE: &str = "MONOLITH_POOL_SIZE";
 pub const ENV_WORKERS: &str = "MONOLITH_WORKERS";
+/// Base URL of the catalog service's reservations; unset means the local catalog module.
+pub const ENV_STOCK_URL: &str = "MONOLITH_STOCK_URL";
+/// Base URL of the wishlist service; unset means the local wishlist module.
+pub const ENV_WISHLIST_URL: &str = "MONOLITH_WISHLIST_URL";
+pub const ENV_REMOTE_TIMEOUT_MS: &str = "MONOLITH_REMOTE_TIMEOUT_MS";
+pub const ENV_OUTBOX_POLL_MS: &str = "MONOLITH_OUTBOX_POLL_MS";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -21,8 +28,38 @@ pub struct Config {
     /// Run pending migrations at start. Default true.
     pub migrate: bool,
     pub pool: PoolConfig,
-    /// HTTP worker threads. Default 2.
-    pub workers: usize,
+    /// HTTP workers and where order placement reaches stock and wishlists.
+    pub options: crate::Options,
+}
+
+fn backend(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Backend, ConfigError> {
+    match lookup(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(Backend::Local),
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            Ok(Backend::Remote { base_url: url })
+        }
+        Some(url) => Err(ConfigError::Invalid {
+            name,
+            detail: format!("expected an http:// or https:// base URL, got {url:?}"),
+        }),
+    }
+}
+
+fn millis(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match parse(lookup, name, default)? {
+        0 => Err(ConfigError::Invalid {
+            name,
+            detail: "must be at least 1".into(),
+        }),
+        ms => Ok(Duration::from_millis(ms)),
+    }
 }
 
 impl Config {
@@ -51,7 +88,16 @@ impl Config {
                 max_size: pool_size,
                 connection_timeout: Duration::from_secs(5),
             },
-            workers: parse(&lookup, ENV_WORKERS, 2)?,
+            options: crate::Options {
+                workers: parse(&lookup, ENV_WORKERS, 2)?,
+                integrations: Integrations {
+                    stock: backend(&lookup, ENV_STOCK_URL)?,
+                    wishlist: backend(&lookup, ENV_WISHLIST_URL)?,
+                    timeout: millis(&lookup, ENV_REMOTE_TIMEOUT_MS, 2_000)?,
+                    outbox_poll: millis(&lookup, ENV_OUTBOX_POLL_MS, 1_000)?,
+                    ..Integrations::default()
+                },
+            },
         })
     }
 }
@@ -72,6 +118,28 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:7001");
         assert!(c.migrate);
         assert_eq!(c.pool.max_size, 16);
+        assert_eq!(c.options.integrations.stock, Backend::Local);
+        assert_eq!(c.options.integrations.wishlist, Backend::Local);
+    }
+
+    #[test]
+    fn remote_backends_are_chosen_by_url() {
+        let c = config(&[
+            (ENV_DATABASE_URL, "u"),
+            (ENV_STOCK_URL, "http://127.0.0.1:7000"),
+            (ENV_WISHLIST_URL, "http://127.0.0.1:7000"),
+        ])
+        .unwrap();
+        let remote = Backend::Remote {
+            base_url: "http://127.0.0.1:7000".into(),
+        };
+        assert_eq!(c.options.integrations.stock, remote);
+        assert_eq!(c.options.integrations.wishlist, remote);
+        let e =
+            config(&[(ENV_DATABASE_URL, "u"), (ENV_WISHLIST_URL, "wishlist:7003")]).unwrap_err();
+        assert!(e.to_string().contains(ENV_WISHLIST_URL), "{e}");
+        let e = config(&[(ENV_DATABASE_URL, "u"), (ENV_OUTBOX_POLL_MS, "0")]).unwrap_err();
+        assert!(e.to_string().contains(ENV_OUTBOX_POLL_MS), "{e}");
     }
 
     #[test]

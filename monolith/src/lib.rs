@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod config;
 pub mod customers;
+pub mod integrations;
 pub mod orders;
 pub mod seed;
 pub mod wishlist;
@@ -16,6 +17,11 @@ use actix_web::{App, HttpServer, web};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 pub use config::Config;
+pub use integrations::{Backend, Integrations};
+
+use integrations::{StockClient, WishlistClient};
+use orders::outbox::Delivery;
+use orders::{OrdersDeps, Removal};
 pub use platform::{self, Pool, build_pool};
 
 /// The monolith's schema, one migration per module.
@@ -30,16 +36,70 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     orders::http::configure(cfg);
 }
 
-/// The HTTP server on an already bound listener (port 0 in tests), not yet awaited.
+/// How the monolith runs: HTTP workers, and where order placement reaches stock and wishlists.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub workers: usize,
+    pub integrations: Integrations,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            workers: 2,
+            integrations: Integrations::default(),
+        }
+    }
+}
+
+/// The HTTP server on an already bound listener (port 0 in tests), everything local.
 pub fn server(listener: TcpListener, pool: Pool, workers: usize) -> std::io::Result<Server> {
+    server_with(
+        listener,
+        pool,
+        Options {
+            workers,
+            ..Options::default()
+        },
+    )
+}
+
+/// The HTTP server plus the outbox worker, which runs on the current Tokio runtime.
+pub fn server_with(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Server> {
+    let integrations = options.integrations;
+    let http = integrations::http_client(integrations.timeout);
+    let remote = |backend: &Backend| match backend {
+        Backend::Local => None,
+        Backend::Remote { base_url } => Some(base_url.clone()),
+    };
+    let stock = remote(&integrations.stock).map(|url| StockClient::new(http.clone(), &url));
+    let wishlist =
+        remote(&integrations.wishlist).map(|url| WishlistClient::new(http.clone(), &url));
+    let removal = if wishlist.is_some() {
+        Removal::Outbox
+    } else {
+        Removal::Local
+    };
+    let outbox = orders::outbox::spawn_worker(Delivery {
+        pool: pool.clone(),
+        integrations,
+        stock: stock.clone(),
+        wishlist,
+    });
+    let deps = web::Data::new(OrdersDeps {
+        stock,
+        removal,
+        outbox,
+    });
     let pool = web::Data::new(pool);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(pool.clone())
+            .app_data(deps.clone())
             .wrap(platform::json_error_handlers())
             .configure(configure)
     })
-    .workers(workers.max(1))
+    .workers(options.workers.max(1))
     .disable_signals()
     .listen(listener)?
     .run();

@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
         listen: config.listen,
     }
     .run(MIGRATIONS, |listener, pool| {
-        monolith::server(listener, pool, config.workers)
+        monolith::server_with(listener, pool, config.options.clone())
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))

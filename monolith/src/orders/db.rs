@@ -99,8 +99,10 @@ pub fn insert_lines(
 }
 
 pub fn get_order(conn: &mut PgConnection, id: OrderId) -> QueryResult<Option<Order>> {
+    // A pending saga order is not an order yet.
     let Some(head) = orders::table
         .find(id.0)
+        .filter(orders::status.ne("pending"))
         .select(OrderRow::as_select())
         .first(conn)
         .optional()?
@@ -174,6 +176,166 @@ pub fn key_record(
     idempotency_keys::table
         .find(key.as_str())
         .select((idempotency_keys::request_body, idempotency_keys::order_id))
+        .first(conn)
+        .optional()
+}
+
+diesel::table! {
+    orders.outbox (id) {
+        id -> Int8,
+        kind -> Text,
+        payload -> Jsonb,
+        attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+pub fn enqueue(
+    conn: &mut PgConnection,
+    kind: &str,
+    payload: &serde_json::Value,
+) -> QueryResult<i64> {
+    diesel::insert_into(outbox::table)
+        .values((outbox::kind.eq(kind), outbox::payload.eq(payload)))
+        .returning(outbox::id)
+        .get_result(conn)
+}
+
+/// Leases up to `limit` due messages for `lease`: other workers skip them until it runs out, so a
+/// worker that dies mid-delivery only delays a message, never loses it.
+pub fn lease_due(
+    conn: &mut PgConnection,
+    limit: i64,
+    lease: std::time::Duration,
+) -> QueryResult<Vec<(i64, String, serde_json::Value, i32)>> {
+    #[derive(QueryableByName)]
+    struct Leased {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        kind: String,
+        #[diesel(sql_type = diesel::sql_types::Jsonb)]
+        payload: serde_json::Value,
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        attempts: i32,
+    }
+    let rows: Vec<Leased> = diesel::sql_query(
+        "UPDATE orders.outbox SET next_attempt_at = now() + make_interval(secs => $2), attempts = attempts + 1
+         WHERE id IN (SELECT id FROM orders.outbox WHERE next_attempt_at <= now()
+                      ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+         RETURNING id, kind, payload, attempts",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .bind::<diesel::sql_types::Double, _>(lease.as_secs_f64())
+    .load(conn)?;
+    let mut out: Vec<_> = rows
+        .into_iter()
+        .map(|r| (r.id, r.kind, r.payload, r.attempts))
+        .collect();
+    out.sort_by_key(|r| r.0);
+    Ok(out)
+}
+
+pub fn delivered(conn: &mut PgConnection, id: i64) -> QueryResult<usize> {
+    diesel::delete(outbox::table.find(id)).execute(conn)
+}
+
+pub fn retry_later(
+    conn: &mut PgConnection,
+    id: i64,
+    after: std::time::Duration,
+    error: &str,
+) -> QueryResult<usize> {
+    let at = Utc::now() + chrono::Duration::milliseconds(after.as_millis() as i64);
+    diesel::update(outbox::table.find(id))
+        .set((outbox::next_attempt_at.eq(at), outbox::last_error.eq(error)))
+        .execute(conn)
+}
+
+pub fn outbox_len(conn: &mut PgConnection) -> QueryResult<i64> {
+    outbox::table.count().get_result(conn)
+}
+
+/// A saga order: claimed before the catalog is asked, completed or removed after.
+pub fn insert_pending(conn: &mut PgConnection, customer: CustomerId) -> QueryResult<OrderId> {
+    diesel::insert_into(orders::table)
+        .values((
+            orders::customer_id.eq(customer.0),
+            orders::status.eq("pending"),
+            orders::total_cents.eq(0),
+            orders::currency.eq(""),
+        ))
+        .returning(orders::id)
+        .get_result(conn)
+        .map(OrderId)
+}
+
+/// Locks a pending order; `None` once it is no longer pending (completed, or abandoned).
+pub fn lock_pending(conn: &mut PgConnection, id: OrderId) -> QueryResult<Option<CustomerId>> {
+    orders::table
+        .find(id.0)
+        .filter(orders::status.eq("pending"))
+        .select(orders::customer_id)
+        .for_update()
+        .first(conn)
+        .optional()
+        .map(|c| c.map(CustomerId))
+}
+
+pub fn mark_placed(
+    conn: &mut PgConnection,
+    id: OrderId,
+    total: &Money,
+) -> QueryResult<DateTime<Utc>> {
+    diesel::update(orders::table.find(id.0))
+        .set((
+            orders::status.eq("placed"),
+            orders::total_cents.eq(total.amount_cents),
+            orders::currency.eq(&total.currency),
+            orders::placed_at.eq(Utc::now()),
+        ))
+        .returning(orders::placed_at)
+        .get_result(conn)
+}
+
+pub fn set_status(conn: &mut PgConnection, id: OrderId, status: &str) -> QueryResult<usize> {
+    diesel::update(orders::table.find(id.0))
+        .set(orders::status.eq(status))
+        .execute(conn)
+}
+
+/// Removes a pending order and the Idempotency-Key that claimed it, so a retry starts afresh.
+pub fn delete_pending(conn: &mut PgConnection, id: OrderId) -> QueryResult<usize> {
+    diesel::delete(idempotency_keys::table.filter(idempotency_keys::order_id.eq(id.0)))
+        .execute(conn)?;
+    diesel::delete(
+        orders::table
+            .find(id.0)
+            .filter(orders::status.eq("pending")),
+    )
+    .execute(conn)
+}
+
+/// Pending orders older than `age`: their request died between the two saga transactions.
+pub fn stale_pending(
+    conn: &mut PgConnection,
+    age: std::time::Duration,
+) -> QueryResult<Vec<OrderId>> {
+    let before = Utc::now() - chrono::Duration::milliseconds(age.as_millis() as i64);
+    orders::table
+        .filter(orders::status.eq("pending"))
+        .filter(orders::placed_at.lt(before))
+        .select(orders::id)
+        .load(conn)
+        .map(|ids| ids.into_iter().map(OrderId).collect())
+}
+
+pub fn status_of(conn: &mut PgConnection, id: OrderId) -> QueryResult<Option<String>> {
+    orders::table
+        .find(id.0)
+        .select(orders::status)
         .first(conn)
         .optional()
 }

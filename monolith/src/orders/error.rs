@@ -27,6 +27,17 @@ pub enum OrdersError {
     KeyReused,
     #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
     KeyInFlight,
+    /// The catalog service refused the reservation (no stock, unknown album, ...).
+    #[error("{message}")]
+    StockRefused {
+        status: u16,
+        code: String,
+        message: String,
+        field: Option<String>,
+    },
+    /// A service the order needs did not answer; nothing was placed and nothing is held.
+    #[error("{0}")]
+    DependencyUnavailable(String),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -70,6 +81,33 @@ impl From<OrdersError> for ApiError {
             OrdersError::KeyInFlight => {
                 ApiError::new(StatusCode::CONFLICT, "idempotency_key_in_flight", message)
                     .with_field("Idempotency-Key")
+            }
+            OrdersError::StockRefused {
+                status,
+                code,
+                message,
+                field,
+            } => {
+                // The catalog speaks the same contract; pass its answer on.
+                let code = match code.as_str() {
+                    "insufficient_stock" => "insufficient_stock",
+                    "unknown_reference" => "unknown_reference",
+                    "invalid_field" => "invalid_field",
+                    _ => "stock_refused",
+                };
+                let error = ApiError::new(super::saga::refusal_status(status), code, message);
+                match field {
+                    Some(f) => error.with_field(f),
+                    None => error,
+                }
+            }
+            OrdersError::DependencyUnavailable(why) => {
+                tracing::warn!(reason = %why, "order not placed: dependency unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "dependency_unavailable",
+                    "the catalog service did not answer; nothing was placed, retry later",
+                )
             }
             OrdersError::Catalog(e) => e.into(),
             OrdersError::Customers(e) => e.into(),

@@ -5,8 +5,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::Placement;
 use super::domain::{IdempotencyKey, Order, OrderId, OrderRequest};
+use super::{OrdersDeps, Placement, Removal};
 use crate::catalog::Money;
 use platform::{ApiError, JsonBody, Pool, blocking, path_id};
 
@@ -79,6 +79,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError
 
 async fn place_order(
     pool: web::Data<Pool>,
+    deps: web::Data<OrdersDeps>,
     req: HttpRequest,
     body: JsonBody<PlaceOrder>,
 ) -> Result<HttpResponse, ApiError> {
@@ -90,10 +91,22 @@ async fn place_order(
         .map(|l| (l.album_id, l.quantity))
         .collect();
     let request = OrderRequest::parse(body.0.customer_id, &lines)?;
-    let placement = blocking(&pool, move |c| {
-        super::place_order(c, &request, key.as_ref())
-    })
-    .await?;
+    let placement = match &deps.stock {
+        None => {
+            let removal = deps.removal;
+            let placed = blocking(&pool, move |c| {
+                super::place_order(c, &request, key.as_ref(), removal)
+            })
+            .await?;
+            if removal == Removal::Outbox {
+                deps.outbox.wake();
+            }
+            placed
+        }
+        Some(stock) => {
+            super::saga::place_order(&pool, stock, &deps.outbox, deps.removal, request, key).await?
+        }
+    };
     let (order, replayed) = match placement {
         Placement::Created(order) => (order, false),
         Placement::Replayed(order) => (order, true),

@@ -3,10 +3,13 @@
 
 pub mod domain;
 pub mod http;
+pub mod outbox;
+pub mod saga;
 
 mod db;
 mod error;
 
+use chrono::{DateTime, Utc};
 use diesel::{Connection, PgConnection};
 
 pub use domain::{IdempotencyKey, LineRequest, Order, OrderId, OrderLine, OrderRequest};
@@ -15,6 +18,16 @@ pub use error::OrdersError;
 use crate::catalog::{self, StockTake};
 use crate::customers;
 use crate::wishlist;
+
+/// How order placement reaches stock and wishlists, chosen by configuration (app data).
+#[derive(Debug, Clone)]
+pub struct OrdersDeps {
+    /// `None`: the catalog module, in the order's transaction; `Some`: the catalog service's
+    /// reservations, as a saga.
+    pub stock: Option<crate::integrations::StockClient>,
+    pub removal: Removal,
+    pub outbox: outbox::Outbox,
+}
 
 /// The result of a placement: a new order, or the one an earlier request with the same
 /// Idempotency-Key created.
@@ -28,12 +41,45 @@ pub fn get_order(conn: &mut PgConnection, id: OrderId) -> Result<Order, OrdersEr
     db::get_order(conn, id)?.ok_or(OrdersError::NotFound)
 }
 
-/// Places an order. With a key, the first request to claim it places the order; every later
+/// How an order removes purchased albums from the wishlist (branch by abstraction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The wishlist module, in the order's transaction.
+    Local,
+    /// The wishlist service, through the outbox written in the order's transaction.
+    Outbox,
+}
+
+pub(crate) fn remove_purchased(
+    tx: &mut PgConnection,
+    removal: Removal,
+    customer: customers::CustomerId,
+    albums: &[catalog::AlbumId],
+    placed_at: DateTime<Utc>,
+) -> Result<(), OrdersError> {
+    match removal {
+        Removal::Local => {
+            wishlist::remove_albums(tx, customer, albums)?;
+        }
+        Removal::Outbox => outbox::enqueue(
+            tx,
+            &outbox::Message::WishlistRemove {
+                customer_id: customer.0,
+                album_ids: albums.iter().map(|a| a.0).collect(),
+                added_before: placed_at,
+            },
+        )?,
+    }
+    Ok(())
+}
+
+/// Places an order with local stock, in one transaction. With a key, the first request to claim it places the order; every later
 /// request with the same key and body gets that order back (a different body is refused).
 pub fn place_order(
     conn: &mut PgConnection,
     request: &OrderRequest,
     key: Option<&IdempotencyKey>,
+    removal: Removal,
 ) -> Result<Placement, OrdersError> {
     // Infallible for these plain types; the text is what a key is bound to.
     let body = serde_json::to_string(request).unwrap_or_default();
@@ -43,7 +89,7 @@ pub fn place_order(
         {
             return Ok(None);
         }
-        let order = place_in_transaction(tx, request)?;
+        let order = place_in_transaction(tx, request, removal)?;
         if let Some(key) = key {
             db::attach_order(tx, key, order.id)?;
         }
@@ -93,6 +139,7 @@ fn replay(
 fn place_in_transaction(
     tx: &mut PgConnection,
     request: &OrderRequest,
+    removal: Removal,
 ) -> Result<Order, OrdersError> {
     if !customers::customer_exists(tx, request.customer_id)? {
         return Err(OrdersError::UnknownCustomer(request.customer_id.0));
@@ -141,7 +188,7 @@ fn place_in_transaction(
     )?;
     db::insert_lines(tx, id, &lines)?;
     let bought: Vec<_> = lines.iter().map(|l| l.album_id).collect();
-    wishlist::remove_albums(tx, request.customer_id, &bought)?;
+    remove_purchased(tx, removal, request.customer_id, &bought, placed_at)?;
     Ok(Order {
         id,
         customer_id: request.customer_id,

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::domain::{AlbumDetails, ItemView, Wishlist};
 use crate::catalog::{AlbumId, Money};
 use crate::customers::CustomerId;
-use platform::{ApiError, Pool, blocking, path_id};
+use platform::{ApiError, Pool, QueryMap, blocking, path_id};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/wishlists/{customer_id}").route(web::get().to(get_wishlist)))
@@ -98,11 +98,21 @@ async fn add_item(
     Ok(response.json(ItemBody::from(item)))
 }
 
+/// `?added_before=<RFC 3339>` limits the removal to items added before then.
+fn added_before(q: &QueryMap) -> Result<Option<DateTime<Utc>>, ApiError> {
+    q.parsed::<DateTime<Utc>>("added_before", "an RFC 3339 timestamp")
+}
+
 async fn remove_item(
     pool: web::Data<Pool>,
     path: web::Path<(String, String)>,
+    q: QueryMap,
 ) -> Result<HttpResponse, ApiError> {
     let (customer, album) = ids(&path)?;
-    blocking(&pool, move |c| super::remove_item(c, customer, album)).await?;
+    let before = added_before(&q)?;
+    blocking(&pool, move |c| {
+        super::remove_item(c, customer, album, before)
+    })
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -8,6 +8,7 @@ pub mod http;
 mod db;
 mod error;
 
+use chrono::{DateTime, Utc};
 use diesel::{Connection, PgConnection};
 
 pub use domain::{AlbumDetails, Item, ItemView, MAX_ITEMS, Wishlist};
@@ -76,9 +77,10 @@ pub fn remove_item(
     conn: &mut PgConnection,
     customer: CustomerId,
     album: AlbumId,
+    added_before: Option<DateTime<Utc>>,
 ) -> Result<(), WishlistError> {
     require_customer(conn, customer)?;
-    db::remove(conn, customer, &[album])?;
+    db::remove(conn, customer, &[album], added_before)?;
     Ok(())
 }
 
@@ -88,7 +90,7 @@ pub fn remove_albums(
     customer: CustomerId,
     albums: &[AlbumId],
 ) -> Result<usize, WishlistError> {
-    Ok(db::remove(conn, customer, albums)?)
+    Ok(db::remove(conn, customer, albums, None)?)
 }
 
 pub(crate) fn insert_items_bulk(

@@ -89,16 +89,21 @@ pub fn count(conn: &mut PgConnection, customer: CustomerId) -> QueryResult<i64> 
         .get_result(conn)
 }
 
+/// Removes the albums; with `added_before`, only items added before then (a late removal for
+/// an old purchase must not remove an album the customer wished for again since).
 pub fn remove(
     conn: &mut PgConnection,
     customer: CustomerId,
     albums: &[AlbumId],
+    added_before: Option<DateTime<Utc>>,
 ) -> QueryResult<usize> {
     let raw: Vec<i64> = albums.iter().map(|a| a.0).collect();
-    diesel::delete(
-        items::table
-            .filter(items::customer_id.eq(customer.0))
-            .filter(items::album_id.eq_any(raw)),
-    )
-    .execute(conn)
+    let mut query = diesel::delete(items::table)
+        .filter(items::customer_id.eq(customer.0))
+        .filter(items::album_id.eq_any(raw))
+        .into_boxed();
+    if let Some(before) = added_before {
+        query = query.filter(items::added_at.le(before));
+    }
+    query.execute(conn)
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::domain::{AlbumDetails, AlbumId, CustomerId, ItemView, Money, Wishlist};
 use crate::State;
-use platform::{ApiError, path_id};
+use platform::{ApiError, QueryMap, path_id};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/wishlists/{customer_id}").route(web::get().to(get_wishlist)))
@@ -102,11 +102,17 @@ async fn add_item(
     Ok(response.json(ItemBody::from(item)))
 }
 
+/// `?added_before=<RFC 3339>` limits the removal to items added before then.
+fn added_before(q: &QueryMap) -> Result<Option<DateTime<Utc>>, ApiError> {
+    q.parsed::<DateTime<Utc>>("added_before", "an RFC 3339 timestamp")
+}
+
 async fn remove_item(
     state: web::Data<State>,
     path: web::Path<(String, String)>,
+    q: QueryMap,
 ) -> Result<HttpResponse, ApiError> {
     let (customer, album) = ids(&path)?;
-    super::remove_item(&state, customer, album).await?;
+    super::remove_item(&state, customer, album, added_before(&q)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -9,6 +9,7 @@ mod error;
 
 use std::sync::atomic::Ordering;
 
+use chrono::{DateTime, Utc};
 use diesel::Connection;
 
 pub use domain::{AlbumDetails, AlbumId, CustomerId, Item, ItemView, MAX_ITEMS, Wishlist};
@@ -97,10 +98,11 @@ pub async fn remove_item(
     state: &State,
     customer: CustomerId,
     album: AlbumId,
+    added_before: Option<DateTime<Utc>>,
 ) -> Result<(), WishlistError> {
     customer_known_for_read(state, customer).await?;
     blocking(&state.pool, move |c| {
-        db::remove(c, customer, &[album]).map_err(WishlistError::from)
+        db::remove(c, customer, &[album], added_before).map_err(WishlistError::from)
     })
     .await?;
     Ok(())

@@ -1,0 +1,2 @@
+DROP INDEX orders.orders_pending;
+DROP TABLE orders.outbox;

@@ -1,0 +1,215 @@
+//! How the monolith reaches capabilities that may have moved out (branch by abstraction): each
+//! is `Local` (the module in this process, inside the caller's transaction) or `Remote` (the
+//! extracted service's HTTP API, at a base URL that is normally the router's).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::catalog::{AlbumId, Money};
+use crate::customers::CustomerId;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    Local,
+    Remote { base_url: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Integrations {
+    /// Where order placement takes stock: the catalog module, or the catalog service's
+    /// reservations (a saga).
+    pub stock: Backend,
+    /// Where order placement removes purchased albums from the wishlist: the wishlist module, or
+    /// the wishlist service (through the outbox).
+    pub wishlist: Backend,
+    /// Per remote call.
+    pub timeout: Duration,
+    /// How often the outbox worker looks for due calls when nobody woke it.
+    pub outbox_poll: Duration,
+    /// A saga order still pending after this long was abandoned by a crashed request: its
+    /// reservation is released and the order removed.
+    pub abandon_after: Duration,
+}
+
+impl Default for Integrations {
+    fn default() -> Self {
+        Integrations {
+            stock: Backend::Local,
+            wishlist: Backend::Local,
+            timeout: Duration::from_secs(2),
+            outbox_poll: Duration::from_secs(1),
+            abandon_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a remote call came back with.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The service answered and refused: the request itself is at fault; retrying won't help.
+    #[error("{status} {code}: {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+        field: Option<String>,
+    },
+    /// No answer, a timeout or a server error: the outcome is unknown, retry later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+    field: Option<String>,
+}
+
+async fn refusal_or_unavailable(reply: reqwest::Response) -> RemoteError {
+    let status = reply.status().as_u16();
+    if reply.status().is_server_error() {
+        return RemoteError::Unavailable(format!("answered {status}"));
+    }
+    match reply.json::<ErrorEnvelope>().await {
+        Ok(e) => RemoteError::Refused {
+            status,
+            code: e.error.code,
+            message: e.error.message,
+            field: e.error.field,
+        },
+        Err(e) => {
+            RemoteError::Unavailable(format!("answered {status} with an unreadable body: {e}"))
+        }
+    }
+}
+
+fn transport(e: reqwest::Error) -> RemoteError {
+    RemoteError::Unavailable(e.to_string())
+}
+
+/// A reservation as the catalog service reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Reservation {
+    pub status: String,
+    pub lines: Vec<ReservedLine>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReservedLine {
+    pub album_id: i64,
+    pub quantity: i32,
+    pub unit_price: Money,
+}
+
+/// The catalog service's reservations API.
+#[derive(Debug, Clone)]
+pub struct StockClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl StockClient {
+    pub fn new(http: reqwest::Client, base: &str) -> Self {
+        StockClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub async fn reserve(
+        &self,
+        key: &str,
+        lines: &[(AlbumId, i32)],
+    ) -> Result<Reservation, RemoteError> {
+        let lines: Vec<_> = lines
+            .iter()
+            .map(|(album, quantity)| json!({"album_id": album.0, "quantity": quantity}))
+            .collect();
+        let reply = self
+            .http
+            .put(format!("{}/catalog/reservations/{key}", self.base))
+            .json(&json!({"lines": lines}))
+            .send()
+            .await
+            .map_err(transport)?;
+        if !reply.status().is_success() {
+            return Err(refusal_or_unavailable(reply).await);
+        }
+        reply.json().await.map_err(transport)
+    }
+
+    /// Confirms or releases (`action`), idempotently on the catalog's side.
+    pub async fn finish(&self, key: &str, action: &str) -> Result<(), RemoteError> {
+        let reply = self
+            .http
+            .post(format!("{}/catalog/reservations/{key}/{action}", self.base))
+            .send()
+            .await
+            .map_err(transport)?;
+        if reply.status().is_success() {
+            return Ok(());
+        }
+        Err(refusal_or_unavailable(reply).await)
+    }
+}
+
+/// The wishlist service's API, as the outbox uses it.
+#[derive(Debug, Clone)]
+pub struct WishlistClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl WishlistClient {
+    pub fn new(http: reqwest::Client, base: &str) -> Self {
+        WishlistClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// Removes an album added before `added_before` (so an album the customer wishes for again
+    /// after buying it is not removed by a late retry). Removing what is not there is success.
+    pub async fn remove(
+        &self,
+        customer: CustomerId,
+        album: AlbumId,
+        added_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), RemoteError> {
+        let reply = self
+            .http
+            .delete(format!(
+                "{}/wishlists/{}/items/{}?added_before={}",
+                self.base,
+                customer.0,
+                album.0,
+                // UTC with a Z: nothing in it needs escaping in a query string.
+                added_before.format("%Y-%m-%dT%H:%M:%S%.6fZ")
+            ))
+            .send()
+            .await
+            .map_err(transport)?;
+        match reply.status().as_u16() {
+            // 404: the wishlist service has no such customer, so nothing to remove.
+            204 | 404 => Ok(()),
+            _ => Err(refusal_or_unavailable(reply).await),
+        }
+    }
+}
+
+/// Builds the HTTP client the remote backends share: no redirects, the configured timeout.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
