@@ -3,10 +3,8 @@
 
 mod support;
 
-mod catalog;
 mod customers;
 mod errors;
 mod migrations;
 mod orders;
 mod seed;
-mod wishlist;

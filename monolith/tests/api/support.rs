@@ -144,16 +144,8 @@ impl TestApp {
         self.send(Method::POST, path, Some(body), &[]).await
     }
 
-    pub async fn patch(&self, path: &str, body: Value) -> Reply {
-        self.send(Method::PATCH, path, Some(body), &[]).await
-    }
-
     pub async fn put(&self, path: &str) -> Reply {
         self.send(Method::PUT, path, None, &[]).await
-    }
-
-    pub async fn delete(&self, path: &str) -> Reply {
-        self.send(Method::DELETE, path, None, &[]).await
     }
 
     pub async fn artist(&self, name: &str) -> i64 {
