@@ -206,10 +206,10 @@ impl WishlistClient {
 }
 
 /// Builds the HTTP client the remote backends share: no redirects, the configured timeout.
-pub fn http_client(timeout: Duration) -> reqwest::Client {
+pub fn http_client(timeout: Duration) -> std::io::Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .map_err(std::io::Error::other)
 }

@@ -67,7 +67,7 @@ pub fn server(listener: TcpListener, pool: Pool, workers: usize) -> std::io::Res
 /// The HTTP server plus the outbox worker, which runs on the current Tokio runtime.
 pub fn server_with(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Server> {
     let integrations = options.integrations;
-    let http = integrations::http_client(integrations.timeout);
+    let http = integrations::http_client(integrations.timeout)?;
     let remote = |backend: &Backend| match backend {
         Backend::Local => None,
         Backend::Remote { base_url } => Some(base_url.clone()),

@@ -68,17 +68,22 @@ pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let ownership = req.app_data::<web::Data<Ownership>>().map(|o| *o.get_ref());
-    match ownership {
-        Some(o) if o.mode == WriteMode::Replica && is_write(req.method()) => {
-            let response = not_write_owner(o.service).error_response();
-            Ok(req.into_response(response).map_into_right_body())
-        }
-        _ => next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body),
+    // Without its configuration the guard fails closed: a service that forgot to say it owns
+    // writes is treated as a replica.
+    let ownership = req
+        .app_data::<web::Data<Ownership>>()
+        .map(|o| *o.get_ref())
+        .unwrap_or(Ownership {
+            service: "unconfigured",
+            mode: WriteMode::Replica,
+        });
+    if ownership.mode == WriteMode::Replica && is_write(req.method()) {
+        let response = not_write_owner(ownership.service).error_response();
+        return Ok(req.into_response(response).map_into_right_body());
     }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 #[cfg(test)]

@@ -56,10 +56,13 @@ async fn status(ownership: web::Data<Ownership>, pool: web::Data<Pool>) -> HttpR
     }))
 }
 
-/// The service on an already bound listener, plus the reservation expiry sweeper (which stops
-/// with the runtime it was started on).
+/// The service on an already bound listener, plus (when it owns writes) the reservation expiry
+/// sweeper, which stops with the runtime it was started on.
 pub fn server(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Server> {
-    spawn_sweeper(pool.clone(), options.sweep_every);
+    // Expiry writes (status, stock): only the write owner may do it.
+    if options.write_mode == WriteMode::Owner {
+        spawn_sweeper(pool.clone(), options.sweep_every);
+    }
     let pool = web::Data::new(pool);
     let ownership = web::Data::new(Ownership {
         service: SERVICE,

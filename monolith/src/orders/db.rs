@@ -306,16 +306,19 @@ pub fn set_status(conn: &mut PgConnection, id: OrderId, status: &str) -> QueryRe
         .execute(conn)
 }
 
-/// Removes a pending order and the Idempotency-Key that claimed it, so a retry starts afresh.
-pub fn delete_pending(conn: &mut PgConnection, id: OrderId) -> QueryResult<usize> {
-    diesel::delete(idempotency_keys::table.filter(idempotency_keys::order_id.eq(id.0)))
-        .execute(conn)?;
-    diesel::delete(
-        orders::table
-            .find(id.0)
-            .filter(orders::status.eq("pending")),
-    )
-    .execute(conn)
+/// Removes an order that is still pending, and the Idempotency-Key that claimed it (so a retry
+/// starts afresh), in one transaction. Returns false, touching nothing, when the order is no
+/// longer pending: it completed (its key must stay) or was abandoned already.
+pub fn delete_pending(conn: &mut PgConnection, id: OrderId) -> QueryResult<bool> {
+    conn.transaction(|tx| {
+        if lock_pending(tx, id)?.is_none() {
+            return Ok(false);
+        }
+        diesel::delete(idempotency_keys::table.filter(idempotency_keys::order_id.eq(id.0)))
+            .execute(tx)?;
+        diesel::delete(orders::table.find(id.0)).execute(tx)?;
+        Ok(true)
+    })
 }
 
 /// Pending orders older than `age`: their request died between the two saga transactions.

@@ -89,16 +89,19 @@ impl From<OrdersError> for ApiError {
                 field,
             } => {
                 // The catalog speaks the same contract; pass its answer on.
-                let code = match code.as_str() {
-                    "insufficient_stock" => "insufficient_stock",
-                    "unknown_reference" => "unknown_reference",
-                    "invalid_field" => "invalid_field",
-                    _ => "stock_refused",
+                // Its field paths (lines[i]...) are ours too; anything else is the catalog's own
+                // business, reported without its field.
+                let known = match code.as_str() {
+                    "insufficient_stock" => Some("insufficient_stock"),
+                    "unknown_reference" => Some("unknown_reference"),
+                    "invalid_field" => Some("invalid_field"),
+                    _ => None,
                 };
-                let error = ApiError::new(super::saga::refusal_status(status), code, message);
-                match field {
-                    Some(f) => error.with_field(f),
-                    None => error,
+                let status = super::saga::refusal_status(status);
+                match (known, field) {
+                    (Some(code), Some(f)) => ApiError::new(status, code, message).with_field(f),
+                    (Some(code), None) => ApiError::new(status, code, message),
+                    (None, _) => ApiError::new(status, "stock_refused", message),
                 }
             }
             OrdersError::DependencyUnavailable(why) => {

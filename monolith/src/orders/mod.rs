@@ -59,7 +59,7 @@ pub(crate) fn remove_purchased(
 ) -> Result<(), OrdersError> {
     match removal {
         Removal::Local => {
-            wishlist::remove_albums(tx, customer, albums)?;
+            wishlist::remove_albums(tx, customer, albums, None)?;
         }
         Removal::Outbox => outbox::enqueue(
             tx,

@@ -80,9 +80,17 @@ pub struct Delivery {
     pub wishlist: Option<WishlistClient>,
 }
 
-const BATCH: i64 = 20;
-/// Long enough for one delivery with its timeout; a dead worker's messages are retried after it.
-const LEASE: Duration = Duration::from_secs(30);
+const BATCH: i64 = 10;
+/// A message that can never be read is parked this long (effectively until an operator acts).
+const PARKED: Duration = Duration::from_secs(365 * 86_400);
+
+/// How long a leased batch is hidden from other workers: every call of the batch timing out
+/// (a wishlist removal makes one call per album, at most 50), plus slack. A worker that dies
+/// mid-batch only delays its messages by this much; one that is merely slow may see another
+/// worker deliver the same message too, which idempotent receivers make harmless.
+fn lease(timeout: Duration) -> Duration {
+    timeout * (BATCH as u32) * 50 + Duration::from_secs(30)
+}
 
 /// Backoff after `attempts` failed deliveries: 200 ms doubling, at most 10 s.
 pub fn backoff(attempts: i32) -> Duration {
@@ -111,21 +119,25 @@ pub fn spawn_worker(delivery: Delivery) -> Outbox {
     outbox
 }
 
-/// Delivers every due message once.
+/// Delivers due messages, batch after batch while every delivery succeeds. A round ends at the
+/// first failure (the rest waits for the next round), so a receiver that is down cannot keep the
+/// worker in one endless round.
 pub async fn drain(delivery: &Delivery) -> Result<usize, OrdersError> {
+    let lease = lease(delivery.integrations.timeout);
     let mut delivered = 0;
     loop {
-        let batch = blocking(&delivery.pool, |c| {
-            Ok::<_, OrdersError>(db::lease_due(c, BATCH, LEASE)?)
+        let batch = blocking(&delivery.pool, move |c| {
+            Ok::<_, OrdersError>(db::lease_due(c, BATCH, lease)?)
         })
         .await?;
-        if batch.is_empty() {
-            return Ok(delivered);
-        }
+        let full = batch.len() as i64 == BATCH;
+        let mut clean = true;
         for (id, kind, payload, attempts) in batch {
             let outcome = match serde_json::from_value::<Message>(payload) {
-                Ok(message) => deliver(delivery, &message).await,
-                Err(e) => Err(format!("unreadable {kind} message: {e}")),
+                Ok(message) => deliver(delivery, &message)
+                    .await
+                    .map_err(|e| (e, backoff(attempts))),
+                Err(e) => Err((format!("unreadable {kind} message, parked: {e}"), PARKED)),
             };
             match outcome {
                 Ok(()) => {
@@ -135,8 +147,8 @@ pub async fn drain(delivery: &Delivery) -> Result<usize, OrdersError> {
                     .await?;
                     delivered += 1;
                 }
-                Err(error) => {
-                    let wait = backoff(attempts);
+                Err((error, wait)) => {
+                    clean = false;
                     tracing::warn!(id, kind, attempts, retry_in_ms = wait.as_millis() as u64, %error, "outbox: delivery failed");
                     blocking(&delivery.pool, move |c| {
                         Ok::<_, OrdersError>(db::retry_later(c, id, wait, &error)?)
@@ -144,6 +156,9 @@ pub async fn drain(delivery: &Delivery) -> Result<usize, OrdersError> {
                     .await?;
                 }
             }
+        }
+        if !(full && clean) {
+            return Ok(delivered);
         }
     }
 }
@@ -170,9 +185,13 @@ async fn deliver(delivery: &Delivery, message: &Message) -> Result<(), String> {
                     Ok(())
                 }
                 // The wishlist moved back in: remove locally.
-                None => blocking(&delivery.pool, move |c| {
-                    wishlist::remove_albums(c, customer, &albums).map_err(OrdersError::from)
-                })
+                None => {
+                    let before = Some(*added_before);
+                    blocking(&delivery.pool, move |c| {
+                        wishlist::remove_albums(c, customer, &albums, before)
+                            .map_err(OrdersError::from)
+                    })
+                }
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
@@ -232,7 +251,11 @@ async fn deliver(delivery: &Delivery, message: &Message) -> Result<(), String> {
 /// transaction: either both happen or neither.
 pub fn abandon(conn: &mut PgConnection, order: OrderId) -> Result<(), OrdersError> {
     conn.transaction(|tx| {
-        db::delete_pending(tx, order)?;
+        // A request finishing transaction B at this moment wins: its order stays placed with its
+        // confirm owed, and no release is sent to undo it.
+        if !db::delete_pending(tx, order)? {
+            return Ok(());
+        }
         enqueue(
             tx,
             &Message::StockRelease {
@@ -266,6 +289,43 @@ async fn abandon_stale(delivery: &Delivery) -> Result<(), OrdersError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::catalog::Money;
+    use crate::customers::{self, NewCustomer};
+
+    #[test]
+    fn abandoning_removes_only_an_order_still_pending_and_owes_its_release() {
+        let test_db = localpg::TestDb::new("monolith", crate::MIGRATIONS);
+        let mut c = <PgConnection as Connection>::establish(test_db.url()).unwrap();
+        let new = NewCustomer::parse("Ada", "ada@example.com").unwrap();
+        let customer = customers::create_customer(&mut c, &new).unwrap().id;
+
+        // Completed (transaction B won the race): the stale sweep must leave it alone.
+        let placed = db::insert_pending(&mut c, customer).unwrap();
+        let total = Money {
+            amount_cents: 100,
+            currency: "USD".into(),
+        };
+        db::mark_placed(&mut c, placed, &total).unwrap();
+        abandon(&mut c, placed).unwrap();
+        assert_eq!(
+            db::status_of(&mut c, placed).unwrap().as_deref(),
+            Some("placed")
+        );
+        assert_eq!(pending(&mut c).unwrap(), 0, "no release for a placed order");
+
+        // Still pending: removed, with its release owed.
+        let stale = db::insert_pending(&mut c, customer).unwrap();
+        abandon(&mut c, stale).unwrap();
+        assert_eq!(db::status_of(&mut c, stale).unwrap(), None);
+        assert_eq!(pending(&mut c).unwrap(), 1);
+        abandon(&mut c, stale).unwrap();
+        assert_eq!(
+            pending(&mut c).unwrap(),
+            1,
+            "abandoning twice owes one release"
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

@@ -98,7 +98,7 @@ async fn add_item(
     Ok(response.json(ItemBody::from(item)))
 }
 
-/// `?added_before=<RFC 3339>` limits the removal to items added before then.
+/// `?added_before=<RFC 3339>` limits the removal to items added at or before then.
 fn added_before(q: &QueryMap) -> Result<Option<DateTime<Utc>>, ApiError> {
     q.parsed::<DateTime<Utc>>("added_before", "an RFC 3339 timestamp")
 }

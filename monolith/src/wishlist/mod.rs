@@ -84,13 +84,15 @@ pub fn remove_item(
     Ok(())
 }
 
-/// Removes purchased albums; called by orders inside the order's transaction.
+/// Removes purchased albums: by orders inside the order's transaction, or by the outbox for an
+/// order placed while the wishlist was remote (then only items added at or before the purchase).
 pub fn remove_albums(
     conn: &mut PgConnection,
     customer: CustomerId,
     albums: &[AlbumId],
+    added_before: Option<DateTime<Utc>>,
 ) -> Result<usize, WishlistError> {
-    Ok(db::remove(conn, customer, albums, None)?)
+    Ok(db::remove(conn, customer, albums, added_before)?)
 }
 
 pub(crate) fn insert_items_bulk(

@@ -162,6 +162,10 @@ async fn releasing_a_reservation_returns_its_stock_once() {
             .ok(200)["status"],
         "released"
     );
+    // The key stays bound to its lines after release: other lines are a different request.
+    reserve(&api, "k-release", &[(a, 1)], None)
+        .await
+        .assert_error(422, "idempotency_key_reused", Some("key"));
     assert_eq!((api.stock(a).await, api.stock(b).await), (10, 2));
     assert_eq!(held(&api).await, 0);
 }

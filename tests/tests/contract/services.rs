@@ -436,3 +436,16 @@ async fn a_wishlist_read_is_one_catalog_call_whatever_its_size() {
     assert_eq!(fake.calls(), 3);
     assert_eq!(degraded_reads(&wishlist).await, 0);
 }
+
+/// "One catalog call per wishlist read" holds only while a wishlist fits in one batch read.
+#[test]
+fn a_full_wishlist_fits_in_one_catalog_batch_on_every_side() {
+    assert_eq!(
+        wishlist_service::wishlist::MAX_ITEMS,
+        catalog_service::catalog::domain::MAX_BATCH
+    );
+    assert_eq!(
+        monolith::wishlist::MAX_ITEMS,
+        monolith::catalog::domain::MAX_BATCH
+    );
+}

@@ -36,7 +36,8 @@ pub fn reserve(
         let row = db::find(tx, key)?.ok_or(ReservationError::NotFound)?;
         // A release that arrived first left a tombstone with no request: the reservation is
         // released whatever was asked, so a late reserve never takes stock.
-        if row.status() != Status::Released && row.request != fingerprint {
+        let tombstone = row.request.is_empty();
+        if !tombstone && row.request != fingerprint {
             return Err(ReservationError::KeyReused);
         }
         Ok((db::load(tx, row)?, false))

@@ -89,7 +89,7 @@ pub fn count(conn: &mut PgConnection, customer: CustomerId) -> QueryResult<i64> 
         .get_result(conn)
 }
 
-/// Removes the albums; with `added_before`, only items added before then (a late removal for
+/// Removes the albums; with `added_before`, only items added at or before then (a late removal for
 /// an old purchase must not remove an album the customer wished for again since).
 pub fn remove(
     conn: &mut PgConnection,
