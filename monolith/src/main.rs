@@ -9,10 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     Binary {
         name: "monolith",
-        database_url: &config.database_url,
-        migrate: config.migrate,
-        pool: config.pool,
-        listen: config.listen,
+        basics: &config.basics,
     }
     .run(MIGRATIONS, |listener, pool| {
         monolith::server_with(listener, pool, config.options.clone())

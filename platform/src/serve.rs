@@ -33,13 +33,10 @@ pub fn stop_on_signal(handle: ServerHandle) {
     });
 }
 
-/// Everything a service binary does: log setup, migrations, pool, bind, serve until a signal.
+/// Everything a service binary does: migrations, pool, bind, serve until a signal.
 pub struct Binary<'a> {
     pub name: &'static str,
-    pub database_url: &'a str,
-    pub migrate: bool,
-    pub pool: crate::PoolConfig,
-    pub listen: std::net::SocketAddr,
+    pub basics: &'a crate::config::Basics,
 }
 
 impl Binary<'_> {
@@ -48,12 +45,13 @@ impl Binary<'_> {
         S: MigrationSource<Pg>,
         F: FnOnce(std::net::TcpListener, crate::Pool) -> std::io::Result<actix_web::dev::Server>,
     {
-        if self.migrate {
-            migrate(self.database_url, migrations)?;
+        let basics = self.basics;
+        if basics.migrate {
+            migrate(&basics.database_url, migrations)?;
         }
-        let pool = crate::build_pool(self.database_url, self.pool)?;
-        let listener = std::net::TcpListener::bind(self.listen)
-            .map_err(|e| format!("binding {}: {e}", self.listen))?;
+        let pool = crate::build_pool(&basics.database_url, basics.pool)?;
+        let listener = std::net::TcpListener::bind(basics.listen)
+            .map_err(|e| format!("binding {}: {e}", basics.listen))?;
         tracing::info!(service = self.name, addr = %listener.local_addr()?, "listening");
         let server = build(listener, pool)?;
         stop_on_signal(server.handle());

@@ -1,29 +1,26 @@
 //! The catalog service's configuration, from the environment.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use platform::config::{env, parse, required};
-use platform::{PoolConfig, WriteMode};
+use platform::WriteMode;
+use platform::config::{BasicNames, Basics, env, parse};
 
 pub use platform::config::ConfigError;
 
-pub const ENV_DATABASE_URL: &str = "CATALOG_DATABASE_URL";
-pub const ENV_LISTEN: &str = "CATALOG_LISTEN";
-pub const ENV_MIGRATE: &str = "CATALOG_MIGRATE";
-pub const ENV_POOL_SIZE: &str = "CATALOG_POOL_SIZE";
-pub const ENV_WORKERS: &str = "CATALOG_WORKERS";
+pub const NAMES: BasicNames = BasicNames {
+    database_url: "CATALOG_DATABASE_URL",
+    listen: "CATALOG_LISTEN",
+    migrate: "CATALOG_MIGRATE",
+    pool_size: "CATALOG_POOL_SIZE",
+    workers: "CATALOG_WORKERS",
+};
 pub const ENV_WRITE_MODE: &str = "CATALOG_WRITE_MODE";
 pub const ENV_SWEEP_SECONDS: &str = "CATALOG_RESERVATION_SWEEP_SECONDS";
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub database_url: String,
-    /// Default 127.0.0.1:7002.
-    pub listen: SocketAddr,
-    /// Run pending migrations at start. Default true.
-    pub migrate: bool,
-    pub pool: PoolConfig,
+    /// Database, listen address (default 127.0.0.1:7002), migrations, pool, workers.
+    pub basics: Basics,
     pub options: crate::Options,
 }
 
@@ -33,6 +30,7 @@ impl Config {
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let basics = Basics::from_lookup(&lookup, &NAMES, 7002)?;
         let sweep: u64 = parse(&lookup, ENV_SWEEP_SECONDS, 5)?;
         if sweep == 0 {
             return Err(ConfigError::Invalid {
@@ -41,23 +39,13 @@ impl Config {
             });
         }
         Ok(Config {
-            database_url: required(&lookup, ENV_DATABASE_URL)?,
-            listen: parse(
-                &lookup,
-                ENV_LISTEN,
-                SocketAddr::from(([127, 0, 0, 1], 7002)),
-            )?,
-            migrate: parse(&lookup, ENV_MIGRATE, true)?,
-            pool: PoolConfig {
-                max_size: parse(&lookup, ENV_POOL_SIZE, 16)?,
-                connection_timeout: Duration::from_secs(5),
-            },
             options: crate::Options {
-                workers: parse(&lookup, ENV_WORKERS, 2)?,
+                workers: basics.workers,
                 // A new service starts as a replica: replication feeds it until cutover.
                 write_mode: parse(&lookup, ENV_WRITE_MODE, WriteMode::Replica)?,
                 sweep_every: Duration::from_secs(sweep),
             },
+            basics,
         })
     }
 }
@@ -74,20 +62,17 @@ mod tests {
 
     #[test]
     fn a_new_service_is_a_replica_by_default() {
-        let c = config(&[(ENV_DATABASE_URL, "postgres://x/catalog")]).unwrap();
+        let c = config(&[(NAMES.database_url, "postgres://x/catalog")]).unwrap();
         assert_eq!(c.options.write_mode, WriteMode::Replica);
-        assert_eq!(c.listen.to_string(), "127.0.0.1:7002");
+        assert_eq!(c.basics.listen.to_string(), "127.0.0.1:7002");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let e = config(&[(ENV_DATABASE_URL, "u"), (ENV_WRITE_MODE, "primary")]).unwrap_err();
+        let e = config(&[(NAMES.database_url, "u"), (ENV_WRITE_MODE, "primary")]).unwrap_err();
         assert!(e.to_string().contains(ENV_WRITE_MODE), "{e}");
-        let e = config(&[(ENV_DATABASE_URL, "u"), (ENV_SWEEP_SECONDS, "0")]).unwrap_err();
+        let e = config(&[(NAMES.database_url, "u"), (ENV_SWEEP_SECONDS, "0")]).unwrap_err();
         assert!(e.to_string().contains(ENV_SWEEP_SECONDS), "{e}");
-        assert!(matches!(
-            config(&[]),
-            Err(ConfigError::Missing(ENV_DATABASE_URL))
-        ));
+        assert!(matches!(config(&[]), Err(ConfigError::Missing(_))));
     }
 }

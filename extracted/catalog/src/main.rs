@@ -9,10 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     Binary {
         name: "catalog",
-        database_url: &config.database_url,
-        migrate: config.migrate,
-        pool: config.pool,
-        listen: config.listen,
+        basics: &config.basics,
     }
     .run(MIGRATIONS, |listener, pool| {
         catalog_service::server(listener, pool, config.options)

@@ -9,10 +9,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     Binary {
         name: "wishlist",
-        database_url: &config.database_url,
-        migrate: config.migrate,
-        pool: config.pool,
-        listen: config.listen,
+        basics: &config.basics,
     }
     .run(MIGRATIONS, |listener, pool| {
         wishlist_service::server(listener, pool, config.options.clone())
