@@ -1,0 +1,13 @@
+//! The strangler-fig router: for every request it decides, per capability, whether the monolith
+//! or the extracted service answers, driven by Unleash toggles, and forwards it.
+//!
+//! The decision is a pure function ([`decide::decide`]) of the request head, the live toggles and
+//! the route table; everything around it (proxying, toggle storage, the admin API) stays thin.
+
+pub mod decide;
+pub mod routes;
+pub mod toggles;
+
+pub use decide::{Plan, Reason, RequestHead, decide};
+pub use routes::{Capability, RouteTable, TableError, Upstream, WriteOwner};
+pub use toggles::{LiveToggles, ToggleSet, Toggles};

@@ -1,0 +1,335 @@
+//! The route table: path prefixes to capabilities, capabilities to their two sides, from TOML.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The table MusicCorp ships with.
+pub const MUSICCORP: &str = include_str!("../routes.toml");
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TableError {
+    #[error("route table is not valid TOML: {0}")]
+    Syntax(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> TableError {
+    TableError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteOwner {
+    /// The monolith (or whatever the capability is moving out of).
+    Legacy,
+    /// The extracted service.
+    Extracted,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    #[serde(default = "default_upstream")]
+    default_upstream: String,
+    upstreams: BTreeMap<String, String>,
+    #[serde(default)]
+    capabilities: BTreeMap<String, RawCapability>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+fn default_upstream() -> String {
+    "monolith".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapability {
+    legacy: String,
+    extracted: String,
+    read_toggle: String,
+    shadow_toggle: String,
+    write_owner: WriteOwner,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: String,
+    capability: String,
+    #[serde(default)]
+    methods: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    /// `http://host:port`, no trailing slash.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capability {
+    pub name: String,
+    /// Index into [`RouteTable::upstreams`].
+    pub legacy: usize,
+    pub extracted: usize,
+    pub read_toggle: String,
+    pub shadow_toggle: String,
+    pub write_owner: WriteOwner,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: String,
+    pub capability: usize,
+    /// Upper-case methods this route is limited to; `None` means all.
+    pub methods: Option<Vec<String>>,
+}
+
+/// A validated table. Indices replace names, so deciding never looks a name up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTable {
+    pub upstreams: Vec<Upstream>,
+    pub default_upstream: usize,
+    pub capabilities: Vec<Capability>,
+    /// Longest prefix first, so the first match is the most specific.
+    pub routes: Vec<Route>,
+}
+
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl RouteTable {
+    pub fn musiccorp() -> RouteTable {
+        // The shipped table is tested; a failure here is a build defect, not an input error.
+        RouteTable::parse(MUSICCORP).unwrap_or_else(|e| panic!("shipped route table: {e}"))
+    }
+
+    pub fn parse(text: &str) -> Result<RouteTable, TableError> {
+        let raw: RawTable =
+            toml::from_str(text).map_err(|e| TableError::Syntax(e.message().to_string()))?;
+        let upstreams: Vec<Upstream> = raw
+            .upstreams
+            .iter()
+            .map(|(name, url)| {
+                let ok = url.starts_with("http://") && url.len() > "http://".len();
+                if !ok {
+                    return Err(invalid(
+                        format!("upstreams.{name}"),
+                        "must be an http:// URL",
+                    ));
+                }
+                Ok(Upstream {
+                    name: name.clone(),
+                    url: url.trim_end_matches('/').to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let upstream = |field: String, name: &str| {
+            upstreams
+                .iter()
+                .position(|u| u.name == name)
+                .ok_or_else(|| invalid(field, format!("no upstream named {name:?}")))
+        };
+        let default_upstream = upstream("default_upstream".into(), &raw.default_upstream)?;
+        let capabilities: Vec<Capability> = raw
+            .capabilities
+            .iter()
+            .map(|(name, c)| {
+                let field = |f: &str| format!("capabilities.{name}.{f}");
+                if c.read_toggle.trim().is_empty() {
+                    return Err(invalid(field("read_toggle"), "must name a toggle"));
+                }
+                if c.shadow_toggle.trim().is_empty() {
+                    return Err(invalid(field("shadow_toggle"), "must name a toggle"));
+                }
+                if c.timeout_ms == Some(0) {
+                    return Err(invalid(field("timeout_ms"), "must be at least 1"));
+                }
+                Ok(Capability {
+                    name: name.clone(),
+                    legacy: upstream(field("legacy"), &c.legacy)?,
+                    extracted: upstream(field("extracted"), &c.extracted)?,
+                    read_toggle: c.read_toggle.clone(),
+                    shadow_toggle: c.shadow_toggle.clone(),
+                    write_owner: c.write_owner,
+                    timeout: c
+                        .timeout_ms
+                        .map(Duration::from_millis)
+                        .unwrap_or(DEFAULT_TIMEOUT),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
+        for (i, r) in raw.routes.iter().enumerate() {
+            let field = |f: &str| format!("routes[{i}].{f}");
+            if !r.prefix.starts_with('/') {
+                return Err(invalid(field("prefix"), "must start with /"));
+            }
+            let capability = capabilities
+                .iter()
+                .position(|c| c.name == r.capability)
+                .ok_or_else(|| {
+                    invalid(
+                        field("capability"),
+                        format!("no capability named {:?}", r.capability),
+                    )
+                })?;
+            let methods = r.methods.as_ref().map(|ms| {
+                ms.iter()
+                    .map(|m| m.to_ascii_uppercase())
+                    .collect::<Vec<_>>()
+            });
+            if routes
+                .iter()
+                .any(|other| other.prefix == r.prefix && other.methods == methods)
+            {
+                return Err(invalid(
+                    field("prefix"),
+                    format!("{:?} is routed twice", r.prefix),
+                ));
+            }
+            routes.push(Route {
+                prefix: r.prefix.clone(),
+                capability,
+                methods,
+            });
+        }
+        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Ok(RouteTable {
+            upstreams,
+            default_upstream,
+            capabilities,
+            routes,
+        })
+    }
+
+    /// The most specific route for this request, if any.
+    pub fn route(&self, method: &str, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| {
+            path.starts_with(&r.prefix)
+                && r.methods
+                    .as_ref()
+                    .is_none_or(|ms| ms.iter().any(|m| m.eq_ignore_ascii_case(method)))
+        })
+    }
+
+    pub fn upstream_named(&self, name: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.name == name)
+    }
+
+    /// Points the named upstream elsewhere (e.g. the ports `fig up` bound).
+    pub fn set_upstream(&mut self, name: &str, url: &str) -> Result<(), TableError> {
+        let i = self
+            .upstream_named(name)
+            .ok_or_else(|| invalid(format!("upstreams.{name}"), "no such upstream"))?;
+        self.upstreams[i].url = url.trim_end_matches('/').to_string();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(text: &str) -> String {
+        match RouteTable::parse(text).unwrap_err() {
+            TableError::Invalid { field, .. } => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const BASE: &str = r#"
+        [upstreams]
+        monolith = "http://127.0.0.1:1"
+        svc = "http://127.0.0.1:2"
+        [capabilities.c]
+        legacy = "monolith"
+        extracted = "svc"
+        read_toggle = "c.reads"
+        shadow_toggle = "c.shadow"
+        write_owner = "legacy"
+    "#;
+
+    #[test]
+    fn the_shipped_table_routes_catalog_and_wishlists() {
+        let t = RouteTable::musiccorp();
+        let cap = |m, p| {
+            t.route(m, p)
+                .map(|r| t.capabilities[r.capability].name.as_str())
+        };
+        assert_eq!(cap("GET", "/catalog/albums/1"), Some("catalog"));
+        assert_eq!(cap("PUT", "/wishlists/1/items/2"), Some("wishlist"));
+        assert_eq!(cap("POST", "/orders"), None);
+        assert_eq!(t.upstreams[t.default_upstream].name, "monolith");
+    }
+
+    #[test]
+    fn the_longest_prefix_and_the_method_decide_the_route() {
+        let t = RouteTable::parse(&format!(
+            "{BASE}\n[[routes]]\nprefix = \"/a/\"\ncapability = \"c\"\n[[routes]]\nprefix = \"/a/b/\"\ncapability = \"c\"\nmethods = [\"get\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(t.route("GET", "/a/b/x").unwrap().prefix, "/a/b/");
+        assert_eq!(t.route("POST", "/a/b/x").unwrap().prefix, "/a/");
+        assert!(t.route("GET", "/b").is_none());
+    }
+
+    #[test]
+    fn bad_tables_name_the_field() {
+        assert_eq!(
+            field_of(&BASE.replace("http://127.0.0.1:2", "ftp://x")),
+            "upstreams.svc"
+        );
+        assert_eq!(
+            field_of(&BASE.replace("extracted = \"svc\"", "extracted = \"nope\"")),
+            "capabilities.c.extracted"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{BASE}\n[[routes]]\nprefix = \"a\"\ncapability = \"c\"\n"
+            )),
+            "routes[0].prefix"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{BASE}\n[[routes]]\nprefix = \"/a\"\ncapability = \"x\"\n"
+            )),
+            "routes[0].capability"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{BASE}\n[[routes]]\nprefix = \"/a\"\ncapability = \"c\"\n[[routes]]\nprefix = \"/a\"\ncapability = \"c\"\n"
+            )),
+            "routes[1].prefix"
+        );
+        assert_eq!(
+            field_of(&format!("default_upstream = \"zz\"\n{BASE}")),
+            "default_upstream"
+        );
+        assert!(matches!(
+            RouteTable::parse("not toml ["),
+            Err(TableError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn upstreams_can_be_repointed() {
+        let mut t = RouteTable::musiccorp();
+        t.set_upstream("catalog", "http://127.0.0.1:9/").unwrap();
+        assert_eq!(
+            t.upstreams[t.upstream_named("catalog").unwrap()].url,
+            "http://127.0.0.1:9"
+        );
+        assert!(t.set_upstream("nope", "http://x").is_err());
+    }
+}
