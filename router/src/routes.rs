@@ -204,7 +204,7 @@ impl RouteTable {
                 methods,
             });
         }
-        routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(RouteTable {
             upstreams,
             default_upstream,
