@@ -5,9 +5,12 @@
 //! the route table; everything around it (proxying, toggle storage, the admin API) stays thin.
 
 pub mod decide;
+pub mod headers;
+pub mod proxy;
 pub mod routes;
 pub mod toggles;
 
 pub use decide::{Plan, Reason, RequestHead, decide};
+pub use proxy::{Router, serve};
 pub use routes::{Capability, RouteTable, TableError, Upstream, WriteOwner};
 pub use toggles::{LiveToggles, ToggleSet, Toggles};

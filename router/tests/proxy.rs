@@ -1,0 +1,357 @@
+//! The router's data path against real HTTP servers on port 0. The upstreams here are small
+//! test servers because these tests need upstreams that report what they received, stall, or
+//! stream on cue.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use router::toggles::parse_features;
+use router::{LiveToggles, RouteTable, Router, ToggleSet};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, mpsc};
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(text: String) -> TestBody {
+    Full::new(Bytes::from(text)).boxed()
+}
+
+/// An upstream that answers every request with `behaviour`, on port 0; returns its base URL.
+async fn upstream<F, Fut>(behaviour: F) -> String
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<TestBody>> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let behaviour = behaviour.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let behaviour = behaviour.clone();
+                    async move { Ok::<_, Infallible>(behaviour(req).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    base
+}
+
+/// An upstream that answers with its name and the request headers it received.
+async fn echo(name: &'static str) -> String {
+    upstream(move |req: Request<Incoming>| async move {
+        let headers: serde_json::Map<String, Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), Value::from(v.to_str().unwrap_or(""))))
+            .collect();
+        let body = json!({"upstream": name, "method": req.method().as_str(), "path": req.uri().to_string(), "headers": headers});
+        Response::builder()
+            .header("content-type", "application/json")
+            .header("connection", "x-upstream-hop")
+            .header("x-upstream-hop", "secret")
+            .body(full(body.to_string()))
+            .unwrap()
+    })
+    .await
+}
+
+fn table(monolith: &str, catalog: &str, timeout_ms: u64) -> RouteTable {
+    RouteTable::parse(&format!(
+        r#"
+        [upstreams]
+        monolith = "{monolith}"
+        catalog = "{catalog}"
+        [capabilities.catalog]
+        legacy = "monolith"
+        extracted = "catalog"
+        read_toggle = "catalog.reads"
+        shadow_toggle = "catalog.shadow"
+        write_owner = "legacy"
+        timeout_ms = {timeout_ms}
+        [[routes]]
+        prefix = "/catalog/"
+        capability = "catalog"
+        "#
+    ))
+    .unwrap()
+}
+
+fn toggles(doc: Value) -> ToggleSet {
+    ToggleSet::new(parse_features(doc.to_string().as_bytes()).unwrap(), 1).unwrap()
+}
+
+/// A router on port 0; returns its base URL and the live toggles to flip.
+async fn router(table: RouteTable) -> (String, Arc<LiveToggles>) {
+    let live = Arc::new(LiveToggles::new(ToggleSet::empty()));
+    let router = Arc::new(Router::new(Arc::new(table), live.clone(), "test"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(router::serve(listener, router));
+    (base, live)
+}
+
+async fn send(req: Request<TestBody>) -> (StatusCode, http::HeaderMap, Value) {
+    let client: Client<_, TestBody> = Client::builder(TokioExecutor::new()).build_http();
+    let res = client.request(req).await.expect("router answers");
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn get(url: String) -> http::request::Builder {
+    Request::builder().uri(url)
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stay_behind_and_forwarding_headers_are_added() {
+    let monolith = echo("monolith").await;
+    let (base, _) = router(table(&monolith, &monolith, 1000)).await;
+    let req = get(format!("{base}/orders/1"))
+        .header("host", "shop.example")
+        .header("connection", "keep-alive, x-private-hop")
+        .header("x-private-hop", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic eA==")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("traceparent", "not-a-trace")
+        .header("x-keep", "yes")
+        .body(full(String::new()))
+        .unwrap();
+    let (status, headers, body) = send(req).await;
+    assert_eq!(status, 200);
+    let seen = &body["headers"];
+    for dropped in ["x-private-hop", "keep-alive", "proxy-authorization"] {
+        assert!(seen.get(dropped).is_none(), "{dropped} forwarded: {seen}");
+    }
+    assert_eq!(seen["x-keep"], "yes");
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "shop.example");
+    assert!(seen["via"].as_str().unwrap().contains("fig-router-test"));
+    assert!(router::headers::valid_traceparent(
+        seen["traceparent"].as_str().unwrap()
+    ));
+    // The upstream's own hop-by-hop headers stay on its hop too.
+    assert!(headers.get("x-upstream-hop").is_none());
+    assert_eq!(headers["x-fig-upstream"], "monolith");
+    assert_eq!(headers["x-fig-reason"], "no_route");
+}
+
+#[tokio::test]
+async fn a_valid_traceparent_is_propagated_unchanged() {
+    let monolith = echo("monolith").await;
+    let (base, _) = router(table(&monolith, &monolith, 1000)).await;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let req = get(format!("{base}/x"))
+        .header("traceparent", trace)
+        .body(full(String::new()))
+        .unwrap();
+    let (_, _, body) = send(req).await;
+    assert_eq!(body["headers"]["traceparent"], trace);
+}
+
+#[tokio::test]
+async fn reads_follow_the_toggle_and_writes_the_owner() {
+    let (monolith, catalog) = (echo("monolith").await, echo("catalog").await);
+    let (base, live) = router(table(&monolith, &catalog, 1000)).await;
+    let side = |method: &'static str| {
+        let base = base.clone();
+        async move {
+            let req = Request::builder()
+                .method(method)
+                .uri(format!("{base}/catalog/albums?limit=1"))
+                .body(full(String::new()))
+                .unwrap();
+            let (_, headers, body) = send(req).await;
+            assert_eq!(
+                body["path"], "/catalog/albums?limit=1",
+                "path and query forwarded"
+            );
+            (
+                body["upstream"].as_str().unwrap().to_string(),
+                headers["x-fig-upstream"].to_str().unwrap().to_string(),
+            )
+        }
+    };
+    assert_eq!(side("GET").await, ("monolith".into(), "monolith".into()));
+    live.store(toggles(json!({"version": 2, "features": [
+        {"name": "catalog.reads", "enabled": true, "strategies": [{"name": "default"}]}]})));
+    assert_eq!(side("GET").await, ("catalog".into(), "catalog".into()));
+    assert_eq!(
+        side("POST").await.0,
+        "monolith",
+        "writes stay with the owner"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_a_504_naming_it() {
+    let slow = upstream(|_req| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Response::new(full("late".into()))
+    })
+    .await;
+    let (base, live) = router(table(&slow, &slow, 200)).await;
+    live.store(ToggleSet::empty());
+    let started = std::time::Instant::now();
+    let (status, _, body) = send(
+        get(format!("{base}/catalog/albums"))
+            .body(full(String::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 504);
+    assert_eq!(body["error"]["code"], "upstream_timeout");
+    assert_eq!(body["error"]["upstream"], "monolith");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_502_naming_the_upstream() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let (base, _) = router(table(&closed, &closed, 1000)).await;
+    let (status, headers, body) = send(
+        get(format!("{base}/catalog/albums"))
+            .body(full(String::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(body["error"]["code"], "upstream_unreachable");
+    assert_eq!(body["error"]["upstream"], "monolith");
+}
+
+#[tokio::test]
+async fn a_request_that_already_passed_this_router_is_refused() {
+    let monolith = echo("monolith").await;
+    let (base, _) = router(table(&monolith, &monolith, 1000)).await;
+    let req = get(format!("{base}/x"))
+        .header("via", "1.1 edge, 1.1 fig-router-test")
+        .body(full(String::new()))
+        .unwrap();
+    let (status, _, body) = send(req).await;
+    assert_eq!(status, 508);
+    assert_eq!(body["error"]["code"], "loop_detected");
+}
+
+const CHUNK: usize = 1 << 20;
+const CHUNKS: usize = 50;
+
+/// 50 MiB each way, and neither direction is buffered whole: the first chunk must arrive at the
+/// far end before the sender releases the rest, which a buffering proxy could never satisfy.
+#[tokio::test]
+async fn large_bodies_stream_through_in_both_directions() {
+    let (upload_seen_tx, upload_seen_rx) = mpsc::channel::<()>(1);
+    let upload_seen_tx = Arc::new(upload_seen_tx);
+    let (download_go_tx, download_go_rx) = mpsc::channel::<()>(1);
+    let download_go_rx = Arc::new(Mutex::new(download_go_rx));
+    let streaming = upstream(move |req: Request<Incoming>| {
+        let seen = upload_seen_tx.clone();
+        let go = download_go_rx.clone();
+        async move {
+            // Count the upload, announcing its first chunk as soon as it arrives.
+            let mut body = req.into_body();
+            let mut received = 0usize;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    if received == 0 {
+                        seen.send(()).await.unwrap();
+                    }
+                    received += data.len();
+                }
+            }
+            // Download: one chunk now, the rest only once the client has the first.
+            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(2);
+            tokio::spawn(async move {
+                tx.send(Ok(Frame::data(Bytes::from(vec![b'd'; CHUNK]))))
+                    .await
+                    .unwrap();
+                go.lock().await.recv().await.unwrap();
+                for _ in 1..CHUNKS {
+                    tx.send(Ok(Frame::data(Bytes::from(vec![b'd'; CHUNK]))))
+                        .await
+                        .unwrap();
+                }
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|f| (f, rx))
+            });
+            Response::builder()
+                .header("x-received", received.to_string())
+                .body(StreamBody::new(stream).boxed())
+                .unwrap()
+        }
+    })
+    .await;
+    let (base, _) = router(table(&streaming, &streaming, 60_000)).await;
+
+    // Upload: the first chunk, then the rest only after the upstream has seen it.
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(2);
+    let mut upload_seen_rx = upload_seen_rx;
+    tokio::spawn(async move {
+        tx.send(Ok(Frame::data(Bytes::from(vec![b'u'; CHUNK]))))
+            .await
+            .unwrap();
+        upload_seen_rx.recv().await.unwrap();
+        for _ in 1..CHUNKS {
+            tx.send(Ok(Frame::data(Bytes::from(vec![b'u'; CHUNK]))))
+                .await
+                .unwrap();
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("{base}/upload"))
+        .body(StreamBody::new(stream).boxed())
+        .unwrap();
+    let client: Client<_, TestBody> = Client::builder(TokioExecutor::new()).build_http();
+    let res = tokio::time::timeout(Duration::from_secs(60), client.request(req))
+        .await
+        .expect("no deadlock")
+        .unwrap();
+    assert_eq!(res.headers()["x-received"], (CHUNK * CHUNKS).to_string());
+    let mut body = res.into_body();
+    let mut downloaded = 0usize;
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(60), body.frame())
+        .await
+        .expect("no deadlock")
+    {
+        if let Ok(data) = frame.unwrap().into_data() {
+            if downloaded == 0 {
+                download_go_tx.send(()).await.unwrap();
+            }
+            downloaded += data.len();
+        }
+    }
+    assert_eq!(downloaded, CHUNK * CHUNKS);
+}
