@@ -4,10 +4,14 @@
 //! The decision is a pure function ([`decide::decide`]) of the request head, the live toggles and
 //! the route table; everything around it (proxying, toggle storage, the admin API) stays thin.
 
+pub mod admin;
 pub mod decide;
 pub mod headers;
 pub mod proxy;
 pub mod routes;
+pub mod run;
+pub mod store;
+pub mod sync;
 pub mod toggles;
 
 pub use decide::{Plan, Reason, RequestHead, decide};

@@ -101,6 +101,33 @@ pub fn validate(features: &ClientFeatures) -> Result<(), ToggleError> {
     Ok(())
 }
 
+/// `"on"` or `"off"` when a toggle no longer varies between requests: disabled, at 0% or 100%,
+/// or enabled with only the default strategy. `None` while it is a partial rollout.
+pub fn settled(feature: &unleash_types::client_features::ClientFeature) -> Option<&'static str> {
+    if !feature.enabled {
+        return Some("off");
+    }
+    let strategies = feature.strategies.as_deref().unwrap_or_default();
+    let rollouts: Vec<Option<u32>> = strategies
+        .iter()
+        .map(|s| match s.name.as_str() {
+            "default" if s.constraints.as_ref().is_none_or(Vec::is_empty) => Some(100),
+            "flexibleRollout" => s
+                .parameters
+                .as_ref()
+                .and_then(|p| p.get("rollout"))
+                .and_then(|r| r.parse().ok()),
+            _ => None,
+        })
+        .collect();
+    match rollouts.as_slice() {
+        [] => Some("on"),
+        all if all.contains(&Some(100)) => Some("on"),
+        all if all.iter().all(|r| *r == Some(0)) => Some("off"),
+        _ => None,
+    }
+}
+
 impl ToggleSet {
     pub fn new(features: ClientFeatures, version: i64) -> Result<ToggleSet, ToggleError> {
         validate(&features)?;
@@ -141,6 +168,11 @@ impl ToggleSet {
     /// Unleash's evaluation for an explicit context (the admin API's `evaluate`).
     pub fn evaluate(&self, name: &str, context: &Context) -> bool {
         self.engine.is_enabled(name, context, &None)
+    }
+
+    /// The variant Unleash picks for this context, as JSON.
+    pub fn variant(&self, name: &str, context: &Context) -> serde_json::Value {
+        serde_json::to_value(self.engine.get_variant(name, context, &None)).unwrap_or_default()
     }
 }
 

@@ -1,0 +1,3 @@
+DROP TABLE toggle_version;
+DROP TABLE toggle_audit;
+DROP TABLE toggles;

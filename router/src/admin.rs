@@ -1,0 +1,484 @@
+//! The admin API, on its own port, behind a bearer token: toggles (list, get, put, on/off,
+//! rollout %, import, delete), their audit history, the route table, `explain` and `evaluate`,
+//! stale toggles, and the Unleash client API (`/api/client/features`) for official SDKs.
+
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use actix_web::middleware::Next;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use chrono::Utc;
+use platform::{ApiError, JsonBody, Pool, QueryMap, blocking};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use unleash_types::client_features::{ClientFeature, ClientFeatures, Strategy};
+use unleash_yggdrasil::Context;
+
+use crate::decide::RequestHead;
+use crate::proxy::Router;
+use crate::store::{self, Change, StoreError};
+use crate::sync;
+use crate::toggles::{self, ToggleError, ToggleSet};
+
+/// What the admin handlers share.
+pub struct Admin {
+    pub pool: Pool,
+    pub router: Arc<Router>,
+}
+
+/// The bearer token, as app data for the auth middleware.
+#[derive(Clone)]
+pub struct AdminToken(pub Arc<str>);
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/admin/toggles")
+            .route(web::get().to(list))
+            .route(web::post().to(import)),
+    )
+    .service(
+        web::resource("/admin/toggles/{name}")
+            .route(web::get().to(get))
+            .route(web::put().to(put))
+            .route(web::delete().to(delete)),
+    )
+    .service(web::resource("/admin/toggles/{name}/enable").route(web::post().to(enable)))
+    .service(web::resource("/admin/toggles/{name}/disable").route(web::post().to(disable)))
+    .service(web::resource("/admin/toggles/{name}/rollout").route(web::post().to(rollout)))
+    .service(web::resource("/admin/audit").route(web::get().to(audit)))
+    .service(web::resource("/admin/routes").route(web::get().to(routes)))
+    .service(web::resource("/admin/explain").route(web::get().to(explain)))
+    .service(web::resource("/admin/evaluate").route(web::post().to(evaluate)))
+    .service(web::resource("/admin/stale").route(web::get().to(stale)))
+    .service(web::resource("/api/client/features").route(web::get().to(client_features)))
+    .service(web::resource("/api/client/register").route(web::post().to(accepted)))
+    .service(web::resource("/api/client/metrics").route(web::post().to(accepted)));
+}
+
+/// Accepts `Authorization: Bearer <token>`, or the bare token as Unleash SDKs send it; compares
+/// in constant time. Anything else is a 401 before any handler runs.
+pub async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let expected = req.app_data::<web::Data<AdminToken>>().map(|t| t.0.clone());
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string());
+    let ok = match (expected, given) {
+        (Some(expected), Some(given)) => bool::from(expected.as_bytes().ct_eq(given.as_bytes())),
+        _ => false,
+    };
+    if !ok {
+        let mut response = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin token is required",
+        )
+        .error_response();
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            actix_web::http::header::HeaderValue::from_static("Bearer"),
+        );
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(name) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("toggle {name} not found"),
+            )
+            .with_field("name"),
+            StoreError::Db(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "toggle store failed");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<ToggleError> for ApiError {
+    fn from(e: ToggleError) -> Self {
+        match e {
+            ToggleError::Invalid { field, message } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_toggle", message).with_field(field)
+            }
+        }
+    }
+}
+
+/// `X-Actor` and `X-Reason`: every change says who made it and why.
+fn who(req: &HttpRequest) -> Result<(String, String), ApiError> {
+    let header = |name: &'static str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 500)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "missing_header",
+                    format!("{name} is required on every change"),
+                )
+                .with_field(name)
+            })
+    };
+    Ok((header("X-Actor")?, header("X-Reason")?))
+}
+
+/// Checks one definition exactly as the engine will take it; errors name the field.
+fn check(feature: &ClientFeature) -> Result<(), ApiError> {
+    ToggleSet::new(store::document(vec![feature.clone()]), 0)
+        .map(|_| ())
+        .map_err(|e| {
+            let ToggleError::Invalid { field, message } = e;
+            // The single-feature document's path is features[0]...; the client sent the feature.
+            let field = field
+                .strip_prefix("features[0].")
+                .unwrap_or(&field)
+                .to_string();
+            ApiError::from(ToggleError::Invalid { field, message })
+        })
+}
+
+/// Applies the store's new state here at once (other instances follow their NOTIFY).
+async fn applied(admin: &Admin, version: i64) -> Result<i64, ApiError> {
+    sync::reload(&admin.pool, &admin.router.toggles)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(version)
+}
+
+async fn list(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
+    let (version, features) = blocking(&admin.pool, store::load).await?;
+    Ok(HttpResponse::Ok().json(json!({"version": version, "features": features.features})))
+}
+
+async fn get(admin: web::Data<Admin>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    let feature = blocking(&admin.pool, move |c| store::get(c, &name)).await?;
+    Ok(HttpResponse::Ok().json(feature))
+}
+
+async fn put(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (actor, reason) = who(&req)?;
+    let feature: ClientFeature = parse_feature(&body)?;
+    if feature.name != *name {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_toggle",
+            "the definition's name must match the path",
+        )
+        .with_field("name"));
+    }
+    check(&feature)?;
+    let stored = feature.clone();
+    let version = blocking(&admin.pool, move |c| {
+        store::put(
+            c,
+            &stored,
+            &Change {
+                actor: &actor,
+                reason: &reason,
+            },
+        )
+    })
+    .await?;
+    let version = applied(&admin, version).await?;
+    Ok(HttpResponse::Ok().json(json!({"version": version, "toggle": feature})))
+}
+
+fn parse_feature(body: &[u8]) -> Result<ClientFeature, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_toggle",
+            e.inner().to_string(),
+        )
+        .with_field(match e.path().to_string() {
+            p if p == "." => "body".to_string(),
+            p => p,
+        })
+    })
+}
+
+/// Edits one stored toggle under its row lock, checks the result, applies it.
+async fn edit(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    name: String,
+    change: impl FnOnce(&mut ClientFeature) + Send + 'static,
+) -> Result<HttpResponse, ApiError> {
+    let (actor, reason) = who(&req)?;
+    let (version, feature) = blocking(&admin.pool, move |c| {
+        store::update(
+            c,
+            &name,
+            &Change {
+                actor: &actor,
+                reason: &reason,
+            },
+            change,
+        )
+        .map_err(ApiError::from)
+    })
+    .await?;
+    let version = applied(&admin, version).await?;
+    Ok(HttpResponse::Ok().json(json!({"version": version, "toggle": feature})))
+}
+
+async fn enable(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    edit(admin, req, name.into_inner(), |f| f.enabled = true).await
+}
+
+async fn disable(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    edit(admin, req, name.into_inner(), |f| f.enabled = false).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutBody {
+    percent: u32,
+}
+
+/// Sets the percentage of a `flexibleRollout` (sticky on user, then session); a toggle without
+/// one gets one in place of its strategies.
+pub fn set_rollout(feature: &mut ClientFeature, percent: u32) {
+    let strategies = feature.strategies.get_or_insert_with(Vec::new);
+    match strategies.iter_mut().find(|s| s.name == "flexibleRollout") {
+        Some(s) => {
+            s.parameters
+                .get_or_insert_with(Default::default)
+                .insert("rollout".into(), percent.to_string());
+        }
+        None => {
+            let parameters = [
+                ("rollout".to_string(), percent.to_string()),
+                ("stickiness".to_string(), "default".to_string()),
+                ("groupId".to_string(), feature.name.clone()),
+            ]
+            .into_iter()
+            .collect();
+            *strategies = vec![Strategy {
+                name: "flexibleRollout".into(),
+                sort_order: None,
+                segments: None,
+                constraints: None,
+                parameters: Some(parameters),
+                variants: None,
+            }];
+        }
+    }
+}
+
+async fn rollout(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    name: web::Path<String>,
+    body: JsonBody<RolloutBody>,
+) -> Result<HttpResponse, ApiError> {
+    let percent = body.0.percent;
+    if percent > 100 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_toggle",
+            "percent must be 0 to 100",
+        )
+        .with_field("percent"));
+    }
+    edit(admin, req, name.into_inner(), move |f| {
+        set_rollout(f, percent)
+    })
+    .await
+}
+
+async fn import(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let (actor, reason) = who(&req)?;
+    let features: ClientFeatures = toggles::parse_features(&body)?;
+    ToggleSet::new(features.clone(), 0)?;
+    let (version, changed) = blocking(&admin.pool, move |c| {
+        store::import(
+            c,
+            &features,
+            &Change {
+                actor: &actor,
+                reason: &reason,
+            },
+        )
+    })
+    .await?;
+    let version = applied(&admin, version).await?;
+    Ok(HttpResponse::Ok().json(json!({"version": version, "changed": changed})))
+}
+
+async fn delete(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (actor, reason) = who(&req)?;
+    let name = name.into_inner();
+    let version = blocking(&admin.pool, move |c| {
+        store::delete(
+            c,
+            &name,
+            &Change {
+                actor: &actor,
+                reason: &reason,
+            },
+        )
+    })
+    .await?;
+    let version = applied(&admin, version).await?;
+    Ok(HttpResponse::Ok().json(json!({"version": version})))
+}
+
+async fn audit(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, ApiError> {
+    let name = q.text("toggle").map(str::to_string);
+    let limit = q
+        .parsed::<i64>("limit", "an integer from 1 to 1000")?
+        .unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "limit must be 1 to 1000"));
+    }
+    let entries = blocking(&admin.pool, move |c| {
+        store::history(c, name.as_deref(), limit)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({"entries": entries})))
+}
+
+async fn routes(admin: web::Data<Admin>) -> HttpResponse {
+    let t = &admin.router.table;
+    HttpResponse::Ok().json(json!({
+        "default_upstream": t.upstreams[t.default_upstream].name,
+        "upstreams": t.upstreams.iter().map(|u| json!({"name": u.name, "url": u.url})).collect::<Vec<_>>(),
+        "capabilities": t.capabilities.iter().map(|c| json!({
+            "name": c.name,
+            "legacy": t.upstreams[c.legacy].name,
+            "extracted": t.upstreams[c.extracted].name,
+            "read_toggle": c.read_toggle,
+            "shadow_toggle": c.shadow_toggle,
+            "write_owner": format!("{:?}", c.write_owner).to_lowercase(),
+            "timeout_ms": c.timeout.as_millis() as u64,
+        })).collect::<Vec<_>>(),
+        "routes": t.routes.iter().map(|r| json!({
+            "prefix": r.prefix, "capability": t.capabilities[r.capability].name, "methods": r.methods,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+/// The plan for a described request, and why: what the router would do with it right now.
+async fn explain(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, ApiError> {
+    let method = q.text("method").unwrap_or("GET").to_ascii_uppercase();
+    let path = q
+        .text("path")
+        .ok_or_else(|| ApiError::invalid("path", "path is required"))?;
+    let head = RequestHead {
+        method: &method,
+        path,
+        user_id: q.text("user_id"),
+        session_id: q.text("session_id"),
+        remote_addr: q.text("remote_addr"),
+    };
+    let plan = admin.router.plan(&head);
+    let t = &admin.router.table;
+    Ok(HttpResponse::Ok().json(json!({
+        "capability": plan.capability.map(|c| t.capabilities[c].name.clone()),
+        "primary": t.upstreams[plan.primary].name,
+        "shadow": plan.shadow.map(|s| t.upstreams[s].name.clone()),
+        "reason": plan.reason.as_str(),
+        "toggles_version": admin.router.toggles.load().version,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvaluateBody {
+    toggle: String,
+    #[serde(default)]
+    context: Option<Context>,
+}
+
+async fn evaluate(admin: web::Data<Admin>, body: JsonBody<EvaluateBody>) -> HttpResponse {
+    let context = body.0.context.unwrap_or_default();
+    let live = admin.router.toggles.load();
+    let known = live
+        .features()
+        .features
+        .iter()
+        .any(|f| f.name == body.0.toggle);
+    HttpResponse::Ok().json(json!({
+        "toggle": body.0.toggle,
+        "known": known,
+        "enabled": live.evaluate(&body.0.toggle, &context),
+        "variant": live.variant(&body.0.toggle, &context),
+    }))
+}
+
+/// Toggles fully on or fully off and unchanged for `days`: the migration step is done, so the
+/// toggle (and the code path it guards) is ready to remove.
+async fn stale(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, ApiError> {
+    let days = q.parsed::<i64>("days", "a number of days")?.unwrap_or(14);
+    if days < 0 {
+        return Err(ApiError::invalid("days", "days must not be negative"));
+    }
+    let changes = blocking(&admin.pool, store::last_changes).await?;
+    let live = admin.router.toggles.load();
+    let cutoff = Utc::now() - chrono::Duration::days(days);
+    let stale: Vec<_> = changes
+        .into_iter()
+        .filter(|(_, at)| *at <= cutoff)
+        .filter_map(|(name, at)| {
+            let feature = live.features().features.iter().find(|f| f.name == name)?;
+            toggles::settled(feature)
+                .map(|state| json!({"name": name, "state": state, "unchanged_since": at}))
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"days": days, "stale": stale})))
+}
+
+/// What official Unleash SDKs poll: the live definitions.
+async fn client_features(admin: web::Data<Admin>) -> HttpResponse {
+    let live = admin.router.toggles.load();
+    HttpResponse::Ok().json(live.features())
+}
+
+/// SDK registration and metrics: accepted and not kept (the router counts its own evaluations).
+async fn accepted() -> HttpResponse {
+    HttpResponse::Accepted().finish()
+}

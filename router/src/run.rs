@@ -1,0 +1,151 @@
+//! Starting a router instance: the data port (hyper), the admin port (actix-web), and the toggle
+//! sync, all on the current Tokio runtime.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use platform::PoolConfig;
+
+use crate::admin::{self, Admin, AdminToken};
+use crate::proxy::{self, Router};
+use crate::routes::RouteTable;
+use crate::store;
+use crate::sync;
+use crate::toggles::{LiveToggles, ToggleSet};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Where operators connect (the admin API and the Unleash client API).
+    pub admin_listen: SocketAddr,
+    /// The `router` database holding toggles and their history.
+    pub database_url: String,
+    /// The admin bearer token.
+    pub token: String,
+    pub table: RouteTable,
+    /// This instance's name (in `Via`, to detect loops).
+    pub instance: String,
+    /// The safety-net full reload, besides NOTIFY.
+    pub reload_every: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("router database: {0}")]
+    Database(String),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started instance; dropping it leaves the tasks running until the runtime ends, `stop`
+/// ends them.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub router: Arc<Router>,
+    admin: ServerHandle,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.admin.stop(true).await;
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    platform::serve::migrate(&config.database_url, store::MIGRATIONS)
+        .map_err(StartError::Database)?;
+    let pool = platform::build_pool(
+        &config.database_url,
+        PoolConfig {
+            max_size: 8,
+            ..PoolConfig::default()
+        },
+    )
+    .map_err(|e| StartError::Database(e.to_string()))?;
+    let live = Arc::new(LiveToggles::new(ToggleSet::empty()));
+    sync::reload(&pool, &live)
+        .await
+        .map_err(|e| StartError::Database(e.to_string()))?;
+    let router = Arc::new(Router::new(
+        Arc::new(config.table),
+        live.clone(),
+        &config.instance,
+    ));
+
+    let bind = |addr: SocketAddr| {
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
+    };
+    let data = bind(config.listen)?;
+    let admin_listener = bind(config.admin_listen)?;
+    let addr = data.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.admin_listen,
+            source,
+        })?;
+    data.set_nonblocking(true)
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let data = tokio::net::TcpListener::from_std(data)
+        .map_err(|source| StartError::Bind { addr, source })?;
+
+    let mut tasks = vec![tokio::spawn(proxy::serve(data, router.clone()))];
+    tasks.push(sync::spawn(
+        pool.clone(),
+        live,
+        config.database_url.clone(),
+        config.reload_every,
+    ));
+
+    let state = web::Data::new(Admin {
+        pool,
+        router: router.clone(),
+    });
+    let token = web::Data::new(AdminToken(Arc::from(config.token.as_str())));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(token.clone())
+            .wrap(from_fn(admin::require_token))
+            .wrap(platform::json_error_handlers())
+            .configure(admin::configure)
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(admin_listener)
+    .map_err(|source| StartError::Bind {
+        addr: admin_addr,
+        source,
+    })?
+    .run();
+    let handle = server.handle();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    }));
+    Ok(Running {
+        addr,
+        admin_addr,
+        router,
+        admin: handle,
+        tasks,
+    })
+}

@@ -1,0 +1,397 @@
+//! Router instances on a real toggle database: the admin API (auth, validation, audit),
+//! propagation of a flip to every instance sharing the database, and flips under load.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use localpg::TestDb;
+use router::RouteTable;
+use router::run::{self, Config, Running};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token-7f3a";
+
+/// A tiny upstream answering every request with its name (reqwest is the client; actix serves).
+async fn named_upstream(name: &'static str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new().default_service(actix_web::web::to(move || async move {
+            actix_web::HttpResponse::Ok().json(json!({"upstream": name}))
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    base
+}
+
+fn table(monolith: &str, catalog: &str) -> RouteTable {
+    let mut t = RouteTable::musiccorp();
+    t.set_upstream("monolith", monolith).unwrap();
+    t.set_upstream("catalog", catalog).unwrap();
+    t
+}
+
+async fn instance(db: &TestDb, table: RouteTable, name: &str) -> Running {
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    run::start(Config {
+        listen: any,
+        admin_listen: any,
+        database_url: db.url().to_string(),
+        token: TOKEN.into(),
+        table,
+        instance: name.into(),
+        reload_every: Duration::from_secs(30),
+    })
+    .await
+    .expect("router starts")
+}
+
+struct Admin {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Admin {
+    fn of(r: &Running) -> Admin {
+        Admin {
+            base: format!("http://{}", r.admin_addr),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("X-Actor", "test")
+            .header("X-Reason", format!("testing {path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, body) = self.call(method, path, body, Some(TOKEN)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+}
+
+fn reads(name: &str, enabled: bool) -> Value {
+    json!({"name": name, "enabled": enabled, "strategies": [{"name": "default"}]})
+}
+
+async fn side(data: &str, http: &reqwest::Client, user: &str) -> Result<String, String> {
+    let res = http
+        .get(format!("{data}/catalog/albums"))
+        .header("x-user-id", user)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !res.status().is_success() {
+        return Err(format!("status {}", res.status()));
+    }
+    let body: Value = res.json().await.map_err(|e| e.to_string())?;
+    Ok(body["upstream"].as_str().unwrap_or("?").to_string())
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_token_and_changes_nothing_without_it() {
+    let db = TestDb::new("router", router::store::MIGRATIONS);
+    let up = named_upstream("monolith").await;
+    let r = instance(&db, table(&up, &up), "auth").await;
+    let admin = Admin::of(&r);
+    let put = || Some(reads("catalog.reads", true));
+    for token in [None, Some("wrong"), Some("test-token-7f3")] {
+        let (status, body) = admin
+            .call(
+                reqwest::Method::PUT,
+                "/admin/toggles/catalog.reads",
+                put(),
+                token,
+            )
+            .await;
+        assert_eq!(status, 401, "{token:?}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    let (status, _) = admin
+        .call(reqwest::Method::GET, "/api/client/features", None, None)
+        .await;
+    assert_eq!(status, 401);
+    let audit = admin.ok(reqwest::Method::GET, "/admin/audit", None).await;
+    assert_eq!(audit["entries"], json!([]), "nothing changed");
+    // The bare token, as Unleash SDKs send it, is accepted too.
+    let res = reqwest::Client::new()
+        .get(format!("{}/api/client/features", admin.base))
+        .header("authorization", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn bad_definitions_are_refused_naming_the_field() {
+    let db = TestDb::new("router", router::store::MIGRATIONS);
+    let up = named_upstream("monolith").await;
+    let r = instance(&db, table(&up, &up), "validate").await;
+    let admin = Admin::of(&r);
+    let cases = [
+        (
+            json!({"name": "x", "enabled": true, "strategies": [{"name": "magic"}]}),
+            "strategies[0].name",
+        ),
+        (json!({"name": "x", "enabled": "yes"}), "enabled"),
+        (
+            json!({"name": "x", "enabled": true, "strategies": [{"name": "flexibleRollout", "parameters": {"rollout": "101"}}]}),
+            "strategies[0].parameters.rollout",
+        ),
+        (json!({"name": "other", "enabled": true}), "name"),
+    ];
+    for (body, field) in cases {
+        let (status, reply) = admin
+            .call(
+                reqwest::Method::PUT,
+                "/admin/toggles/x",
+                Some(body),
+                Some(TOKEN),
+            )
+            .await;
+        assert_eq!(status, 400, "{reply}");
+        assert_eq!(reply["error"]["field"], field, "{reply}");
+    }
+    let (status, reply) = admin
+        .call(
+            reqwest::Method::POST,
+            "/admin/toggles/x/rollout",
+            Some(json!({"percent": 150})),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(
+        (status, reply["error"]["field"].clone()),
+        (400, json!("percent"))
+    );
+    let missing_reason = reqwest::Client::new()
+        .put(format!("{}/admin/toggles/x", admin.base))
+        .bearer_auth(TOKEN)
+        .header("X-Actor", "test")
+        .json(&reads("x", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing_reason.status().as_u16(), 400);
+    let body: Value = missing_reason.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "X-Reason");
+    assert_eq!(
+        admin.ok(reqwest::Method::GET, "/admin/audit", None).await["entries"],
+        json!([])
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn every_change_is_in_the_audit_history_in_order() {
+    let db = TestDb::new("router", router::store::MIGRATIONS);
+    let up = named_upstream("monolith").await;
+    let r = instance(&db, table(&up, &up), "audit").await;
+    let admin = Admin::of(&r);
+    use reqwest::Method;
+    admin
+        .ok(
+            Method::PUT,
+            "/admin/toggles/catalog.reads",
+            Some(reads("catalog.reads", false)),
+        )
+        .await;
+    admin
+        .ok(Method::POST, "/admin/toggles/catalog.reads/enable", None)
+        .await;
+    let rolled = admin
+        .ok(
+            Method::POST,
+            "/admin/toggles/catalog.reads/rollout",
+            Some(json!({"percent": 25})),
+        )
+        .await;
+    assert_eq!(rolled["toggle"]["strategies"][0]["name"], "flexibleRollout");
+    admin
+        .ok(Method::POST, "/admin/toggles/catalog.reads/disable", None)
+        .await;
+    // A change that changes nothing is not a change.
+    admin
+        .ok(Method::POST, "/admin/toggles/catalog.reads/disable", None)
+        .await;
+
+    let audit = admin
+        .ok(Method::GET, "/admin/audit?toggle=catalog.reads", None)
+        .await;
+    let entries = audit["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "{audit}");
+    assert_eq!(entries[0]["before"], Value::Null);
+    assert_eq!(entries[0]["after"]["enabled"], false);
+    assert_eq!(entries[1]["after"]["enabled"], true);
+    assert_eq!(
+        entries[2]["after"]["strategies"][0]["parameters"]["rollout"],
+        "25"
+    );
+    assert_eq!(entries[3]["before"]["enabled"], true);
+    assert_eq!(entries[3]["after"]["enabled"], false);
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["actor"] == "test" && e["reason"].as_str().unwrap().starts_with("testing"))
+    );
+    let ids: Vec<i64> = entries.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    let explained = admin
+        .ok(
+            Method::GET,
+            "/admin/explain?method=get&path=/catalog/albums&user_id=u1",
+            None,
+        )
+        .await;
+    assert_eq!(explained["reason"], "read_toggle_off");
+    assert_eq!(explained["primary"], "monolith");
+    let evaluated = admin
+        .ok(
+            Method::POST,
+            "/admin/evaluate",
+            Some(json!({"toggle": "catalog.reads", "context": {"userId": "u1"}})),
+        )
+        .await;
+    assert_eq!(evaluated["enabled"], false);
+    let features = admin.ok(Method::GET, "/api/client/features", None).await;
+    assert_eq!(features["features"][0]["name"], "catalog.reads");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_flip_through_one_instance_reaches_every_instance() {
+    let db = TestDb::new("router", router::store::MIGRATIONS);
+    let (monolith, catalog) = (
+        named_upstream("monolith").await,
+        named_upstream("catalog").await,
+    );
+    let mut routers = Vec::new();
+    for name in ["a", "b", "c"] {
+        routers.push(instance(&db, table(&monolith, &catalog), name).await);
+    }
+    let http = reqwest::Client::new();
+    let datas: Vec<String> = routers
+        .iter()
+        .map(|r| format!("http://{}", r.addr))
+        .collect();
+    for d in &datas {
+        assert_eq!(side(d, &http, "u").await.unwrap(), "monolith");
+    }
+    let admin = Admin::of(&routers[0]);
+    admin
+        .ok(
+            reqwest::Method::PUT,
+            "/admin/toggles/catalog.reads",
+            Some(reads("catalog.reads", true)),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for d in &datas {
+        loop {
+            if side(d, &http, "u").await.unwrap() == "catalog" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{d} never applied the flip");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    for r in routers {
+        r.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn flipping_fifty_times_under_load_fails_no_request() {
+    let db = TestDb::new("router", router::store::MIGRATIONS);
+    let (monolith, catalog) = (
+        named_upstream("monolith").await,
+        named_upstream("catalog").await,
+    );
+    let r = instance(&db, table(&monolith, &catalog), "load").await;
+    let data = format!("http://{}", r.addr);
+    let admin = Admin::of(&r);
+    admin
+        .ok(
+            reqwest::Method::PUT,
+            "/admin/toggles/catalog.reads",
+            Some(reads("catalog.reads", false)),
+        )
+        .await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let (data, done, served, failed) =
+                (data.clone(), done.clone(), served.clone(), failed.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let user = format!("user-{i}");
+                while !done.load(Ordering::Relaxed) {
+                    match side(&data, &http, &user).await {
+                        Ok(s) if s == "monolith" || s == "catalog" => {
+                            served.fetch_add(1, Ordering::Relaxed)
+                        }
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for i in 0..50 {
+        let action = if i % 2 == 0 { "enable" } else { "disable" };
+        admin
+            .ok(
+                reqwest::Method::POST,
+                &format!("/admin/toggles/catalog.reads/{action}"),
+                None,
+            )
+            .await;
+    }
+    done.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0);
+    assert!(
+        served.load(Ordering::Relaxed) > 50,
+        "clients ran during the flips"
+    );
+    let audit = admin
+        .ok(
+            reqwest::Method::GET,
+            "/admin/audit?toggle=catalog.reads",
+            None,
+        )
+        .await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 51);
+    r.stop().await;
+}
