@@ -1,0 +1,134 @@
+//! The router binary's configuration, from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use platform::config::{ConfigError, env, parse, required};
+
+use crate::routes::RouteTable;
+use crate::run::Config;
+
+pub const ENV_LISTEN: &str = "ROUTER_LISTEN";
+pub const ENV_ADMIN_LISTEN: &str = "ROUTER_ADMIN_LISTEN";
+pub const ENV_DATABASE_URL: &str = "ROUTER_DATABASE_URL";
+pub const ENV_TOKEN: &str = "ROUTER_TOKEN";
+/// A route table file (TOML); unset means the MusicCorp table.
+pub const ENV_ROUTES: &str = "ROUTER_ROUTES";
+/// `ROUTER_UPSTREAM_<NAME>=http://...` repoints an upstream of the table.
+pub const UPSTREAM_PREFIX: &str = "ROUTER_UPSTREAM_";
+pub const ENV_INSTANCE: &str = "ROUTER_INSTANCE";
+pub const ENV_THREADS: &str = "ROUTER_THREADS";
+pub const ENV_RELOAD_SECONDS: &str = "ROUTER_RELOAD_SECONDS";
+
+/// The configuration plus the runtime size (worker threads).
+pub fn from_lookup(
+    lookup: impl Fn(&str) -> Option<String>,
+    read_file: impl Fn(&str) -> std::io::Result<String>,
+) -> Result<(Config, usize), ConfigError> {
+    let mut table = match lookup(ENV_ROUTES) {
+        None => RouteTable::musiccorp(),
+        Some(path) => {
+            let text = read_file(&path).map_err(|e| ConfigError::Invalid {
+                name: ENV_ROUTES,
+                detail: format!("cannot read {path}: {e}"),
+            })?;
+            RouteTable::parse(&text).map_err(|e| ConfigError::Invalid {
+                name: ENV_ROUTES,
+                detail: e.to_string(),
+            })?
+        }
+    };
+    let names: Vec<String> = table.upstreams.iter().map(|u| u.name.clone()).collect();
+    for name in names {
+        let var = format!("{UPSTREAM_PREFIX}{}", name.to_ascii_uppercase());
+        if let Some(url) = lookup(&var) {
+            if !url.starts_with("http://") {
+                return Err(ConfigError::Invalid {
+                    name: UPSTREAM_PREFIX,
+                    detail: format!("{var} must be an http:// URL"),
+                });
+            }
+            table
+                .set_upstream(&name, &url)
+                .map_err(|e| ConfigError::Invalid {
+                    name: UPSTREAM_PREFIX,
+                    detail: e.to_string(),
+                })?;
+        }
+    }
+    let token = required(&lookup, ENV_TOKEN)?;
+    if token.len() < 16 {
+        return Err(ConfigError::Invalid {
+            name: ENV_TOKEN,
+            detail: "must be at least 16 characters".into(),
+        });
+    }
+    let threads: usize = parse(&lookup, ENV_THREADS, 2)?;
+    let config = Config {
+        listen: parse(
+            &lookup,
+            ENV_LISTEN,
+            SocketAddr::from(([127, 0, 0, 1], 7000)),
+        )?,
+        admin_listen: parse(
+            &lookup,
+            ENV_ADMIN_LISTEN,
+            SocketAddr::from(([127, 0, 0, 1], 7100)),
+        )?,
+        database_url: required(&lookup, ENV_DATABASE_URL)?,
+        token,
+        table,
+        instance: lookup(ENV_INSTANCE).unwrap_or_else(|| format!("{}", std::process::id())),
+        reload_every: Duration::from_secs(parse(&lookup, ENV_RELOAD_SECONDS, 30)?),
+    };
+    Ok((config, threads.max(1)))
+}
+
+pub fn from_env() -> Result<(Config, usize), ConfigError> {
+    from_lookup(env, |p| std::fs::read_to_string(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<(Config, usize), ConfigError> {
+        let mut map: HashMap<&str, &str> = HashMap::from([
+            (ENV_DATABASE_URL, "postgres://x/router"),
+            (ENV_TOKEN, "0123456789abcdef"),
+        ]);
+        map.extend(pairs.iter().copied());
+        from_lookup(
+            |k| map.get(k).map(|v| v.to_string()),
+            |_| Ok("not toml [".into()),
+        )
+    }
+
+    #[test]
+    fn defaults_and_upstream_overrides() {
+        let (c, threads) = load(&[("ROUTER_UPSTREAM_CATALOG", "http://127.0.0.1:9")]).unwrap();
+        assert_eq!(threads, 2);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:7100");
+        let catalog = c.table.upstream_named("catalog").unwrap();
+        assert_eq!(c.table.upstreams[catalog].url, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        for (name, value) in [
+            (ENV_TOKEN, "short"),
+            ("ROUTER_UPSTREAM_MONOLITH", "monolith:7001"),
+            (ENV_ROUTES, "/some/file.toml"),
+            (ENV_THREADS, "many"),
+        ] {
+            let e = load(&[(name, value)]).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains(name) || text.contains(UPSTREAM_PREFIX),
+                "{name}: {text}"
+            );
+        }
+    }
+}
