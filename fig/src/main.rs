@@ -1,6 +1,7 @@
 //! `fig`: the operator CLI of the strangler-fig toolkit.
 
 mod copy;
+mod toggle;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ enum Command {
     /// Start a local PostgreSQL (or use --database-url), migrate, seed on first run, and serve
     /// the whole stack until Ctrl-C.
     Up(up::UpArgs),
+    /// Flip and inspect the router's toggles through its admin API.
+    Toggle(toggle::ToggleArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +36,6 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Up(args) => up::run(args),
+        Command::Toggle(args) => toggle::run(args),
     }
 }

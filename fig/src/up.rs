@@ -33,6 +33,12 @@ pub struct UpArgs {
     /// Where the wishlist service listens.
     #[arg(long, env = "FIG_WISHLIST_ADDR", default_value = "127.0.0.1:7003")]
     wishlist_addr: SocketAddr,
+    /// Where the router (the front door) listens.
+    #[arg(long, env = "FIG_ROUTER_ADDR", default_value = "127.0.0.1:7000")]
+    router_addr: SocketAddr,
+    /// Where the router's admin API listens.
+    #[arg(long, env = "FIG_ADMIN_ADDR", default_value = "127.0.0.1:7100")]
+    admin_addr: SocketAddr,
     /// Run as after cutover: the services own their writes, and the monolith's orders take
     /// stock from the catalog service (saga) and remove wishlist items through the wishlist
     /// service (outbox). Default: the services are read replicas and the monolith owns writes.
@@ -49,12 +55,24 @@ pub struct UpArgs {
 const MONOLITH_DB: &str = "monolith";
 const CATALOG_DB: &str = "catalog";
 const WISHLIST_DB: &str = "wishlist";
+const ROUTER_DB: &str = "router";
 
 /// Bound listeners, so every printed URL already answers.
 struct Listeners {
     monolith: TcpListener,
     catalog: TcpListener,
     wishlist: TcpListener,
+    router: TcpListener,
+    admin: TcpListener,
+}
+
+/// Every service's base URL.
+struct Urls {
+    monolith: String,
+    catalog: String,
+    wishlist: String,
+    router: String,
+    admin: String,
 }
 
 fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
@@ -86,12 +104,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         (MONOLITH_DB, "monolith"),
         (CATALOG_DB, "catalog"),
         (WISHLIST_DB, "wishlist"),
+        (ROUTER_DB, "router"),
     ] {
         cluster.create_database(db)?;
         let migrated = match db {
             MONOLITH_DB => cluster.migrate(db, monolith::MIGRATIONS),
             CATALOG_DB => cluster.migrate(db, catalog_service::MIGRATIONS),
-            _ => cluster.migrate(db, wishlist_service::MIGRATIONS),
+            WISHLIST_DB => cluster.migrate(db, wishlist_service::MIGRATIONS),
+            _ => cluster.migrate(db, router::store::MIGRATIONS),
         };
         migrated.with_context(|| format!("migrating the {what} database"))?;
     }
@@ -110,17 +130,23 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         WISHLIST_DB,
         "wishlist.items",
     )?;
+    ensure_toggles(&cluster, args.cutover)?;
 
     let listeners = Listeners {
         monolith: bind(args.monolith_addr, "monolith", "--monolith-addr")?,
         catalog: bind(args.catalog_addr, "catalog service", "--catalog-addr")?,
         wishlist: bind(args.wishlist_addr, "wishlist service", "--wishlist-addr")?,
+        router: bind(args.router_addr, "router", "--router-addr")?,
+        admin: bind(args.admin_addr, "router admin API", "--admin-addr")?,
     };
-    let (monolith_url, catalog_url, wishlist_url) = (
-        url(&listeners.monolith)?,
-        url(&listeners.catalog)?,
-        url(&listeners.wishlist)?,
-    );
+    let urls = Urls {
+        monolith: url(&listeners.monolith)?,
+        catalog: url(&listeners.catalog)?,
+        wishlist: url(&listeners.wishlist)?,
+        router: url(&listeners.router)?,
+        admin: url(&listeners.admin)?,
+    };
+    let token = admin_token()?;
 
     let phase = if args.cutover {
         "cutover: services own their writes"
@@ -137,25 +163,76 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         };
         println!("  data       {} ({fate})", dir.display());
     }
-    println!("  monolith   {monolith_url}");
-    println!("  catalog    {catalog_url}");
-    println!("  wishlist   {wishlist_url}");
-    println!("Try: curl '{monolith_url}/catalog/albums?limit=3'");
+    println!("  router     {}", urls.router);
+    println!("  admin      {}", urls.admin);
+    println!("  token      {token}");
+    println!("  monolith   {}", urls.monolith);
+    println!("  catalog    {}", urls.catalog);
+    println!("  wishlist   {}", urls.wishlist);
+    println!("Try: curl '{}/catalog/albums?limit=3'", urls.router);
+    println!(
+        "     fig toggle --admin-url {} --token {token} enable catalog.reads --reason demo",
+        urls.admin
+    );
     println!("Press Ctrl-C to stop.");
 
-    let served = serve(
-        &cluster,
-        listeners,
-        &args,
-        &catalog_url,
-        &wishlist_url,
-        &monolith_url,
-    );
+    let served = serve(&cluster, listeners, &args, &urls, token);
     // Stop PostgreSQL even when serving failed.
     let stopped = cluster.stop().context("stopping PostgreSQL");
     served?;
     stopped?;
     println!("fig: stopped");
+    Ok(())
+}
+
+/// A fresh admin token for this run: 32 hex characters from the kernel's randomness.
+fn admin_token() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the admin token")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The toggles the MusicCorp route table uses, created (off) on a first run so they can be
+/// flipped at once; after cutover, reads go to the services.
+fn ensure_toggles(cluster: &Cluster, cutover: bool) -> anyhow::Result<()> {
+    use router::store::{self, Change, StoreError};
+    let mut conn = cluster.connect(ROUTER_DB)?;
+    let table = router::RouteTable::musiccorp();
+    for capability in &table.capabilities {
+        for (name, reads) in [
+            (&capability.read_toggle, true),
+            (&capability.shadow_toggle, false),
+        ] {
+            let enabled = cutover && reads;
+            let exists = match store::get(&mut conn, name) {
+                Ok(_) => true,
+                Err(StoreError::NotFound(_)) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if exists && !cutover {
+                continue;
+            }
+            let feature: router::toggles::Feature = serde_json::from_value(serde_json::json!({
+                "name": name, "enabled": enabled, "strategies": [{"name": "default"}]
+            }))?;
+            let reason = if cutover {
+                "fig up --cutover"
+            } else {
+                "fig up: first run"
+            };
+            store::put(
+                &mut conn,
+                &feature,
+                &Change {
+                    actor: "fig",
+                    reason,
+                },
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -174,14 +251,15 @@ fn seed_if_empty(cluster: &Cluster, args: &UpArgs) -> anyhow::Result<String> {
     ))
 }
 
-/// Serves all three until Ctrl-C or SIGTERM, then drains in-flight requests.
+/// Serves everything until Ctrl-C or SIGTERM, then drains in-flight requests. The services
+/// reach each other through the router, as they would in production, so they follow whichever
+/// side the toggles send each capability to.
 fn serve(
     cluster: &Cluster,
     listeners: Listeners,
     args: &UpArgs,
-    catalog_url: &str,
-    wishlist_url: &str,
-    monolith_url: &str,
+    urls: &Urls,
+    token: String,
 ) -> anyhow::Result<()> {
     let pool = |db: &str| platform::build_pool(&cluster.url(db), PoolConfig::default());
     let (monolith_pool, catalog_pool, wishlist_pool) =
@@ -203,8 +281,8 @@ fn serve(
     let monolith_options = monolith::Options {
         workers: 2,
         integrations: Integrations {
-            stock: remote(catalog_url),
-            wishlist: remote(wishlist_url),
+            stock: remote(&urls.router),
+            wishlist: remote(&urls.router),
             ..Integrations::default()
         },
     };
@@ -217,10 +295,28 @@ fn serve(
         workers: 1,
         write_mode: mode,
         upstreams: wishlist_service::Upstreams {
-            catalog_url: catalog_url.to_string(),
-            customers_url: monolith_url.to_string(),
+            catalog_url: urls.router.clone(),
+            customers_url: urls.router.clone(),
             timeout: Duration::from_millis(500),
         },
+    };
+    let mut table = router::RouteTable::musiccorp();
+    table.set_upstream("monolith", &urls.monolith)?;
+    table.set_upstream("catalog", &urls.catalog)?;
+    table.set_upstream("wishlist", &urls.wishlist)?;
+    if args.cutover {
+        for capability in &mut table.capabilities {
+            capability.write_owner = router::WriteOwner::Extracted;
+        }
+    }
+    let router_config = router::run::Config {
+        listen: listeners.router.local_addr()?,
+        admin_listen: listeners.admin.local_addr()?,
+        database_url: cluster.url(ROUTER_DB),
+        token,
+        table,
+        instance: "fig".into(),
+        reload_every: Duration::from_secs(30),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -228,6 +324,8 @@ fn serve(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let router =
+            router::run::start_on(router_config, listeners.router, listeners.admin).await?;
         let servers = [
             monolith::server_with(listeners.monolith, monolith_pool, monolith_options)?,
             catalog_service::server(listeners.catalog, catalog_pool, catalog_options)?,
@@ -237,6 +335,7 @@ fn serve(
         let running: Vec<_> = servers.into_iter().map(tokio::spawn).collect();
         shutdown_signal().await;
         eprintln!("fig: stopping...");
+        router.stop().await;
         for handle in handles {
             handle.stop(true).await;
         }

@@ -65,7 +65,22 @@ impl Running {
     }
 }
 
+/// Binds `listen` and `admin_listen`, then starts.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    let bind = |addr: SocketAddr| {
+        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
+    };
+    let data = bind(config.listen)?;
+    let admin = bind(config.admin_listen)?;
+    start_on(config, data, admin).await
+}
+
+/// Starts on listeners the caller bound (so it could print their addresses first).
+pub async fn start_on(
+    config: Config,
+    data: std::net::TcpListener,
+    admin_listener: std::net::TcpListener,
+) -> Result<Running, StartError> {
     platform::serve::migrate(&config.database_url, store::MIGRATIONS)
         .map_err(StartError::Database)?;
     let pool = platform::build_pool(
@@ -86,11 +101,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         &config.instance,
     ));
 
-    let bind = |addr: SocketAddr| {
-        std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })
-    };
-    let data = bind(config.listen)?;
-    let admin_listener = bind(config.admin_listen)?;
     let addr = data.local_addr().map_err(|source| StartError::Bind {
         addr: config.listen,
         source,

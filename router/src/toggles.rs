@@ -8,6 +8,9 @@ use unleash_yggdrasil::{ClientFeatures, Context, EngineState, UpdateMessage};
 
 use crate::decide::RequestHead;
 
+/// One Unleash feature definition.
+pub use unleash_types::client_features::ClientFeature as Feature;
+
 /// Whether a toggle is on for a request.
 pub trait Toggles {
     fn enabled(&self, name: &str, head: &RequestHead) -> bool;

@@ -1,0 +1,168 @@
+//! `fig toggle …`: the router's admin API from the command line.
+
+use anyhow::{Context, bail};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[derive(Debug, clap::Args)]
+pub struct ToggleArgs {
+    /// The router's admin API (printed by `fig up`).
+    #[arg(long, env = "FIG_ADMIN_URL", default_value = "http://127.0.0.1:7100")]
+    admin_url: String,
+    /// The admin token (printed by `fig up`).
+    #[arg(long, env = "FIG_ADMIN_TOKEN")]
+    token: String,
+    /// Who is making the change, for the audit history.
+    #[arg(long, env = "USER", default_value = "operator")]
+    actor: String,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Every toggle and the version they are at.
+    List,
+    /// One toggle's definition.
+    Get { name: String },
+    /// Turns a toggle on.
+    Enable {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Turns a toggle off.
+    Disable {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Sends this percentage of users (sticky) to the extracted side.
+    Rollout {
+        name: String,
+        percent: u32,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Imports an Unleash client-features document (JSON file).
+    Import {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The audit history, oldest first.
+    Audit { name: Option<String> },
+    /// What the router would do with a request, and why.
+    Explain {
+        path: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Toggles settled at on or off for this many days: ready to remove.
+    Stale {
+        #[arg(long, default_value_t = 14)]
+        days: u32,
+    },
+}
+
+pub fn run(args: ToggleArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reply = runtime.block_on(call(&args))?;
+    println!("{}", serde_json::to_string_pretty(&reply)?);
+    Ok(())
+}
+
+async fn call(args: &ToggleArgs) -> anyhow::Result<Value> {
+    let base = args.admin_url.trim_end_matches('/');
+    let (method, path, body, reason): (Method, String, Option<Value>, Option<&str>) = match &args
+        .action
+    {
+        Action::List => (Method::GET, "/admin/toggles".into(), None, None),
+        Action::Get { name } => (Method::GET, format!("/admin/toggles/{name}"), None, None),
+        Action::Enable { name, reason } => (
+            Method::POST,
+            format!("/admin/toggles/{name}/enable"),
+            None,
+            Some(reason),
+        ),
+        Action::Disable { name, reason } => (
+            Method::POST,
+            format!("/admin/toggles/{name}/disable"),
+            None,
+            Some(reason),
+        ),
+        Action::Rollout {
+            name,
+            percent,
+            reason,
+        } => (
+            Method::POST,
+            format!("/admin/toggles/{name}/rollout"),
+            Some(json!({"percent": percent})),
+            Some(reason),
+        ),
+        Action::Import { file, reason } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let doc: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            (
+                Method::POST,
+                "/admin/toggles".into(),
+                Some(doc),
+                Some(reason),
+            )
+        }
+        Action::Audit { name } => (
+            Method::GET,
+            match name {
+                Some(n) => format!("/admin/audit?toggle={n}"),
+                None => "/admin/audit".into(),
+            },
+            None,
+            None,
+        ),
+        Action::Explain { path, method, user } => {
+            let mut q = format!("/admin/explain?method={method}&path={path}");
+            if let Some(u) = user {
+                q.push_str(&format!("&user_id={u}"));
+            }
+            (Method::GET, q, None, None)
+        }
+        Action::Stale { days } => (Method::GET, format!("/admin/stale?days={days}"), None, None),
+    };
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(&args.token);
+    if let Some(reason) = reason {
+        req = req
+            .header("X-Actor", &args.actor)
+            .header("X-Reason", reason);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req
+        .send()
+        .await
+        .with_context(|| format!("calling {base}"))?;
+    let status = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let e = &body["error"];
+        bail!(
+            "{status}: {} {}{}",
+            e["code"].as_str().unwrap_or("error"),
+            e["message"].as_str().unwrap_or(""),
+            e["field"]
+                .as_str()
+                .map(|f| format!(" (field {f})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(body)
+}
