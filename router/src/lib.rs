@@ -5,6 +5,7 @@
 //! the route table; everything around it (proxying, toggle storage, the admin API) stays thin.
 
 pub mod admin;
+pub mod breaker;
 pub mod config;
 pub mod decide;
 pub mod headers;

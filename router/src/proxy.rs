@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{HOST, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue, TRANSFER_ENCODING};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -21,6 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use crate::breaker::Breaker;
 use crate::decide::{Plan, RequestHead, decide};
 use crate::headers;
 use crate::routes::RouteTable;
@@ -37,11 +38,59 @@ pub const REASON_HEADER: &str = "x-fig-reason";
 /// How long an unrouted request (to the default upstream) may wait for response headers.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Retries may add at most this share of requests (plus a small burst): a failing upstream is
+/// not hit harder because it fails.
+#[derive(Debug)]
+pub struct RetryBudget {
+    /// Thousandths of a retry.
+    tokens: std::sync::atomic::AtomicI64,
+}
+
+const DEPOSIT: i64 = 100; // each request earns 0.1 retry
+const RETRY_COST: i64 = 1_000;
+const MAX_TOKENS: i64 = 10_000; // a burst of 10 retries
+
+impl RetryBudget {
+    fn new() -> Self {
+        RetryBudget {
+            tokens: std::sync::atomic::AtomicI64::new(MAX_TOKENS),
+        }
+    }
+
+    fn deposit(&self) {
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some((t + DEPOSIT).min(MAX_TOKENS))
+            });
+    }
+
+    fn withdraw(&self) -> bool {
+        self.tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                (t >= RETRY_COST).then_some(t - RETRY_COST)
+            })
+            .is_ok()
+    }
+}
+
+/// Why forwarding to one upstream did not produce an answer to pass on.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Timeout(usize),
+    Unreachable(usize),
+    Broken(usize),
+    CircuitOpen(usize),
+}
+
 /// One router instance: the table, the live toggles and a pooled upstream client.
 pub struct Router {
     pub table: Arc<RouteTable>,
     pub toggles: Arc<LiveToggles>,
-    client: Client<HttpConnector, Incoming>,
+    /// One per upstream, by index.
+    pub breakers: Vec<Breaker>,
+    retries: RetryBudget,
+    client: Client<HttpConnector, Body>,
     /// This instance's name in `Via`, to recognise its own requests coming back (loops).
     token: String,
     trace_ids: AtomicU64,
@@ -60,13 +109,31 @@ impl Router {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
+        let breakers = table
+            .upstreams
+            .iter()
+            .map(|_| Breaker::new(5, Duration::from_secs(5)))
+            .collect();
         Router {
             table,
             toggles,
+            breakers,
+            retries: RetryBudget::new(),
             client,
             token: format!("fig-router-{instance}"),
             trace_ids: AtomicU64::new(seed),
         }
+    }
+
+    /// Replaces the breakers: `threshold` consecutive failures open one for `cooldown`.
+    pub fn with_breakers(mut self, threshold: u32, cooldown: Duration) -> Router {
+        self.breakers = self
+            .table
+            .upstreams
+            .iter()
+            .map(|_| Breaker::new(threshold, cooldown))
+            .collect();
+        self
     }
 
     /// SplitMix64 over a counter: unique, well-spread ids without a lock or an RNG crate.
@@ -109,79 +176,184 @@ impl Router {
             };
             self.plan(&head)
         };
-        let upstream = &self.table.upstreams[plan.primary];
         let timeout = plan
             .capability
             .map(|c| self.table.capabilities[c].timeout)
             .unwrap_or(DEFAULT_TIMEOUT);
-
+        // A read the extracted side cannot answer falls back to the monolith's copy.
+        let fallback = plan.capability.and_then(|c| {
+            let cap = &self.table.capabilities[c];
+            (is_read(req.method()) && plan.primary == cap.extracted && cap.legacy != cap.extracted)
+                .then_some(cap.legacy)
+        });
         let path = req
             .uri()
             .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let uri: Uri = match format!("{}{path}", upstream.url).parse() {
-            Ok(uri) => uri,
-            Err(_) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request_target",
-                    "the request target cannot be forwarded",
-                    None,
-                );
-            }
-        };
-        *req.uri_mut() = uri;
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
         let original_host = req.headers_mut().remove(HOST);
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h);
         headers::add_forwarded(h, &client_ip, original_host);
         headers::add_via(h, &self.token);
         headers::ensure_traceparent(h, || (self.next_id(), self.next_id(), self.next_id()));
+        self.retries.deposit();
 
-        let answer = match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Err(_) => {
-                return error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    &format!(
-                        "{} did not answer within {} ms",
-                        upstream.name,
-                        timeout.as_millis()
-                    ),
-                    Some(&upstream.name),
-                );
+        let (parts, body) = req.into_parts();
+        // Only a request without a body can be sent twice (the body streams through once).
+        let replayable = is_replayable(&parts.method, &parts.headers);
+        let mut body = Some(body.boxed());
+        let mut last = Failure::CircuitOpen(plan.primary);
+        for target in std::iter::once(plan.primary).chain(fallback) {
+            if !self.breakers[target].allow() {
+                last = Failure::CircuitOpen(target);
+                continue;
             }
-            Ok(Err(e)) if e.is_connect() => {
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unreachable",
-                    &format!("could not connect to {}", upstream.name),
-                    Some(&upstream.name),
-                );
+            // One retry per target at most, and only within the budget.
+            let mut retried = false;
+            loop {
+                let next_body = match body.take() {
+                    Some(b) => b,
+                    None if replayable => Empty::new().map_err(|never| match never {}).boxed(),
+                    None => return failure_response(&self.table, last),
+                };
+                let uri: Uri = match format!("{}{path}", self.table.upstreams[target].url).parse() {
+                    Ok(uri) => uri,
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "bad_request_target",
+                            "the request target cannot be forwarded",
+                            None,
+                        );
+                    }
+                };
+                let mut forward = Request::new(next_body);
+                *forward.method_mut() = parts.method.clone();
+                *forward.uri_mut() = uri;
+                *forward.headers_mut() = parts.headers.clone();
+                let outcome = tokio::time::timeout(timeout, self.client.request(forward)).await;
+                let (failure, retry) = match outcome {
+                    Ok(Ok(answer)) if is_unavailable(answer.status()) => {
+                        self.breakers[target].record(false);
+                        let retry =
+                            answer.status() == StatusCode::SERVICE_UNAVAILABLE && replayable;
+                        let can_fall_back = fallback.is_some_and(|f| f != target);
+                        if !(retry || can_fall_back) {
+                            // Nothing better to offer: the upstream's own answer says most.
+                            return self.pass_on(answer, target, plan);
+                        }
+                        (Failure::Broken(target), retry)
+                    }
+                    Ok(Ok(answer)) => {
+                        self.breakers[target].record(true);
+                        return self.pass_on(answer, target, plan);
+                    }
+                    Err(_) => {
+                        self.breakers[target].record(false);
+                        (Failure::Timeout(target), false)
+                    }
+                    Ok(Err(e)) if e.is_connect() => {
+                        self.breakers[target].record(false);
+                        (Failure::Unreachable(target), true)
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(upstream = %self.table.upstreams[target].name, error = %e, "upstream failed");
+                        self.breakers[target].record(false);
+                        (Failure::Broken(target), false)
+                    }
+                };
+                last = failure;
+                if retry
+                    && replayable
+                    && !retried
+                    && self.breakers[target].allow()
+                    && self.retries.withdraw()
+                {
+                    retried = true;
+                    continue;
+                }
+                break;
             }
-            Ok(Err(e)) => {
-                tracing::warn!(upstream = %upstream.name, error = %e, "upstream failed");
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_error",
-                    &format!("{} failed to answer", upstream.name),
-                    Some(&upstream.name),
-                );
-            }
-            Ok(Ok(answer)) => answer,
-        };
+        }
+        failure_response(&self.table, last)
+    }
+
+    fn pass_on(&self, answer: Response<Incoming>, target: usize, plan: Plan) -> Response<Body> {
         let (mut parts, body) = answer.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::add_via(&mut parts.headers, &self.token);
-        if let Ok(v) = HeaderValue::from_str(&upstream.name) {
+        if let Ok(v) = HeaderValue::from_str(&self.table.upstreams[target].name) {
             parts.headers.insert(UPSTREAM_HEADER, v);
         }
-        parts.headers.insert(
-            REASON_HEADER,
-            HeaderValue::from_static(plan.reason.as_str()),
-        );
+        let reason = if target == plan.primary {
+            plan.reason.as_str()
+        } else {
+            "fallback_to_legacy"
+        };
+        parts
+            .headers
+            .insert(REASON_HEADER, HeaderValue::from_static(reason));
         Response::from_parts(parts, body.boxed())
+    }
+}
+
+fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Idempotent and without a body: safe to send again after a connect failure or a 503.
+fn is_replayable(method: &Method, headers: &HeaderMap) -> bool {
+    let idempotent = matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::PUT
+    );
+    let bodiless = !headers.contains_key(TRANSFER_ENCODING)
+        && headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.trim() == "0");
+    idempotent && bodiless
+}
+
+/// Statuses that mean "not available right now", which count against the breaker.
+fn is_unavailable(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+fn failure_response(table: &RouteTable, failure: Failure) -> Response<Body> {
+    let name = |i: usize| table.upstreams[i].name.as_str();
+    match failure {
+        Failure::Timeout(u) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            &format!("{} did not answer in time", name(u)),
+            Some(name(u)),
+        ),
+        Failure::Unreachable(u) => error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            &format!("could not connect to {}", name(u)),
+            Some(name(u)),
+        ),
+        Failure::Broken(u) => error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            &format!("{} failed to answer", name(u)),
+            Some(name(u)),
+        ),
+        Failure::CircuitOpen(u) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "circuit_open",
+            &format!(
+                "{} is failing; the router is not sending it requests for now",
+                name(u)
+            ),
+            Some(name(u)),
+        ),
     }
 }
 

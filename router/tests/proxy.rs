@@ -98,12 +98,24 @@ fn toggles(doc: Value) -> ToggleSet {
 
 /// A router on port 0; returns its base URL and the live toggles to flip.
 async fn router(table: RouteTable) -> (String, Arc<LiveToggles>) {
+    let (base, live, _) = router_with(table, 5, Duration::from_secs(5)).await;
+    (base, live)
+}
+
+async fn router_with(
+    table: RouteTable,
+    threshold: u32,
+    cooldown: Duration,
+) -> (String, Arc<LiveToggles>, Arc<Router>) {
     let live = Arc::new(LiveToggles::new(ToggleSet::empty()));
-    let router = Arc::new(Router::new(Arc::new(table), live.clone(), "test"));
+    let router = Arc::new(
+        Router::new(Arc::new(table), live.clone(), "test").with_breakers(threshold, cooldown),
+    );
+    let handle = router.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(router::serve(listener, router));
-    (base, live)
+    (base, live, handle)
 }
 
 async fn send(req: Request<TestBody>) -> (StatusCode, http::HeaderMap, Value) {
@@ -354,4 +366,151 @@ async fn large_bodies_stream_through_in_both_directions() {
         }
     }
     assert_eq!(downloaded, CHUNK * CHUNKS);
+}
+
+fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", l.local_addr().unwrap())
+}
+
+fn reads_on() -> ToggleSet {
+    toggles(json!({"version": 2, "features": [
+        {"name": "catalog.reads", "enabled": true, "strategies": [{"name": "default"}]}]}))
+}
+
+/// An upstream that answers 503 while `healthy` is false, counting every request it gets.
+async fn switchable(
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+) -> String {
+    use std::sync::atomic::Ordering;
+    upstream(move |_req| {
+        let (healthy, hits) = (healthy.clone(), hits.clone());
+        async move {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let status = if healthy.load(Ordering::SeqCst) {
+                200
+            } else {
+                503
+            };
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(full(json!({"upstream": "switchable"}).to_string()))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reads_fall_back_to_the_monolith_while_the_extracted_side_fails() {
+    let monolith = echo("monolith").await;
+    let (base, live) = router(table(&monolith, &closed_port(), 1000)).await;
+    live.store(reads_on());
+    let (status, headers, body) = send(
+        get(format!("{base}/catalog/albums"))
+            .body(full(String::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["upstream"], "monolith");
+    assert_eq!(headers["x-fig-reason"], "fallback_to_legacy");
+}
+
+#[tokio::test]
+async fn writes_never_fall_back() {
+    let monolith = echo("monolith").await;
+    let mut t = table(&monolith, &closed_port(), 1000);
+    t.capabilities[0].write_owner = router::WriteOwner::Extracted;
+    let (base, live) = router(t).await;
+    live.store(reads_on());
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("{base}/catalog/albums"))
+        .body(full("{}".into()))
+        .unwrap();
+    let (status, _, body) = send(req).await;
+    assert_eq!(status, 502);
+    assert_eq!(body["error"]["upstream"], "catalog");
+}
+
+#[tokio::test]
+async fn a_503_is_retried_for_reads_but_passed_on_for_writes() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let healthy = Arc::new(AtomicBool::new(false));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let flaky = switchable(healthy.clone(), hits.clone()).await;
+    let (base, _) = router(table(&flaky, &flaky, 1000)).await;
+    let post = Request::builder()
+        .method("POST")
+        .uri(format!("{base}/orders"))
+        .body(full("{}".into()))
+        .unwrap();
+    let (status, _, _) = send(post).await;
+    assert_eq!(status, 503, "the upstream's own answer");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "a write is sent once");
+    hits.store(0, Ordering::SeqCst);
+    let (status, _, body) = send(
+        get(format!("{base}/orders/1"))
+            .body(full(String::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "a read is retried once");
+}
+
+#[tokio::test]
+async fn the_breaker_opens_on_failures_and_closes_after_a_good_probe() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let healthy = Arc::new(AtomicBool::new(false));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let flaky = switchable(healthy.clone(), hits.clone()).await;
+    let (base, _, router) =
+        router_with(table(&flaky, &flaky, 1000), 3, Duration::from_millis(300)).await;
+    let post = || {
+        Request::builder()
+            .method("POST")
+            .uri(format!("{base}/orders"))
+            .body(full("{}".into()))
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(send(post()).await.0, 503);
+    }
+    let monolith = router.table.upstream_named("monolith").unwrap();
+    assert_eq!(
+        router.breakers[monolith].state(),
+        router::breaker::State::Open
+    );
+    let before = hits.load(Ordering::SeqCst);
+    let (status, _, body) = send(post()).await;
+    assert_eq!(
+        (status.as_u16(), body["error"]["code"].as_str()),
+        (503, Some("circuit_open"))
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        before,
+        "an open circuit sends nothing"
+    );
+
+    healthy.store(true, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if send(post()).await.0 == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the breaker never let a probe through"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        router.breakers[monolith].state(),
+        router::breaker::State::Closed
+    );
 }
