@@ -54,6 +54,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/admin/explain").route(web::get().to(explain)))
     .service(web::resource("/admin/evaluate").route(web::post().to(evaluate)))
     .service(web::resource("/admin/stale").route(web::get().to(stale)))
+    .service(web::resource("/admin/upstreams").route(web::get().to(upstreams)))
+    .service(web::resource("/metrics").route(web::get().to(metrics)))
     .service(web::resource("/api/client/features").route(web::get().to(client_features)))
     .service(web::resource("/api/client/register").route(web::post().to(accepted)))
     .service(web::resource("/api/client/metrics").route(web::post().to(accepted)));
@@ -481,4 +483,28 @@ async fn client_features(admin: web::Data<Admin>) -> HttpResponse {
 /// SDK registration and metrics: accepted and not kept (the router counts its own evaluations).
 async fn accepted() -> HttpResponse {
     HttpResponse::Accepted().finish()
+}
+
+/// Upstream health as the router sees it: each circuit's state.
+async fn upstreams(admin: web::Data<Admin>) -> HttpResponse {
+    let r = &admin.router;
+    let list: Vec<_> = r
+        .table
+        .upstreams
+        .iter()
+        .zip(&r.breakers)
+        .map(|(u, b)| json!({"name": u.name, "url": u.url, "circuit": b.state().as_str()}))
+        .collect();
+    HttpResponse::Ok().json(json!({"upstreams": list}))
+}
+
+/// Prometheus text exposition (scrape with the admin token as a bearer token).
+async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
+    let r = &admin.router;
+    let text = r
+        .metrics
+        .render(&r.table, r.toggles.load().version, &r.breakers);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text)
 }

@@ -9,6 +9,7 @@ pub mod breaker;
 pub mod config;
 pub mod decide;
 pub mod headers;
+pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod run;

@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use crate::breaker::Breaker;
 use crate::decide::{Plan, RequestHead, decide};
 use crate::headers;
+use crate::metrics::Metrics;
 use crate::routes::RouteTable;
 use crate::toggles::LiveToggles;
 
@@ -83,12 +84,24 @@ enum Failure {
     CircuitOpen(usize),
 }
 
+impl Failure {
+    fn upstream(self) -> usize {
+        match self {
+            Failure::Timeout(u)
+            | Failure::Unreachable(u)
+            | Failure::Broken(u)
+            | Failure::CircuitOpen(u) => u,
+        }
+    }
+}
+
 /// One router instance: the table, the live toggles and a pooled upstream client.
 pub struct Router {
     pub table: Arc<RouteTable>,
     pub toggles: Arc<LiveToggles>,
     /// One per upstream, by index.
     pub breakers: Vec<Breaker>,
+    pub metrics: Metrics,
     retries: RetryBudget,
     client: Client<HttpConnector, Body>,
     /// This instance's name in `Via`, to recognise its own requests coming back (loops).
@@ -115,6 +128,7 @@ impl Router {
             .map(|_| Breaker::new(5, Duration::from_secs(5)))
             .collect();
         Router {
+            metrics: Metrics::new(&table),
             table,
             toggles,
             breakers,
@@ -151,18 +165,35 @@ impl Router {
         decide(head, self.toggles.load().as_ref(), &self.table)
     }
 
-    pub async fn handle(
+    /// Handles one request and counts it.
+    pub async fn handle(&self, client_addr: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let (response, capability, upstream) = self.forward(client_addr, req).await;
+        if let Some(upstream) = upstream {
+            self.metrics.observe(
+                capability,
+                upstream,
+                response.status().as_u16(),
+                started.elapsed(),
+            );
+        }
+        response
+    }
+
+    /// The answer, and which capability and upstream it is counted under.
+    async fn forward(
         &self,
         client_addr: SocketAddr,
         mut req: Request<Incoming>,
-    ) -> Response<Body> {
+    ) -> (Response<Body>, Option<usize>, Option<usize>) {
         if headers::has_passed(req.headers(), &self.token) {
-            return error(
+            let refused = error(
                 StatusCode::LOOP_DETECTED,
                 "loop_detected",
                 "this request already passed through this router",
                 None,
             );
+            return (refused, None, None);
         }
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         let client_ip = client_addr.ip().to_string();
@@ -215,17 +246,24 @@ impl Router {
                 let next_body = match body.take() {
                     Some(b) => b,
                     None if replayable => Empty::new().map_err(|never| match never {}).boxed(),
-                    None => return failure_response(&self.table, last),
+                    None => {
+                        return (
+                            failure_response(&self.table, last),
+                            plan.capability,
+                            Some(last.upstream()),
+                        );
+                    }
                 };
                 let uri: Uri = match format!("{}{path}", self.table.upstreams[target].url).parse() {
                     Ok(uri) => uri,
                     Err(_) => {
-                        return error(
+                        let bad = error(
                             StatusCode::BAD_REQUEST,
                             "bad_request_target",
                             "the request target cannot be forwarded",
                             None,
                         );
+                        return (bad, plan.capability, None);
                     }
                 };
                 let mut forward = Request::new(next_body);
@@ -241,13 +279,21 @@ impl Router {
                         let can_fall_back = fallback.is_some_and(|f| f != target);
                         if !(retry || can_fall_back) {
                             // Nothing better to offer: the upstream's own answer says most.
-                            return self.pass_on(answer, target, plan);
+                            return (
+                                self.pass_on(answer, target, plan),
+                                plan.capability,
+                                Some(target),
+                            );
                         }
                         (Failure::Broken(target), retry)
                     }
                     Ok(Ok(answer)) => {
                         self.breakers[target].record(true);
-                        return self.pass_on(answer, target, plan);
+                        return (
+                            self.pass_on(answer, target, plan),
+                            plan.capability,
+                            Some(target),
+                        );
                     }
                     Err(_) => {
                         self.breakers[target].record(false);
@@ -276,7 +322,11 @@ impl Router {
                 break;
             }
         }
-        failure_response(&self.table, last)
+        (
+            failure_response(&self.table, last),
+            plan.capability,
+            Some(last.upstream()),
+        )
     }
 
     fn pass_on(&self, answer: Response<Incoming>, target: usize, plan: Plan) -> Response<Body> {

@@ -284,6 +284,15 @@ async fn every_change_is_in_the_audit_history_in_order() {
     assert_eq!(evaluated["enabled"], false);
     let features = admin.ok(Method::GET, "/api/client/features", None).await;
     assert_eq!(features["features"][0]["name"], "catalog.reads");
+    let health = admin.ok(Method::GET, "/admin/upstreams", None).await;
+    assert!(
+        health["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["circuit"] == "closed"),
+        "{health}"
+    );
     r.stop().await;
 }
 
