@@ -235,20 +235,38 @@ fn cutover_orders_take_stock_from_the_catalog_service_and_clear_the_remote_wishl
 /// Runs `fig toggle …` against a running stack; returns its printed JSON.
 fn fig_toggle(stack: &Stack, args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_fig"))
-        .args(["toggle", "--admin-url", &stack.value("admin"), "--token", &stack.value("token"), "--actor", "test"])
+        .args([
+            "toggle",
+            "--admin-url",
+            &stack.value("admin"),
+            "--token",
+            &stack.value("token"),
+            "--actor",
+            "test",
+        ])
         .args(args)
         .output()
         .expect("fig toggle runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("fig toggle prints JSON")
 }
 
 fn served_by(url: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let res = reqwest::get(url).await.expect("request");
         assert_eq!(res.status().as_u16(), 200);
-        res.headers()["x-fig-upstream"].to_str().unwrap().to_string()
+        res.headers()["x-fig-upstream"]
+            .to_str()
+            .unwrap()
+            .to_string()
     })
 }
 
@@ -256,21 +274,42 @@ fn served_by(url: &str) -> String {
 fn the_router_fronts_the_stack_and_fig_toggle_moves_reads() {
     let stack = Stack::start(&[]);
     let router = stack.value("router");
-    assert_eq!(served_by(&format!("{router}/catalog/albums?limit=2")), "monolith");
+    assert_eq!(
+        served_by(&format!("{router}/catalog/albums?limit=2")),
+        "monolith"
+    );
     assert_eq!(served_by(&format!("{router}/orders/1")), "monolith");
 
     let listed = fig_toggle(&stack, &["list"]);
-    let names: Vec<&str> = listed["features"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = listed["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
     assert!(names.contains(&"catalog.reads"), "{names:?}");
 
-    fig_toggle(&stack, &["enable", "catalog.reads", "--reason", "canary done"]);
-    assert_eq!(served_by(&format!("{router}/catalog/albums?limit=2")), "catalog");
-    assert_eq!(served_by(&format!("{router}/wishlists/1")), "monolith", "only catalog moved");
+    fig_toggle(
+        &stack,
+        &["enable", "catalog.reads", "--reason", "canary done"],
+    );
+    assert_eq!(
+        served_by(&format!("{router}/catalog/albums?limit=2")),
+        "catalog"
+    );
+    assert_eq!(
+        served_by(&format!("{router}/wishlists/1")),
+        "monolith",
+        "only catalog moved"
+    );
     let explained = fig_toggle(&stack, &["explain", "/catalog/albums/1"]);
     assert_eq!(explained["primary"], "catalog");
     let audit = fig_toggle(&stack, &["audit", "catalog.reads"]);
     let last = audit["entries"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!((last["actor"].as_str(), last["reason"].as_str()), (Some("test"), Some("canary done")));
+    assert_eq!(
+        (last["actor"].as_str(), last["reason"].as_str()),
+        (Some("test"), Some("canary done"))
+    );
 
     stack.signal(Signal::SIGINT);
     assert!(stack.wait(Duration::from_secs(60)).success());
