@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use unleash_yggdrasil::{ClientFeatures, Context, EngineState, UpdateMessage};
+use unleash_types::client_features::ClientFeatures;
+use unleash_yggdrasil::{Context, EngineState, UpdateMessage};
 
 use crate::decide::RequestHead;
 

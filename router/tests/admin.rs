@@ -404,3 +404,70 @@ async fn flipping_fifty_times_under_load_fails_no_request() {
     assert_eq!(audit["entries"].as_array().unwrap().len(), 51);
     r.stop().await;
 }
+
+use unleash_api_client::client::FeatureKey;
+
+/// The SDK wants a typed feature list; this test reads toggles by name only.
+#[allow(non_camel_case_types, dead_code)]
+#[derive(Debug, Clone, Copy, FeatureKey)]
+enum NoTypedFeatures {
+    unused,
+}
+
+/// Unleash's own Rust SDK, pointed at the router's admin port, sees the toggles and their flips.
+#[tokio::test]
+async fn an_official_unleash_sdk_reads_the_same_toggles() {
+    let db = TestDb::new("router", router::store::MIGRATIONS);
+    let up = named_upstream("monolith").await;
+    let r = instance(&db, table(&up, &up), "sdk").await;
+    let admin = Admin::of(&r);
+    admin
+        .ok(
+            reqwest::Method::PUT,
+            "/admin/toggles/catalog.reads",
+            Some(reads("catalog.reads", true)),
+        )
+        .await;
+    let sdk = Arc::new(
+        unleash_api_client::client::ClientBuilder::default()
+            .interval(50)
+            .disable_metric_submission()
+            .enable_string_features()
+            .into_client::<NoTypedFeatures>(
+                &format!("{}/api", admin.base),
+                "e2e",
+                "sdk-test",
+                Some(TOKEN.into()),
+            )
+            .expect("sdk client"),
+    );
+    let poller = tokio::spawn({
+        let sdk = sdk.clone();
+        async move { sdk.poll_for_updates().await }
+    });
+    let sees = |expected: bool| {
+        let sdk = sdk.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while sdk.is_enabled_str("catalog.reads", None, !expected) != expected {
+                assert!(
+                    Instant::now() < deadline,
+                    "the SDK never saw catalog.reads = {expected}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    sees(true).await;
+    admin
+        .ok(
+            reqwest::Method::POST,
+            "/admin/toggles/catalog.reads/disable",
+            None,
+        )
+        .await;
+    sees(false).await;
+    sdk.stop_poll().await;
+    let _ = poller.await;
+    r.stop().await;
+}
