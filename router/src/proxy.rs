@@ -167,8 +167,23 @@ impl Router {
 
     /// Handles one request and counts it.
     pub async fn handle(&self, client_addr: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+        use futures_util::FutureExt;
         let started = std::time::Instant::now();
-        let (response, capability, upstream) = self.forward(client_addr, req).await;
+        // A bug in the router must not look like an upstream failure, nor drop the connection
+        // without an answer: a panic becomes a 500 that says the router is at fault.
+        let forwarded = std::panic::AssertUnwindSafe(self.forward(client_addr, req))
+            .catch_unwind()
+            .await;
+        let (response, capability, upstream) = forwarded.unwrap_or_else(|_| {
+            tracing::error!("router fault: request handling panicked");
+            let fault = error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "router_fault",
+                "the router failed to handle this request",
+                None,
+            );
+            (fault, None, None)
+        });
         if let Some(upstream) = upstream {
             self.metrics.observe(
                 capability,
