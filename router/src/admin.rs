@@ -274,8 +274,10 @@ struct RolloutBody {
 }
 
 /// Sets the percentage of a `flexibleRollout` (sticky on user, then session); a toggle without
-/// one gets one in place of its strategies.
+/// one gets one in place of its strategies. Setting a percentage turns the toggle on: the
+/// percentage is then what decides.
 pub fn set_rollout(feature: &mut ClientFeature, percent: u32) {
+    feature.enabled = true;
     let strategies = feature.strategies.get_or_insert_with(Vec::new);
     match strategies.iter_mut().find(|s| s.name == "flexibleRollout") {
         Some(s) => {

@@ -65,8 +65,9 @@ impl Breaker {
         }
     }
 
+    /// Milliseconds since `epoch`, wrapping every ~49.7 days; only differences are used.
     fn now_ms(&self) -> u32 {
-        self.epoch.elapsed().as_millis().min(u128::from(u32::MAX)) as u32
+        self.epoch.elapsed().as_millis() as u32
     }
 
     pub fn state(&self) -> State {
@@ -83,12 +84,13 @@ impl Breaker {
         let current = self.word.load(Ordering::Acquire);
         match unpack(current) {
             (State::Closed, _, _) => true,
-            (State::HalfOpen, _, _) => false,
-            (State::Open, failures, opened) => {
-                if now.saturating_sub(opened) < self.cooldown.as_millis() as u32 {
+            // A probe is in flight; if it never reported (its client went away), another one
+            // may go after a further cooldown, so the circuit cannot stay half open for ever.
+            (State::Open | State::HalfOpen, failures, since) => {
+                if now.wrapping_sub(since) < self.cooldown.as_millis() as u32 {
                     return false;
                 }
-                let probe = pack(State::HalfOpen, failures, opened);
+                let probe = pack(State::HalfOpen, failures, now);
                 self.word
                     .compare_exchange(current, probe, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
@@ -146,13 +148,17 @@ mod tests {
         );
         assert_eq!(b.state(), State::HalfOpen);
         assert!(!b.allow_at(101), "only one probe at a time");
-        b.record_at(false, 120);
+        assert!(
+            b.allow_at(200),
+            "a probe that never reported is replaced after a cooldown"
+        );
+        b.record_at(false, 220);
         assert_eq!(b.state(), State::Open, "a failed probe re-opens");
-        assert!(!b.allow_at(150), "and restarts the cooldown");
-        assert!(b.allow_at(220));
-        b.record_at(true, 221);
+        assert!(!b.allow_at(250), "and restarts the cooldown");
+        assert!(b.allow_at(320));
+        b.record_at(true, 321);
         assert_eq!(b.state(), State::Closed, "a good probe closes");
-        assert!(b.allow_at(222));
+        assert!(b.allow_at(322));
     }
 
     #[test]

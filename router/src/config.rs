@@ -78,10 +78,28 @@ pub fn from_lookup(
         database_url: required(&lookup, ENV_DATABASE_URL)?,
         token,
         table,
-        instance: lookup(ENV_INSTANCE).unwrap_or_else(|| format!("{}", std::process::id())),
-        reload_every: Duration::from_secs(parse(&lookup, ENV_RELOAD_SECONDS, 30)?),
+        instance: lookup(ENV_INSTANCE).unwrap_or_else(random_instance),
+        reload_every: match parse(&lookup, ENV_RELOAD_SECONDS, 30u64)? {
+            0 => {
+                return Err(ConfigError::Invalid {
+                    name: ENV_RELOAD_SECONDS,
+                    detail: "must be at least 1".into(),
+                });
+            }
+            s => Duration::from_secs(s),
+        },
     };
     Ok((config, threads.max(1)))
+}
+
+/// In containers every process may be pid 1; the time and the pid together are unique enough
+/// to tell routers apart in `Via`.
+fn random_instance() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!("{:x}", nanos ^ (u64::from(std::process::id()) << 32))
 }
 
 pub fn from_env() -> Result<(Config, usize), ConfigError> {
@@ -122,6 +140,7 @@ mod tests {
             ("ROUTER_UPSTREAM_MONOLITH", "monolith:7001"),
             (ENV_ROUTES, "/some/file.toml"),
             (ENV_THREADS, "many"),
+            (ENV_RELOAD_SECONDS, "0"),
         ] {
             let e = load(&[(name, value)]).unwrap_err();
             let text = e.to_string();

@@ -45,7 +45,10 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: &str, original_host: Optio
     if let Ok(v) = HeaderValue::from_str(&chain) {
         headers.insert("x-forwarded-for", v);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    // An earlier hop (a TLS-terminating balancer) knows the original scheme better than we do.
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
     if let Some(host) = original_host {
         headers.insert("x-forwarded-host", host);
     }
@@ -70,6 +73,29 @@ pub fn has_passed(headers: &HeaderMap, token: &str) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|hop| hop.split_whitespace().nth(1) == Some(token))
+}
+
+/// The path with percent-escapes decoded, as the upstream will interpret it; `None` for a path
+/// with dot segments (`/a/../b`) or broken escapes, which could route one way and land another.
+pub fn decoded_path(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    let decoded = String::from_utf8(out).ok()?;
+    let dotted = decoded
+        .split('/')
+        .any(|segment| segment == "." || segment == "..");
+    (!dotted).then_some(decoded)
 }
 
 /// Is `value` a valid W3C traceparent: `00-<32 hex>-<16 hex>-<2 hex>`, lower-case, ids not all
@@ -165,6 +191,34 @@ mod tests {
         assert_eq!(h["via"], "1.1 edge, 1.1 fig-router-a");
         assert!(has_passed(&h, "fig-router-a"));
         assert!(!has_passed(&h, "fig-router-b"));
+    }
+
+    #[test]
+    fn paths_are_decoded_for_routing_and_dot_segments_refused() {
+        assert_eq!(
+            decoded_path("/%63atalog/albums").as_deref(),
+            Some("/catalog/albums")
+        );
+        assert_eq!(
+            decoded_path("/catalog/a%20b").as_deref(),
+            Some("/catalog/a b")
+        );
+        for bad in [
+            "/wishlists/../catalog/x",
+            "/./catalog",
+            "/%2e%2e/catalog",
+            "/a%zz",
+            "/a%4",
+        ] {
+            assert_eq!(decoded_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_earlier_hops_scheme_is_kept() {
+        let mut h = map(&[("x-forwarded-proto", "https")]);
+        add_forwarded(&mut h, "127.0.0.1", None);
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]

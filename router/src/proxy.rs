@@ -210,12 +210,22 @@ impl Router {
             );
             return (refused, None, None);
         }
+        // Route on what the upstream will see: `/%63atalog/` is `/catalog/` to it.
+        let Some(decoded_path) = headers::decoded_path(req.uri().path()) else {
+            let bad = error(
+                StatusCode::BAD_REQUEST,
+                "bad_request_target",
+                "the path has dot segments or bad escapes",
+                None,
+            );
+            return (bad, None, None);
+        };
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         let client_ip = client_addr.ip().to_string();
         let plan = {
             let head = RequestHead {
                 method: req.method().as_str(),
-                path: req.uri().path(),
+                path: &decoded_path,
                 user_id: header(USER_HEADER),
                 session_id: header(SESSION_HEADER),
                 remote_addr: Some(&client_ip),
@@ -226,10 +236,15 @@ impl Router {
             .capability
             .map(|c| self.table.capabilities[c].timeout)
             .unwrap_or(DEFAULT_TIMEOUT);
-        // A read the extracted side cannot answer falls back to the monolith's copy.
+        // A read the extracted side cannot answer falls back to the monolith's copy, while the
+        // monolith still owns writes (after cutover its copy goes stale).
         let fallback = plan.capability.and_then(|c| {
             let cap = &self.table.capabilities[c];
-            (is_read(req.method()) && plan.primary == cap.extracted && cap.legacy != cap.extracted)
+            let legacy_is_fresh = cap.write_owner == crate::routes::WriteOwner::Legacy;
+            (is_read(req.method())
+                && legacy_is_fresh
+                && plan.primary == cap.extracted
+                && cap.legacy != cap.extracted)
                 .then_some(cap.legacy)
         });
         let path = req
@@ -237,6 +252,8 @@ impl Router {
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into());
+        // Decided before hop-by-hop headers go: Transfer-Encoding says whether a body follows.
+        let replayable = is_replayable(req.method(), req.headers());
         let original_host = req.headers_mut().remove(HOST);
         let h = req.headers_mut();
         headers::strip_hop_by_hop(h);
@@ -245,9 +262,8 @@ impl Router {
         headers::ensure_traceparent(h, || (self.next_id(), self.next_id(), self.next_id()));
         self.retries.deposit();
 
-        let (parts, body) = req.into_parts();
         // Only a request without a body can be sent twice (the body streams through once).
-        let replayable = is_replayable(&parts.method, &parts.headers);
+        let (parts, body) = req.into_parts();
         let mut body = Some(body.boxed());
         let mut last = Failure::CircuitOpen(plan.primary);
         for target in std::iter::once(plan.primary).chain(fallback) {

@@ -22,9 +22,10 @@ pub async fn reload(pool: &Pool, live: &LiveToggles) -> Result<i64, StoreError> 
     }
     match ToggleSet::new(features, version) {
         Ok(set) => {
-            live.store(set);
-            tracing::info!(version, "toggles applied");
-            Ok(version)
+            if live.store_if_newer(set) {
+                tracing::info!(version, "toggles applied");
+            }
+            Ok(live.load().version)
         }
         Err(e) => {
             // The admin API validates before storing, so this means a hand edit: keep serving
@@ -47,6 +48,10 @@ pub fn spawn(
         loop {
             if let Err(e) = listen(&pool, &live, &database_url, every).await {
                 tracing::warn!(error = %e, "toggle listener lost its connection; reconnecting");
+                // The safety net holds while LISTEN is down: reload through the pool.
+                if let Err(e) = reload(&pool, &live).await {
+                    tracing::warn!(error = %e, "toggle reload failed");
+                }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

@@ -66,6 +66,13 @@ pub fn parse_features(json: &[u8]) -> Result<ClientFeatures, ToggleError> {
 
 pub fn validate(features: &ClientFeatures) -> Result<(), ToggleError> {
     let invalid = |field: String, message: String| Err(ToggleError::Invalid { field, message });
+    // The store keeps toggles one by one; shared segments would be lost on the way.
+    if features.segments.as_ref().is_some_and(|s| !s.is_empty()) {
+        return invalid(
+            "segments".into(),
+            "segments are not supported; put the constraints in the strategy".into(),
+        );
+    }
     let mut seen = std::collections::HashSet::new();
     for (i, f) in features.features.iter().enumerate() {
         if f.name.trim().is_empty() {
@@ -82,6 +89,12 @@ pub fn validate(features: &ClientFeatures) -> Result<(), ToggleError> {
         }
         for (j, s) in f.strategies.iter().flatten().enumerate() {
             let field = format!("features[{i}].strategies[{j}]");
+            if s.segments.as_ref().is_some_and(|s| !s.is_empty()) {
+                return invalid(
+                    format!("{field}.segments"),
+                    "segments are not supported; put the constraints in the strategy".into(),
+                );
+            }
             if !KNOWN_STRATEGIES.contains(&s.name.as_str()) {
                 return invalid(
                     format!("{field}.name"),
@@ -208,6 +221,20 @@ impl LiveToggles {
     pub fn store(&self, set: ToggleSet) {
         self.0.store(Arc::new(set));
     }
+
+    /// Installs `set` unless what is live is as new or newer; returns whether it did. Atomic, so
+    /// two reloads racing cannot leave the older of two generations live.
+    pub fn store_if_newer(&self, set: ToggleSet) -> bool {
+        let new = Arc::new(set);
+        let previous = self.0.rcu(|current| {
+            if current.version >= new.version {
+                current.clone()
+            } else {
+                new.clone()
+            }
+        });
+        previous.version < new.version
+    }
 }
 
 #[cfg(test)]
@@ -313,6 +340,34 @@ mod tests {
                 {"name": "x", "enabled": true}, {"name": "x", "enabled": false}]})),
             "features[1].name"
         );
+    }
+
+    #[test]
+    fn segments_are_refused_rather_than_lost() {
+        let with_segments =
+            json!({"version": 2, "segments": [{"id": 1, "constraints": []}], "features": []});
+        assert!(matches!(
+            parse_features(with_segments.to_string().as_bytes()),
+            Err(ToggleError::Invalid { field, .. }) if field == "segments"
+        ));
+        let strategy_segment = json!({"version": 2, "features": [
+            {"name": "x", "enabled": true, "strategies": [{"name": "default", "segments": [1]}]}]});
+        assert!(matches!(
+            parse_features(strategy_segment.to_string().as_bytes()),
+            Err(ToggleError::Invalid { field, .. }) if field == "features[0].strategies[0].segments"
+        ));
+    }
+
+    #[test]
+    fn an_older_generation_never_replaces_a_newer_one() {
+        let live = LiveToggles::new(ToggleSet::empty());
+        let mut newer = set(rollout("a", 100));
+        newer.version = 5;
+        let mut older = set(rollout("a", 0));
+        older.version = 4;
+        assert!(live.store_if_newer(newer));
+        assert!(!live.store_if_newer(older));
+        assert_eq!(live.load().version, 5);
     }
 
     #[test]

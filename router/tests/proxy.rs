@@ -514,3 +514,69 @@ async fn the_breaker_opens_on_failures_and_closes_after_a_good_probe() {
         router::breaker::State::Closed
     );
 }
+
+#[tokio::test]
+async fn an_escaped_path_is_routed_as_the_upstream_reads_it() {
+    let (monolith, catalog) = (echo("monolith").await, echo("catalog").await);
+    let mut t = table(&monolith, &catalog, 1000);
+    t.capabilities[0].write_owner = router::WriteOwner::Extracted;
+    let (base, _) = router(t).await;
+    let req = Request::builder()
+        .method("POST")
+        .uri(format!("{base}/%63atalog/artists"))
+        .body(full("{}".into()))
+        .unwrap();
+    let (_, headers, body) = send(req).await;
+    assert_eq!(
+        body["upstream"], "catalog",
+        "a write to the catalog goes to its owner however it is spelt"
+    );
+    assert_eq!(headers["x-fig-reason"], "write_to_owner");
+    let dotted = get(format!("{base}/wishlists/..%2F../catalog/artists"))
+        .body(full(String::new()))
+        .unwrap();
+    let (status, _, body) = send(dotted).await;
+    assert_eq!(
+        (status.as_u16(), body["error"]["code"].as_str()),
+        (400, Some("bad_request_target"))
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_never_sent_twice() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let flaky = switchable(Arc::new(AtomicBool::new(false)), hits.clone()).await;
+    let (base, _) = router(table(&flaky, &flaky, 1000)).await;
+    let chunks = futures_util::stream::iter(vec![Ok::<_, Infallible>(Frame::data(
+        Bytes::from_static(b"{\"a\":1}"),
+    ))]);
+    let req = Request::builder()
+        .method("PUT")
+        .uri(format!("{base}/orders/1"))
+        .body(StreamBody::new(chunks).boxed())
+        .unwrap();
+    let (status, _, _) = send(req).await;
+    assert_eq!(
+        status, 503,
+        "the upstream's answer, not an empty-bodied retry"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn after_cutover_reads_do_not_fall_back_to_the_stale_monolith() {
+    let monolith = echo("monolith").await;
+    let mut t = table(&monolith, &closed_port(), 1000);
+    t.capabilities[0].write_owner = router::WriteOwner::Extracted;
+    let (base, live) = router(t).await;
+    live.store(reads_on());
+    let (status, _, body) = send(
+        get(format!("{base}/catalog/albums"))
+            .body(full(String::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert_eq!(body["error"]["upstream"], "catalog");
+}
