@@ -317,6 +317,7 @@ fn serve(
         table,
         instance: "fig".into(),
         reload_every: Duration::from_secs(30),
+        source: router::sync::Source::Store,
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -28,6 +28,23 @@ use crate::toggles::{self, ToggleError, ToggleSet};
 pub struct Admin {
     pub pool: Pool,
     pub router: Arc<Router>,
+    /// Set when toggles come from an Unleash server: changes must be made there.
+    pub managed_elsewhere: Option<String>,
+}
+
+impl Admin {
+    fn writable(&self) -> Result<(), ApiError> {
+        match &self.managed_elsewhere {
+            None => Ok(()),
+            Some(url) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "toggles_managed_elsewhere",
+                format!(
+                    "this router reads its toggles from the Unleash server at {url}; change them there"
+                ),
+            )),
+        }
+    }
 }
 
 /// The bearer token, as app data for the auth middleware.
@@ -184,6 +201,7 @@ async fn put(
     name: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    admin.writable()?;
     let (actor, reason) = who(&req)?;
     let feature: ClientFeature = parse_feature(&body)?;
     if feature.name != *name {
@@ -233,6 +251,7 @@ async fn edit(
     name: String,
     change: impl FnOnce(&mut ClientFeature) + Send + 'static,
 ) -> Result<HttpResponse, ApiError> {
+    admin.writable()?;
     let (actor, reason) = who(&req)?;
     let (version, feature) = blocking(&admin.pool, move |c| {
         store::update(
@@ -331,6 +350,7 @@ async fn import(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    admin.writable()?;
     let (actor, reason) = who(&req)?;
     let features: ClientFeatures = toggles::parse_features(&body)?;
     ToggleSet::new(features.clone(), 0)?;
@@ -354,6 +374,7 @@ async fn delete(
     req: HttpRequest,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    admin.writable()?;
     let (actor, reason) = who(&req)?;
     let name = name.into_inner();
     let version = blocking(&admin.pool, move |c| {

@@ -19,6 +19,10 @@ pub const UPSTREAM_PREFIX: &str = "ROUTER_UPSTREAM_";
 pub const ENV_INSTANCE: &str = "ROUTER_INSTANCE";
 pub const ENV_THREADS: &str = "ROUTER_THREADS";
 pub const ENV_RELOAD_SECONDS: &str = "ROUTER_RELOAD_SECONDS";
+/// Take toggles from this Unleash API (e.g. `http://unleash:4242/api`) instead of the database.
+pub const ENV_UNLEASH_URL: &str = "ROUTER_UNLEASH_URL";
+pub const ENV_UNLEASH_TOKEN: &str = "ROUTER_UNLEASH_TOKEN";
+pub const ENV_UNLEASH_POLL_MS: &str = "ROUTER_UNLEASH_POLL_MS";
 
 /// The configuration plus the runtime size (worker threads).
 pub fn from_lookup(
@@ -64,6 +68,14 @@ pub fn from_lookup(
         });
     }
     let threads: usize = parse(&lookup, ENV_THREADS, 2)?;
+    let source = match platform::config::base_url(&lookup, ENV_UNLEASH_URL)? {
+        None => crate::sync::Source::Store,
+        Some(api_url) => crate::sync::Source::Unleash {
+            api_url,
+            token: required(&lookup, ENV_UNLEASH_TOKEN)?,
+            every: platform::config::millis(&lookup, ENV_UNLEASH_POLL_MS, 1_000)?,
+        },
+    };
     let config = Config {
         listen: parse(
             &lookup,
@@ -79,6 +91,7 @@ pub fn from_lookup(
         token,
         table,
         instance: lookup(ENV_INSTANCE).unwrap_or_else(random_instance),
+        source,
         reload_every: match parse(&lookup, ENV_RELOAD_SECONDS, 30u64)? {
             0 => {
                 return Err(ConfigError::Invalid {
@@ -141,6 +154,7 @@ mod tests {
             (ENV_ROUTES, "/some/file.toml"),
             (ENV_THREADS, "many"),
             (ENV_RELOAD_SECONDS, "0"),
+            (ENV_UNLEASH_URL, "unleash:4242/api"),
         ] {
             let e = load(&[(name, value)]).unwrap_err();
             let text = e.to_string();

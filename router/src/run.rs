@@ -32,6 +32,8 @@ pub struct Config {
     pub instance: String,
     /// The safety-net full reload, besides NOTIFY.
     pub reload_every: Duration,
+    /// The router database, or an Unleash server.
+    pub source: sync::Source,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,16 +119,28 @@ pub async fn start_on(
         .map_err(|source| StartError::Bind { addr, source })?;
 
     let mut tasks = vec![tokio::spawn(proxy::serve(data, router.clone()))];
-    tasks.push(sync::spawn(
-        pool.clone(),
-        live,
-        config.database_url.clone(),
-        config.reload_every,
-    ));
+    tasks.push(match &config.source {
+        sync::Source::Store => sync::spawn(
+            pool.clone(),
+            live,
+            config.database_url.clone(),
+            config.reload_every,
+        ),
+        sync::Source::Unleash {
+            api_url,
+            token,
+            every,
+        } => sync::spawn_unleash(live, api_url.clone(), token.clone(), *every),
+    });
 
+    let managed_elsewhere = match &config.source {
+        sync::Source::Store => None,
+        sync::Source::Unleash { api_url, .. } => Some(api_url.clone()),
+    };
     let state = web::Data::new(Admin {
         pool,
         router: router.clone(),
+        managed_elsewhere,
     });
     let token = web::Data::new(AdminToken(Arc::from(config.token.as_str())));
     let server = HttpServer::new(move || {

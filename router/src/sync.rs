@@ -107,3 +107,72 @@ async fn listen(
         }
     }
 }
+
+/// Where an instance's toggles come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The `router` database (the admin API changes them).
+    Store,
+    /// An Unleash server (or anything serving its client API, another router included), polled;
+    /// the admin API then only reads.
+    Unleash {
+        api_url: String,
+        token: String,
+        every: Duration,
+    },
+}
+
+/// Polls `{api_url}/client/features` and installs each new, valid document as the next
+/// generation. An unreachable server or an invalid document keeps the last good toggles.
+pub fn spawn_unleash(
+    live: Arc<LiveToggles>,
+    api_url: String,
+    token: String,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        let url = format!("{}/client/features", api_url.trim_end_matches('/'));
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = poll_once(&http, &url, &token, &live).await {
+                tracing::warn!(url = %url, error = %e, "polling Unleash failed; keeping the current toggles");
+            }
+        }
+    })
+}
+
+async fn poll_once(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    live: &LiveToggles,
+) -> Result<(), String> {
+    let reply = http
+        .get(url)
+        .header("authorization", token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !reply.status().is_success() {
+        return Err(format!("answered {}", reply.status()));
+    }
+    let body = reply.bytes().await.map_err(|e| e.to_string())?;
+    let features = crate::toggles::parse_features(&body).map_err(|e| e.to_string())?;
+    let current = live.load();
+    if serde_json::to_value(&features).ok() == serde_json::to_value(current.features()).ok() {
+        return Ok(());
+    }
+    let set = ToggleSet::new(features, current.version + 1).map_err(|e| e.to_string())?;
+    if live.store_if_newer(set) {
+        tracing::info!(
+            version = current.version + 1,
+            "toggles from Unleash applied"
+        );
+    }
+    Ok(())
+}

@@ -48,6 +48,7 @@ async fn instance(db: &TestDb, table: RouteTable, name: &str) -> Running {
         table,
         instance: name.into(),
         reload_every: Duration::from_secs(30),
+        source: router::sync::Source::Store,
     })
     .await
     .expect("router starts")
@@ -470,4 +471,66 @@ async fn an_official_unleash_sdk_reads_the_same_toggles() {
     sdk.stop_poll().await;
     let _ = poller.await;
     r.stop().await;
+}
+
+/// An instance that takes its toggles from an Unleash server follows it and refuses changes;
+/// the server here is another router's Unleash client API, a real one.
+#[tokio::test]
+async fn toggles_can_come_from_an_unleash_server_instead() {
+    let db = TestDb::new("router", router::store::MIGRATIONS);
+    let (monolith, catalog) = (
+        named_upstream("monolith").await,
+        named_upstream("catalog").await,
+    );
+    let server = instance(&db, table(&monolith, &catalog), "unleash-server").await;
+    let server_admin = Admin::of(&server);
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let follower = run::start(Config {
+        listen: any,
+        admin_listen: any,
+        database_url: db.url().to_string(),
+        token: TOKEN.into(),
+        table: table(&monolith, &catalog),
+        instance: "follower".into(),
+        reload_every: Duration::from_secs(30),
+        source: router::sync::Source::Unleash {
+            api_url: format!("{}/api", server_admin.base),
+            token: TOKEN.into(),
+            every: Duration::from_millis(50),
+        },
+    })
+    .await
+    .unwrap();
+    let data = format!("http://{}", follower.addr);
+    let http = reqwest::Client::new();
+    assert_eq!(side(&data, &http, "u").await.unwrap(), "monolith");
+    server_admin
+        .ok(
+            reqwest::Method::PUT,
+            "/admin/toggles/catalog.reads",
+            Some(reads("catalog.reads", true)),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while side(&data, &http, "u").await.unwrap() != "catalog" {
+        assert!(
+            Instant::now() < deadline,
+            "the follower never applied the Unleash server's flip"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = Admin::of(&follower)
+        .call(
+            reqwest::Method::POST,
+            "/admin/toggles/catalog.reads/disable",
+            None,
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("toggles_managed_elsewhere"))
+    );
+    follower.stop().await;
+    server.stop().await;
 }
