@@ -39,6 +39,15 @@ fn table(monolith: &str, catalog: &str) -> RouteTable {
 }
 
 async fn instance(db: &TestDb, table: RouteTable, name: &str) -> Running {
+    instance_from(db, table, name, router::sync::Source::Store).await
+}
+
+async fn instance_from(
+    db: &TestDb,
+    table: RouteTable,
+    name: &str,
+    source: router::sync::Source,
+) -> Running {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     run::start(Config {
         listen: any,
@@ -48,10 +57,18 @@ async fn instance(db: &TestDb, table: RouteTable, name: &str) -> Running {
         table,
         instance: name.into(),
         reload_every: Duration::from_secs(30),
-        source: router::sync::Source::Store,
+        source,
     })
     .await
     .expect("router starts")
+}
+
+/// A monolith and a catalog upstream, each answering with its name.
+async fn two_sides() -> (String, String) {
+    (
+        named_upstream("monolith").await,
+        named_upstream("catalog").await,
+    )
 }
 
 struct Admin {
@@ -300,10 +317,7 @@ async fn every_change_is_in_the_audit_history_in_order() {
 #[tokio::test]
 async fn a_flip_through_one_instance_reaches_every_instance() {
     let db = TestDb::new("router", router::store::MIGRATIONS);
-    let (monolith, catalog) = (
-        named_upstream("monolith").await,
-        named_upstream("catalog").await,
-    );
+    let (monolith, catalog) = two_sides().await;
     let mut routers = Vec::new();
     for name in ["a", "b", "c"] {
         routers.push(instance(&db, table(&monolith, &catalog), name).await);
@@ -342,10 +356,7 @@ async fn a_flip_through_one_instance_reaches_every_instance() {
 #[tokio::test]
 async fn flipping_fifty_times_under_load_fails_no_request() {
     let db = TestDb::new("router", router::store::MIGRATIONS);
-    let (monolith, catalog) = (
-        named_upstream("monolith").await,
-        named_upstream("catalog").await,
-    );
+    let (monolith, catalog) = two_sides().await;
     let r = instance(&db, table(&monolith, &catalog), "load").await;
     let data = format!("http://{}", r.addr);
     let admin = Admin::of(&r);
@@ -478,29 +489,20 @@ async fn an_official_unleash_sdk_reads_the_same_toggles() {
 #[tokio::test]
 async fn toggles_can_come_from_an_unleash_server_instead() {
     let db = TestDb::new("router", router::store::MIGRATIONS);
-    let (monolith, catalog) = (
-        named_upstream("monolith").await,
-        named_upstream("catalog").await,
-    );
+    let (monolith, catalog) = two_sides().await;
     let server = instance(&db, table(&monolith, &catalog), "unleash-server").await;
     let server_admin = Admin::of(&server);
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let follower = run::start(Config {
-        listen: any,
-        admin_listen: any,
-        database_url: db.url().to_string(),
-        token: TOKEN.into(),
-        table: table(&monolith, &catalog),
-        instance: "follower".into(),
-        reload_every: Duration::from_secs(30),
-        source: router::sync::Source::Unleash {
+    let follower = instance_from(
+        &db,
+        table(&monolith, &catalog),
+        "follower",
+        router::sync::Source::Unleash {
             api_url: format!("{}/api", server_admin.base),
             token: TOKEN.into(),
             every: Duration::from_millis(50),
         },
-    })
-    .await
-    .unwrap();
+    )
+    .await;
     let data = format!("http://{}", follower.addr);
     let http = reqwest::Client::new();
     assert_eq!(side(&data, &http, "u").await.unwrap(), "monolith");
