@@ -1,0 +1,1 @@
+//! pgoutput logical replication messages (being written).
