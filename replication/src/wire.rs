@@ -1,1 +1,0 @@
-//! The replication connection (being written).
