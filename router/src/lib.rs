@@ -8,6 +8,7 @@ pub mod admin;
 pub mod breaker;
 pub mod config;
 pub mod decide;
+pub mod h1;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;

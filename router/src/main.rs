@@ -5,10 +5,18 @@ use anyhow::Context;
 fn main() -> anyhow::Result<()> {
     platform::serve::init_logging();
     let (config, threads) = router::config::from_env()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
+    // One data-path thread gets a current-thread runtime: no work-stealing machinery to pay for
+    // on every wake-up.
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(async move {
         let running = router::run::start(config)
             .await

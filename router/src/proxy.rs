@@ -1,34 +1,29 @@
-//! The data path: accept, decide, forward, stream back. Built on hyper directly (not actix-web),
-//! so bodies stream through untouched and the decision sees only the request head; `http` 1 types
-//! throughout, so there is no conversion on the hot path.
+//! The data path: accept, read the head, decide, forward, stream back.
+//!
+//! One task per client connection does everything for it: it parses each request head once
+//! ([`crate::h1`]), writes the head it forwards straight into a buffer, keeps its own idle
+//! connection to each upstream, and copies bodies byte for byte in both directions at once. No
+//! header map, no per-request task, channel or pool lock: ADR 0007 has the measurements that
+//! led here from hyper.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue, TRANSFER_ENCODING};
-use http::{Method, Request, Response, StatusCode, Uri};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use bytes::{Buf, BytesMut};
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout_at;
 
 use crate::breaker::Breaker;
 use crate::decide::{Plan, RequestHead, decide};
+use crate::h1::{self, Framing, Head, HeadError};
 use crate::headers;
 use crate::metrics::Metrics;
-use crate::routes::RouteTable;
+use crate::routes::{RouteTable, WriteOwner};
 use crate::toggles::LiveToggles;
-
-pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// Header naming the user for sticky rollouts.
 pub const USER_HEADER: &str = "x-user-id";
@@ -38,13 +33,22 @@ pub const UPSTREAM_HEADER: &str = "x-fig-upstream";
 pub const REASON_HEADER: &str = "x-fig-reason";
 /// How long an unrouted request (to the default upstream) may wait for response headers.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting to an upstream may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client connection may sit idle (or take to send a head) before it is closed.
+const CLIENT_IDLE: Duration = Duration::from_secs(60);
+/// An upstream connection idle longer than this is checked before reuse: the upstream may have
+/// closed it meanwhile (actix-web does after 5 s), and a request with a body cannot be resent.
+const REUSE_CHECK_AFTER: Duration = Duration::from_secs(1);
+/// Room kept free in a read buffer: one socket read at most this large.
+const READ_SIZE: usize = 16 * 1024;
 
 /// Retries may add at most this share of requests (plus a small burst): a failing upstream is
 /// not hit harder because it fails.
 #[derive(Debug)]
 pub struct RetryBudget {
     /// Thousandths of a retry.
-    tokens: std::sync::atomic::AtomicI64,
+    tokens: AtomicI64,
 }
 
 const DEPOSIT: i64 = 100; // each request earns 0.1 retry
@@ -54,7 +58,7 @@ const MAX_TOKENS: i64 = 10_000; // a burst of 10 retries
 impl RetryBudget {
     fn new() -> Self {
         RetryBudget {
-            tokens: std::sync::atomic::AtomicI64::new(MAX_TOKENS),
+            tokens: AtomicI64::new(MAX_TOKENS),
         }
     }
 
@@ -76,7 +80,7 @@ impl RetryBudget {
 }
 
 /// Why forwarding to one upstream did not produce an answer to pass on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
     Timeout(usize),
     Unreachable(usize),
@@ -95,7 +99,35 @@ impl Failure {
     }
 }
 
-/// One router instance: the table, the live toggles and a pooled upstream client.
+/// Where an upstream listens, split once from its URL.
+#[derive(Debug, Clone)]
+struct Address {
+    /// `host:port`, to connect to and to send as `Host`.
+    authority: String,
+    /// A path prefix the URL carries (usually empty), put before every forwarded path.
+    base: String,
+}
+
+impl Address {
+    fn of(url: &str) -> Address {
+        let rest = url.strip_prefix("http://").unwrap_or(url);
+        let (authority, base) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let authority = if authority.contains(':') {
+            authority.to_string()
+        } else {
+            format!("{authority}:80")
+        };
+        Address {
+            authority,
+            base: base.to_string(),
+        }
+    }
+}
+
+/// One router instance: the table, the live toggles, breakers and counters.
 pub struct Router {
     pub table: Arc<RouteTable>,
     pub toggles: Arc<LiveToggles>,
@@ -103,21 +135,16 @@ pub struct Router {
     pub breakers: Vec<Breaker>,
     pub metrics: Metrics,
     retries: RetryBudget,
-    client: Client<HttpConnector, Body>,
+    addresses: Vec<Address>,
     /// This instance's name in `Via`, to recognise its own requests coming back (loops).
     token: String,
+    /// `1.1 <token>`, the element this hop adds to `Via`.
+    via: String,
     trace_ids: AtomicU64,
 }
 
 impl Router {
     pub fn new(table: Arc<RouteTable>, toggles: Arc<LiveToggles>, instance: &str) -> Router {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -127,14 +154,20 @@ impl Router {
             .iter()
             .map(|_| Breaker::new(5, Duration::from_secs(5)))
             .collect();
+        let token = format!("fig-router-{instance}");
         Router {
             metrics: Metrics::new(&table),
+            addresses: table
+                .upstreams
+                .iter()
+                .map(|u| Address::of(&u.url))
+                .collect(),
             table,
             toggles,
             breakers,
             retries: RetryBudget::new(),
-            client,
-            token: format!("fig-router-{instance}"),
+            via: format!("1.1 {token}"),
+            token,
             trace_ids: AtomicU64::new(seed),
         }
     }
@@ -165,73 +198,117 @@ impl Router {
         decide(head, self.toggles.load().as_ref(), &self.table)
     }
 
-    /// Handles one request and counts it.
-    pub async fn handle(&self, client_addr: SocketAddr, req: Request<Incoming>) -> Response<Body> {
-        use futures_util::FutureExt;
-        let started = std::time::Instant::now();
-        // A bug in the router must not look like an upstream failure, nor drop the connection
-        // without an answer: a panic becomes a 500 that says the router is at fault.
-        let forwarded = std::panic::AssertUnwindSafe(self.forward(client_addr, req))
-            .catch_unwind()
-            .await;
-        let (response, capability, upstream) = forwarded.unwrap_or_else(|_| {
-            tracing::error!("router fault: request handling panicked");
-            let fault = error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "router_fault",
-                "the router failed to handle this request",
-                None,
-            );
-            (fault, None, None)
-        });
-        if let Some(upstream) = upstream {
-            self.metrics.observe(
-                capability,
-                upstream,
-                response.status().as_u16(),
-                started.elapsed(),
-            );
+    /// Serves one client connection until it closes, goes idle or breaks.
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let mut conn = Conn {
+            client: stream,
+            inbound: BytesMut::with_capacity(READ_SIZE),
+            client_ip: peer.ip().to_string(),
+            idle: (0..self.table.upstreams.len()).map(|_| None).collect(),
+            to_upstream: Vec::with_capacity(1024),
+            to_client: Vec::with_capacity(1024),
+            answered: false,
+        };
+        loop {
+            let head = match conn.read_request_head().await {
+                Ok(Some(head)) => head,
+                Ok(None) => return,
+                Err(Some(e)) => {
+                    let status = match e {
+                        HeadError::TooLarge | HeadError::TooManyFields => 431,
+                        _ => 400,
+                    };
+                    let message = e.to_string();
+                    conn.answer_error(status, "bad_request", &message, None, true)
+                        .await;
+                    return;
+                }
+                Err(None) => return,
+            };
+            conn.answered = false;
+            // A bug in the router must not look like an upstream failure, nor drop the
+            // connection without an answer: a panic becomes a 500 that says the router is at
+            // fault.
+            let exchanged = std::panic::AssertUnwindSafe(self.exchange(&mut conn, &head))
+                .catch_unwind()
+                .await;
+            match exchanged {
+                Ok(Next::KeepAlive) => {}
+                Ok(Next::Close) => return,
+                Err(_) => {
+                    tracing::error!("router fault: request handling panicked");
+                    if !conn.answered {
+                        conn.answer_error(
+                            500,
+                            "router_fault",
+                            "the router failed to handle this request",
+                            None,
+                            true,
+                        )
+                        .await;
+                    }
+                    return;
+                }
+            }
         }
-        response
     }
 
-    /// The answer, and which capability and upstream it is counted under.
-    async fn forward(
-        &self,
-        client_addr: SocketAddr,
-        mut req: Request<Incoming>,
-    ) -> (Response<Body>, Option<usize>, Option<usize>) {
-        if headers::has_passed(req.headers(), &self.token) {
-            let refused = error(
-                StatusCode::LOOP_DETECTED,
-                "loop_detected",
-                "this request already passed through this router",
-                None,
-            );
-            return (refused, None, None);
+    /// One request and its answer.
+    async fn exchange(&self, conn: &mut Conn, head: &Head) -> Next {
+        let started = Instant::now();
+        let framing = match h1::request_framing(head) {
+            Ok(framing) => framing,
+            Err(e) => {
+                let message = e.to_string();
+                return conn
+                    .answer_error(400, "bad_framing", &message, None, true)
+                    .await;
+            }
+        };
+        // Until its body is read, the connection cannot carry another request.
+        let close_after_error = framing != Framing::None || !head.keep_alive();
+        if headers::has_passed(head.list("via"), &self.token) {
+            return conn
+                .answer_error(
+                    508,
+                    "loop_detected",
+                    "this request already passed through this router",
+                    None,
+                    close_after_error,
+                )
+                .await;
         }
+        let Some(target) = origin_form(head.target()) else {
+            return conn
+                .answer_error(
+                    400,
+                    "bad_request_target",
+                    "the request target must be a path",
+                    None,
+                    close_after_error,
+                )
+                .await;
+        };
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
         // Route on what the upstream will see: `/%63atalog/` is `/catalog/` to it.
-        let Some(decoded_path) = headers::decoded_path(req.uri().path()) else {
-            let bad = error(
-                StatusCode::BAD_REQUEST,
-                "bad_request_target",
-                "the path has dot segments or bad escapes",
-                None,
-            );
-            return (bad, None, None);
+        let Some(decoded_path) = headers::decoded_path(path) else {
+            return conn
+                .answer_error(
+                    400,
+                    "bad_request_target",
+                    "the path has dot segments or bad escapes",
+                    None,
+                    close_after_error,
+                )
+                .await;
         };
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        let client_ip = client_addr.ip().to_string();
-        let plan = {
-            let head = RequestHead {
-                method: req.method().as_str(),
-                path: &decoded_path,
-                user_id: header(USER_HEADER),
-                session_id: header(SESSION_HEADER),
-                remote_addr: Some(&client_ip),
-            };
-            self.plan(&head)
-        };
+        let plan = self.plan(&RequestHead {
+            method: head.method(),
+            path: &decoded_path,
+            user_id: head.get(USER_HEADER),
+            session_id: head.get(SESSION_HEADER),
+            remote_addr: Some(&conn.client_ip),
+        });
         let timeout = plan
             .capability
             .map(|c| self.table.capabilities[c].timeout)
@@ -240,221 +317,751 @@ impl Router {
         // monolith still owns writes (after cutover its copy goes stale).
         let fallback = plan.capability.and_then(|c| {
             let cap = &self.table.capabilities[c];
-            let legacy_is_fresh = cap.write_owner == crate::routes::WriteOwner::Legacy;
-            (is_read(req.method())
-                && legacy_is_fresh
+            (is_read(head.method())
+                && cap.write_owner == WriteOwner::Legacy
                 && plan.primary == cap.extracted
                 && cap.legacy != cap.extracted)
                 .then_some(cap.legacy)
         });
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        // Decided before hop-by-hop headers go: Transfer-Encoding says whether a body follows.
-        let replayable = is_replayable(req.method(), req.headers());
-        let original_host = req.headers_mut().remove(HOST);
-        let h = req.headers_mut();
-        headers::strip_hop_by_hop(h);
-        headers::add_forwarded(h, &client_ip, original_host);
-        headers::add_via(h, &self.token);
-        headers::ensure_traceparent(h, || (self.next_id(), self.next_id(), self.next_id()));
-        self.retries.deposit();
-
         // Only a request without a body can be sent twice (the body streams through once).
-        let (parts, body) = req.into_parts();
-        let mut body = Some(body.boxed());
+        let replayable = is_idempotent(head.method()) && framing == Framing::None;
+        self.retries.deposit();
+        let request = Request {
+            head,
+            framing,
+            target,
+            plan,
+            started,
+            deadline: started + timeout,
+        };
+
         let mut last = Failure::CircuitOpen(plan.primary);
-        for target in std::iter::once(plan.primary).chain(fallback) {
-            if !self.breakers[target].allow() {
-                last = Failure::CircuitOpen(target);
+        let mut body_spent = false;
+        for upstream in std::iter::once(plan.primary).chain(fallback) {
+            if !self.breakers[upstream].allow() {
+                last = Failure::CircuitOpen(upstream);
                 continue;
             }
-            // One retry per target at most, and only within the budget.
             let mut retried = false;
             loop {
-                let next_body = match body.take() {
-                    Some(b) => b,
-                    None if replayable => Empty::new().map_err(|never| match never {}).boxed(),
-                    None => {
-                        return (
-                            failure_response(&self.table, last),
-                            plan.capability,
-                            Some(last.upstream()),
-                        );
-                    }
+                if body_spent {
+                    return self.fail(conn, &request, last, true).await;
+                }
+                let can_fall_back = fallback.is_some_and(|f| f != upstream);
+                // Decided when an unavailable answer is in hand: pass it on, or try again
+                // (this upstream once more within the budget, or the fallback).
+                let mut retry_granted = false;
+                let mut pass_on = |status: u16| {
+                    retry_granted = status == 503
+                        && replayable
+                        && !retried
+                        && self.breakers[upstream].allow()
+                        && self.retries.withdraw();
+                    !(retry_granted || can_fall_back)
                 };
-                let uri: Uri = match format!("{}{path}", self.table.upstreams[target].url).parse() {
-                    Ok(uri) => uri,
-                    Err(_) => {
-                        let bad = error(
-                            StatusCode::BAD_REQUEST,
-                            "bad_request_target",
-                            "the request target cannot be forwarded",
-                            None,
-                        );
-                        return (bad, plan.capability, None);
-                    }
-                };
-                let mut forward = Request::new(next_body);
-                *forward.method_mut() = parts.method.clone();
-                *forward.uri_mut() = uri;
-                *forward.headers_mut() = parts.headers.clone();
-                let outcome = tokio::time::timeout(timeout, self.client.request(forward)).await;
-                let (failure, retry) = match outcome {
-                    Ok(Ok(answer)) if is_unavailable(answer.status()) => {
-                        self.breakers[target].record(false);
-                        let retry =
-                            answer.status() == StatusCode::SERVICE_UNAVAILABLE && replayable;
-                        let can_fall_back = fallback.is_some_and(|f| f != target);
-                        if !(retry || can_fall_back) {
-                            // Nothing better to offer: the upstream's own answer says most.
-                            return (
-                                self.pass_on(answer, target, plan),
-                                plan.capability,
-                                Some(target),
-                            );
-                        }
-                        (Failure::Broken(target), retry)
-                    }
-                    Ok(Ok(answer)) => {
-                        self.breakers[target].record(true);
-                        return (
-                            self.pass_on(answer, target, plan),
-                            plan.capability,
-                            Some(target),
-                        );
-                    }
-                    Err(_) => {
-                        self.breakers[target].record(false);
-                        (Failure::Timeout(target), false)
-                    }
-                    Ok(Err(e)) if e.is_connect() => {
-                        self.breakers[target].record(false);
-                        (Failure::Unreachable(target), true)
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(upstream = %self.table.upstreams[target].name, error = %e, "upstream failed");
-                        self.breakers[target].record(false);
-                        (Failure::Broken(target), false)
+                let outcome = self.attempt(conn, &request, upstream, &mut pass_on).await;
+                body_spent = framing != Framing::None;
+                let (failure, connect_failed) = match outcome {
+                    Attempt::Done(next) => return next,
+                    Attempt::Failed(failure) => {
+                        (failure, matches!(failure, Failure::Unreachable(_)))
                     }
                 };
                 last = failure;
-                if retry
+                let retry_connect = connect_failed
                     && replayable
                     && !retried
-                    && self.breakers[target].allow()
-                    && self.retries.withdraw()
-                {
+                    && self.breakers[upstream].allow()
+                    && self.retries.withdraw();
+                if retry_granted || retry_connect {
                     retried = true;
                     continue;
                 }
                 break;
             }
         }
-        (
-            failure_response(&self.table, last),
-            plan.capability,
-            Some(last.upstream()),
-        )
+        self.fail(conn, &request, last, close_after_error).await
     }
 
-    fn pass_on(&self, answer: Response<Incoming>, target: usize, plan: Plan) -> Response<Body> {
-        let (mut parts, body) = answer.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        headers::add_via(&mut parts.headers, &self.token);
-        if let Ok(v) = HeaderValue::from_str(&self.table.upstreams[target].name) {
-            parts.headers.insert(UPSTREAM_HEADER, v);
+    /// Answers with the JSON error for `failure`, counted under its upstream.
+    async fn fail(
+        &self,
+        conn: &mut Conn,
+        request: &Request<'_>,
+        failure: Failure,
+        close: bool,
+    ) -> Next {
+        let upstream = failure.upstream();
+        let name = self.table.upstreams[upstream].name.as_str();
+        let (status, code, message) = match failure {
+            Failure::Timeout(_) => (
+                504,
+                "upstream_timeout",
+                format!("{name} did not answer in time"),
+            ),
+            Failure::Unreachable(_) => (
+                502,
+                "upstream_unreachable",
+                format!("could not connect to {name}"),
+            ),
+            Failure::Broken(_) => (502, "upstream_error", format!("{name} failed to answer")),
+            Failure::CircuitOpen(_) => (
+                503,
+                "circuit_open",
+                format!("{name} is failing; the router is not sending it requests for now"),
+            ),
+        };
+        self.metrics.observe(
+            request.plan.capability,
+            upstream,
+            status,
+            request.started.elapsed(),
+        );
+        conn.answer_error(
+            status,
+            code,
+            &message,
+            Some(name),
+            close || !request.head.keep_alive(),
+        )
+        .await
+    }
+
+    /// Sends the request to `upstream` and, unless its answer is an unavailable status that
+    /// `pass_on` declines, relays the answer to the client.
+    async fn attempt(
+        &self,
+        conn: &mut Conn,
+        request: &Request<'_>,
+        upstream: usize,
+        pass_on: &mut (dyn FnMut(u16) -> bool + Send),
+    ) -> Attempt {
+        let mut fresh_only = false;
+        loop {
+            let (mut link, reused) = match conn.idle[upstream].take() {
+                Some(link) if !fresh_only && link.usable(request.started) => (link, true),
+                _ => match self.connect(upstream, request.deadline).await {
+                    Ok(link) => (link, false),
+                    Err(failure) => {
+                        self.breakers[upstream].record(false);
+                        return Attempt::Failed(failure);
+                    }
+                },
+            };
+            self.write_request_head(&mut conn.to_upstream, request, upstream, &conn.client_ip);
+            match self
+                .relay(conn, &mut link, request, upstream, pass_on)
+                .await
+            {
+                Relayed::Answered { next, reusable } => {
+                    if reusable {
+                        link.idle_since = Instant::now();
+                        conn.idle[upstream] = Some(link);
+                    }
+                    return Attempt::Done(next);
+                }
+                // A kept connection the upstream had closed: nothing reached it, so a request
+                // without a body goes again on a new connection (not a failure of the upstream).
+                Relayed::Stale if reused && request.framing == Framing::None => {
+                    fresh_only = true;
+                }
+                Relayed::Stale => {
+                    self.breakers[upstream].record(false);
+                    return Attempt::Failed(Failure::Broken(upstream));
+                }
+                Relayed::Failed(failure) => {
+                    self.breakers[upstream].record(false);
+                    if let Failure::Broken(_) = failure {
+                        tracing::warn!(upstream = %self.table.upstreams[upstream].name, "upstream failed to answer");
+                    }
+                    return Attempt::Failed(failure);
+                }
+                Relayed::Declined => {
+                    self.breakers[upstream].record(false);
+                    return Attempt::Failed(Failure::Broken(upstream));
+                }
+                Relayed::ClientGone => return Attempt::Done(Next::Close),
+            }
         }
-        let reason = if target == plan.primary {
-            plan.reason.as_str()
+    }
+
+    async fn connect(&self, upstream: usize, deadline: Instant) -> Result<Link, Failure> {
+        let connect_by = deadline.min(Instant::now() + CONNECT_TIMEOUT);
+        let addr = self.addresses[upstream].authority.as_str();
+        match timeout_at(connect_by.into(), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(Link {
+                    stream,
+                    inbound: BytesMut::with_capacity(READ_SIZE),
+                    idle_since: Instant::now(),
+                })
+            }
+            Ok(Err(_)) => Err(Failure::Unreachable(upstream)),
+            Err(_) if connect_by < deadline => Err(Failure::Unreachable(upstream)),
+            Err(_) => Err(Failure::Timeout(upstream)),
+        }
+    }
+
+    /// The head sent upstream: the client's, minus what belongs to the client's hop, plus the
+    /// forwarding fields.
+    fn write_request_head(
+        &self,
+        out: &mut Vec<u8>,
+        request: &Request,
+        upstream: usize,
+        client_ip: &str,
+    ) {
+        let head = request.head;
+        let address = &self.addresses[upstream];
+        out.clear();
+        out.extend_from_slice(head.method().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(address.base.as_bytes());
+        out.extend_from_slice(request.target.as_bytes());
+        // A 1.0 client's request goes upstream as 1.0, so the answer comes in a form it reads.
+        out.extend_from_slice(if head.minor == 0 {
+            b" HTTP/1.0\r\n"
+        } else {
+            b" HTTP/1.1\r\n"
+        });
+        headers::write_field(out, "host", address.authority.as_bytes());
+        let mut has_proto = false;
+        let mut has_trace = false;
+        for (name, value) in head.fields() {
+            if h1::stays_on_this_hop(head, name) {
+                continue;
+            }
+            if ["host", "x-forwarded-for", "x-forwarded-host", "via"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("traceparent") {
+                // An invalid one is replaced, not passed on.
+                if has_trace || !std::str::from_utf8(value).is_ok_and(headers::valid_traceparent) {
+                    continue;
+                }
+                has_trace = true;
+            }
+            has_proto |= name.eq_ignore_ascii_case("x-forwarded-proto");
+            headers::write_field(out, name, value);
+        }
+        if request.framing == Framing::Chunked {
+            let codings: Vec<&str> = head.list("transfer-encoding").collect();
+            headers::write_field(out, "transfer-encoding", codings.join(", ").as_bytes());
+        }
+        headers::write_appended(
+            out,
+            "x-forwarded-for",
+            head.list("x-forwarded-for"),
+            client_ip,
+        );
+        // An earlier hop (a TLS-terminating balancer) knows the original scheme better than we do.
+        if !has_proto {
+            headers::write_field(out, "x-forwarded-proto", b"http");
+        }
+        if let Some(host) = head.values("host").next() {
+            headers::write_field(out, "x-forwarded-host", host);
+        }
+        headers::write_appended(out, "via", head.list("via"), &self.via);
+        if !has_trace {
+            let fresh =
+                headers::fresh_traceparent((self.next_id(), self.next_id(), self.next_id()));
+            headers::write_field(out, "traceparent", fresh.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// The head sent to the client: the upstream's, minus what belongs to its hop, plus `Via`
+    /// and the router's own fields.
+    fn write_response_head(
+        &self,
+        out: &mut Vec<u8>,
+        answer: &Head,
+        framing: Framing,
+        upstream: usize,
+        request: &Request,
+        close: bool,
+    ) {
+        let reason = if upstream == request.plan.primary {
+            request.plan.reason.as_str()
         } else {
             "fallback_to_legacy"
         };
-        parts
-            .headers
-            .insert(REASON_HEADER, HeaderValue::from_static(reason));
-        Response::from_parts(parts, body.boxed())
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        // httparse accepts only three-digit status codes.
+        let status = answer.status;
+        out.extend_from_slice(&[
+            b'0' + (status / 100 % 10) as u8,
+            b'0' + (status / 10 % 10) as u8,
+            b'0' + (status % 10) as u8,
+        ]);
+        out.push(b' ');
+        out.extend_from_slice(answer.reason());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in answer.fields() {
+            if h1::stays_on_this_hop(answer, name) {
+                continue;
+            }
+            if [UPSTREAM_HEADER, REASON_HEADER, "via"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            // A chunked body's length is in its chunks; a stray Content-Length beside them
+            // would contradict it.
+            if framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            headers::write_field(out, name, value);
+        }
+        if framing == Framing::Chunked {
+            let codings: Vec<&str> = answer.list("transfer-encoding").collect();
+            headers::write_field(out, "transfer-encoding", codings.join(", ").as_bytes());
+        }
+        headers::write_appended(out, "via", answer.list("via"), &self.via);
+        headers::write_field(
+            out,
+            UPSTREAM_HEADER,
+            self.table.upstreams[upstream].name.as_bytes(),
+        );
+        headers::write_field(out, REASON_HEADER, reason.as_bytes());
+        if close {
+            headers::write_field(out, "connection", b"close");
+        } else if request.head.minor == 0 {
+            headers::write_field(out, "connection", b"keep-alive");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// Sends the prepared head and the request body to the upstream while reading its answer,
+    /// then relays the answer's head and body to the client; both bodies flow at once, so an
+    /// upstream that answers while still reading (an echo) works.
+    async fn relay(
+        &self,
+        conn: &mut Conn,
+        link: &mut Link,
+        request: &Request<'_>,
+        upstream: usize,
+        pass_on: &mut (dyn FnMut(u16) -> bool + Send),
+    ) -> Relayed {
+        let head = request.head;
+        let Conn {
+            client,
+            inbound,
+            to_upstream,
+            to_client,
+            answered,
+            ..
+        } = conn;
+        let (mut client_read, mut client_write) = client.split();
+        let (mut up_read, mut up_write) = link.stream.split();
+        let send = copy_body(
+            request.framing,
+            &mut client_read,
+            inbound,
+            &mut up_write,
+            to_upstream,
+        );
+        tokio::pin!(send);
+        let mut sent: Option<Result<(), CopyError>> = None;
+        let mut received_any = false;
+
+        // Until the final head: interim (1xx) answers pass to the client as they come.
+        let answer = loop {
+            tokio::select! {
+                result = &mut send, if sent.is_none() => {
+                    match result {
+                        Ok(()) => sent = Some(Ok(())),
+                        Err(CopyError::Read) => return Relayed::ClientGone,
+                        Err(CopyError::Truncated) => return Relayed::ClientGone,
+                        Err(CopyError::Malformed) => {
+                            *answered = true;
+                            let _ = write_error(&mut client_write, &self.via, 400, "bad_framing", "the chunked request body is malformed", None, true).await;
+                            return Relayed::ClientGone;
+                        }
+                        // The upstream stopped reading the body; its answer (a 413, say) may
+                        // still come, and tells the client more than a 502 would.
+                        Err(CopyError::Write) => sent = Some(Err(CopyError::Write)),
+                    }
+                }
+                read = timeout_at(request.deadline.into(), read_head(&mut up_read, &mut link.inbound)) => {
+                    match read {
+                        Err(_) => return Relayed::Failed(Failure::Timeout(upstream)),
+                        Ok(Err(ReadHeadError::Closed { partial: false })) if !received_any => return Relayed::Stale,
+                        Ok(Err(_)) => return Relayed::Failed(Failure::Broken(upstream)),
+                        Ok(Ok(answer)) => {
+                            received_any = true;
+                            match answer.status {
+                                101 => return Relayed::Failed(Failure::Broken(upstream)),
+                                100..=199 => {
+                                    if head.minor == 1 {
+                                        self.write_response_head(to_client, &answer, Framing::None, upstream, request, false);
+                                        if client_write.write_all(to_client).await.is_err() {
+                                            return Relayed::ClientGone;
+                                        }
+                                    }
+                                }
+                                _ => break answer,
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if is_unavailable(answer.status) && !pass_on(answer.status) {
+            return Relayed::Declined;
+        }
+        self.breakers[upstream].record(!is_unavailable(answer.status));
+        let Ok(framing) = h1::response_framing(&answer, head.method()) else {
+            return Relayed::Failed(Failure::Broken(upstream));
+        };
+        // Whether the client connection can carry another request afterwards.
+        let close = !head.keep_alive() || framing == Framing::UntilClose;
+        self.write_response_head(
+            to_client,
+            &answer,
+            framing,
+            upstream,
+            request,
+            close || matches!(sent, Some(Err(_))),
+        );
+        *answered = true;
+        self.metrics.observe(
+            request.plan.capability,
+            upstream,
+            answer.status,
+            request.started.elapsed(),
+        );
+        let received = {
+            let receive = copy_body(
+                framing,
+                &mut up_read,
+                &mut link.inbound,
+                &mut client_write,
+                to_client,
+            );
+            tokio::pin!(receive);
+            loop {
+                tokio::select! {
+                    result = &mut send, if sent.is_none() => sent = Some(result),
+                    result = &mut receive => break result,
+                }
+            }
+        };
+        let request_body_done = matches!(sent, Some(Ok(())));
+        match received {
+            Ok(()) => Relayed::Answered {
+                next: if close || !request_body_done {
+                    Next::Close
+                } else {
+                    Next::KeepAlive
+                },
+                reusable: request_body_done
+                    && framing != Framing::UntilClose
+                    && answer.keep_alive()
+                    && answer.minor == 1
+                    && link.inbound.is_empty(),
+            },
+            // Head already sent: all that is left is to cut the connection, so the client sees
+            // a truncated answer rather than a complete wrong one.
+            Err(CopyError::Write) => Relayed::Answered {
+                next: Next::Close,
+                reusable: false,
+            },
+            Err(_) => {
+                tracing::warn!(upstream = %self.table.upstreams[upstream].name, "upstream broke off its answer");
+                self.breakers[upstream].record(false);
+                Relayed::Answered {
+                    next: Next::Close,
+                    reusable: false,
+                }
+            }
+        }
     }
 }
 
-fn is_read(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+/// What the client connection does after an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
 }
 
-/// Idempotent and without a body: safe to send again after a connect failure or a 503.
-fn is_replayable(method: &Method, headers: &HeaderMap) -> bool {
-    let idempotent = matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE | Method::PUT
-    );
-    let bodiless = !headers.contains_key(TRANSFER_ENCODING)
-        && headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|v| v.trim() == "0");
-    idempotent && bodiless
+enum Attempt {
+    Done(Next),
+    Failed(Failure),
 }
 
-/// Statuses that mean "not available right now", which count against the breaker.
-fn is_unavailable(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
+enum Relayed {
+    Answered {
+        next: Next,
+        reusable: bool,
+    },
+    /// The upstream answered with an unavailable status that the caller will retry elsewhere.
+    Declined,
+    /// A kept connection closed before any answer.
+    Stale,
+    Failed(Failure),
+    ClientGone,
 }
 
-fn failure_response(table: &RouteTable, failure: Failure) -> Response<Body> {
-    let name = |i: usize| table.upstreams[i].name.as_str();
-    match failure {
-        Failure::Timeout(u) => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            &format!("{} did not answer in time", name(u)),
-            Some(name(u)),
-        ),
-        Failure::Unreachable(u) => error(
-            StatusCode::BAD_GATEWAY,
-            "upstream_unreachable",
-            &format!("could not connect to {}", name(u)),
-            Some(name(u)),
-        ),
-        Failure::Broken(u) => error(
-            StatusCode::BAD_GATEWAY,
-            "upstream_error",
-            &format!("{} failed to answer", name(u)),
-            Some(name(u)),
-        ),
-        Failure::CircuitOpen(u) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "circuit_open",
-            &format!(
-                "{} is failing; the router is not sending it requests for now",
-                name(u)
-            ),
-            Some(name(u)),
-        ),
+/// One request in flight.
+struct Request<'a> {
+    head: &'a Head,
+    framing: Framing,
+    /// The origin-form target, forwarded unchanged.
+    target: &'a str,
+    plan: Plan,
+    started: Instant,
+    /// When the upstream's answer must have started.
+    deadline: Instant,
+}
+
+/// A client connection's state between requests.
+struct Conn {
+    client: TcpStream,
+    /// Bytes read from the client and not yet used (the next request, or a body).
+    inbound: BytesMut,
+    client_ip: String,
+    /// An idle kept connection per upstream, by index.
+    idle: Vec<Option<Link>>,
+    to_upstream: Vec<u8>,
+    to_client: Vec<u8>,
+    /// Whether any of the answer to the current request has been written.
+    answered: bool,
+}
+
+impl Conn {
+    /// The next request head: `Ok(None)` when the client closed or went idle between requests,
+    /// `Err(Some)` for a head it must be told is bad, `Err(None)` when it broke off.
+    async fn read_request_head(&mut self) -> Result<Option<Head>, Option<HeadError>> {
+        let deadline = Instant::now() + CLIENT_IDLE;
+        loop {
+            if !self.inbound.is_empty() {
+                match h1::parse_request(&mut self.inbound) {
+                    Ok(Some(head)) => return Ok(Some(head)),
+                    Ok(None) => {}
+                    Err(e) => return Err(Some(e)),
+                }
+            }
+            self.inbound.reserve(READ_SIZE);
+            match timeout_at(deadline.into(), self.client.read_buf(&mut self.inbound)).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(0)) if self.inbound.is_empty() => return Ok(None),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(None),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    async fn answer_error(
+        &mut self,
+        status: u16,
+        code: &str,
+        message: &str,
+        upstream: Option<&str>,
+        close: bool,
+    ) -> Next {
+        self.answered = true;
+        let _ = write_error(&mut self.client, "", status, code, message, upstream, close).await;
+        if close { Next::Close } else { Next::KeepAlive }
+    }
+}
+
+/// A kept connection to an upstream.
+struct Link {
+    stream: TcpStream,
+    inbound: BytesMut,
+    idle_since: Instant,
+}
+
+impl Link {
+    /// Whether this idle connection can take a request: recently used ones are trusted; older
+    /// ones must show no end-of-stream and no unsolicited bytes.
+    fn usable(&self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.idle_since) < REUSE_CHECK_AFTER {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CopyError {
+    /// Reading the source failed.
+    Read,
+    /// The source ended before the body did.
+    Truncated,
+    /// The body's chunked framing is broken.
+    Malformed,
+    /// Writing to the destination failed.
+    Write,
+}
+
+/// Writes `out` (a head, possibly empty), then copies one body framed by `framing` from `buf`
+/// and `src` to `dst`. Body bytes already in `buf` go out with the head in one write; what
+/// follows the body stays in `buf`. Memory stays bounded: one read's worth at a time.
+async fn copy_body<R, W>(
+    framing: Framing,
+    src: &mut R,
+    buf: &mut BytesMut,
+    dst: &mut W,
+    out: &mut Vec<u8>,
+) -> Result<(), CopyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut remaining = match framing {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let mut scanner = h1::ChunkedScanner::new();
+    let mut done = framing == Framing::None;
+    loop {
+        if !done && !buf.is_empty() {
+            let take = match framing {
+                Framing::None => 0,
+                Framing::Length(_) => usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len()),
+                Framing::Chunked => scanner.scan(buf).map_err(|_| CopyError::Malformed)?,
+                Framing::UntilClose => buf.len(),
+            };
+            if out.is_empty() {
+                dst.write_all(&buf[..take])
+                    .await
+                    .map_err(|_| CopyError::Write)?;
+            } else {
+                out.extend_from_slice(&buf[..take]);
+            }
+            buf.advance(take);
+            match framing {
+                Framing::Length(_) => {
+                    remaining -= take as u64;
+                    done = remaining == 0;
+                }
+                Framing::Chunked => done = scanner.is_done(),
+                _ => {}
+            }
+        }
+        if !out.is_empty() {
+            dst.write_all(out).await.map_err(|_| CopyError::Write)?;
+            out.clear();
+        }
+        if done {
+            return Ok(());
+        }
+        buf.reserve(READ_SIZE);
+        match src.read_buf(buf).await {
+            Ok(0) if framing == Framing::UntilClose => return Ok(()),
+            Ok(0) => return Err(CopyError::Truncated),
+            Ok(_) => {}
+            Err(_) => return Err(CopyError::Read),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum ReadHeadError {
+    /// The connection ended; `partial` if some of a head had arrived.
+    Closed {
+        partial: bool,
+    },
+    Io,
+    Malformed,
+}
+
+/// Reads until `buf` starts with a complete response head. Cancel-safe: a partial head stays
+/// in `buf`.
+async fn read_head<R: AsyncRead + Unpin>(
+    src: &mut R,
+    buf: &mut BytesMut,
+) -> Result<Head, ReadHeadError> {
+    loop {
+        if !buf.is_empty() {
+            match h1::parse_response(buf) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(_) => return Err(ReadHeadError::Malformed),
+            }
+        }
+        buf.reserve(READ_SIZE);
+        match src.read_buf(buf).await {
+            Ok(0) => {
+                return Err(ReadHeadError::Closed {
+                    partial: !buf.is_empty(),
+                });
+            }
+            Ok(_) => {}
+            Err(_) => return Err(ReadHeadError::Io),
+        }
     }
 }
 
 /// A JSON error that says who failed: the router itself (`upstream` absent) or an upstream.
-fn error(status: StatusCode, code: &str, message: &str, upstream: Option<&str>) -> Response<Body> {
+async fn write_error<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    via: &str,
+    status: u16,
+    code: &str,
+    message: &str,
+    upstream: Option<&str>,
+    close: bool,
+) -> std::io::Result<()> {
     let mut body = serde_json::json!({"error": {"code": code, "message": message}});
     if let Some(u) = upstream {
         body["error"]["upstream"] = serde_json::Value::from(u);
     }
-    let mut response = Response::new(
-        Full::new(Bytes::from(body.to_string()))
-            .map_err(|never| match never {})
-            .boxed(),
+    let body = body.to_string();
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
     );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    if !via.is_empty() {
+        out.push_str(&format!("via: {via}\r\n"));
+    }
+    if close {
+        out.push_str("connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    dst.write_all(out.as_bytes()).await
+}
+
+/// The path-and-query of a request target: origin form as is; absolute form (which a client
+/// talking to a proxy may send) reduced to its path; anything else refused.
+fn origin_form(target: &str) -> Option<&str> {
+    if target.starts_with('/') {
+        return Some(target);
+    }
+    let rest = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))?;
+    Some(rest.find('/').map_or("/", |i| &rest[i..]))
+}
+
+fn is_read(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
+fn is_idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE" | "PUT")
+}
+
+/// Statuses that mean "not available right now", which count against the breaker.
+fn is_unavailable(status: u16) -> bool {
+    matches!(status, 502..=504)
 }
 
 /// Serves connections from `listener` until the task is dropped or aborted.
@@ -468,18 +1075,31 @@ pub async fn serve(listener: TcpListener, router: Arc<Router>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let router = router.clone();
-                async move { Ok::<_, Infallible>(router.handle(client, req).await) }
-            });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        tokio::spawn(router.clone().connection(stream, client));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_split_into_authority_and_base() {
+        let a = Address::of("http://127.0.0.1:8080");
+        assert_eq!(
+            (a.authority.as_str(), a.base.as_str()),
+            ("127.0.0.1:8080", "")
+        );
+        let b = Address::of("http://svc/api/");
+        assert_eq!((b.authority.as_str(), b.base.as_str()), ("svc:80", "/api"));
+    }
+
+    #[test]
+    fn request_targets_reduce_to_their_path() {
+        assert_eq!(origin_form("/a?b"), Some("/a?b"));
+        assert_eq!(origin_form("http://x:1/a?b"), Some("/a?b"));
+        assert_eq!(origin_form("http://x"), Some("/"));
+        assert_eq!(origin_form("*"), None);
+        assert_eq!(origin_form("x/y"), None);
     }
 }

@@ -1,0 +1,625 @@
+//! HTTP/1.1 message framing for the data path (RFC 9112): parsing a head into offsets over its
+//! own bytes, deciding how long the body that follows is, and finding the end of a chunked body
+//! while its bytes pass through untouched.
+//!
+//! The proxy never rebuilds a message from a header map: it parses the head once (httparse, the
+//! parser hyper uses), writes the head it forwards straight into an output buffer, and copies
+//! bodies byte for byte. That is what lets one thread keep up with HAProxy (ADR 0007).
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+
+/// The largest head (start line and fields) accepted from a client or an upstream.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields in one head.
+pub const MAX_FIELDS: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("malformed message head: {0}")]
+    Malformed(&'static str),
+    #[error("the message head is larger than {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error("more than {MAX_FIELDS} header fields")]
+    TooManyFields,
+    #[error("the message framing is ambiguous or invalid: {0}")]
+    Framing(&'static str),
+}
+
+/// A parsed head: its bytes, and where each part lies in them.
+#[derive(Debug, Clone)]
+pub struct Head {
+    bytes: Bytes,
+    /// Request: the method. Response: unused.
+    method: Range<usize>,
+    /// Request: the target. Response: the reason phrase.
+    target: Range<usize>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// Response status; 0 for requests.
+    pub status: u16,
+    fields: Vec<(Range<usize>, Range<usize>)>,
+}
+
+fn offset(base: &[u8], part: &[u8]) -> Range<usize> {
+    // Both slices come from the same buffer: the difference of their addresses is the offset.
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    start..start + part.len()
+}
+
+fn map_parse_error(e: httparse::Error) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders => HeadError::TooManyFields,
+        httparse::Error::HeaderName => HeadError::Malformed("invalid header name"),
+        httparse::Error::HeaderValue => HeadError::Malformed("invalid header value"),
+        httparse::Error::NewLine => HeadError::Malformed("invalid line ending"),
+        httparse::Error::Status => HeadError::Malformed("invalid status"),
+        httparse::Error::Token => HeadError::Malformed("invalid token"),
+        httparse::Error::Version => HeadError::Malformed("unsupported HTTP version"),
+    }
+}
+
+/// Parses a request head from the front of `buf`: `Ok(None)` while it is incomplete; on success
+/// the head's bytes are taken off `buf` (what follows is body or the next request).
+pub fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut storage);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(map_parse_error(e)),
+    };
+    if len > MAX_HEAD {
+        return Err(HeadError::TooLarge);
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed("incomplete request line"));
+    };
+    let base: &[u8] = buf;
+    let head = Head {
+        method: offset(base, method.as_bytes()),
+        target: offset(base, target.as_bytes()),
+        minor,
+        status: 0,
+        fields: req
+            .headers
+            .iter()
+            .map(|f| (offset(base, f.name.as_bytes()), offset(base, f.value)))
+            .collect(),
+        bytes: Bytes::new(),
+    };
+    Ok(Some(Head {
+        bytes: buf.split_to(len).freeze(),
+        ..head
+    }))
+}
+
+/// Parses a response head from the front of `buf`, like [`parse_request`].
+pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut res = httparse::Response::new(&mut storage);
+    let len = match res.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(map_parse_error(e)),
+    };
+    if len > MAX_HEAD {
+        return Err(HeadError::TooLarge);
+    }
+    let (Some(status), Some(minor)) = (res.code, res.version) else {
+        return Err(HeadError::Malformed("incomplete status line"));
+    };
+    let base: &[u8] = buf;
+    let reason = res
+        .reason
+        .map(|r| offset(base, r.as_bytes()))
+        .unwrap_or(0..0);
+    let head = Head {
+        method: 0..0,
+        target: reason,
+        minor,
+        status,
+        fields: res
+            .headers
+            .iter()
+            .map(|f| (offset(base, f.name.as_bytes()), offset(base, f.value)))
+            .collect(),
+        bytes: Bytes::new(),
+    };
+    Ok(Some(Head {
+        bytes: buf.split_to(len).freeze(),
+        ..head
+    }))
+}
+
+impl Head {
+    fn text(&self, range: &Range<usize>) -> &str {
+        // httparse checked these bytes are tokens or visible ASCII.
+        std::str::from_utf8(&self.bytes[range.clone()]).unwrap_or("")
+    }
+
+    pub fn method(&self) -> &str {
+        self.text(&self.method)
+    }
+
+    pub fn target(&self) -> &str {
+        self.text(&self.target)
+    }
+
+    pub fn reason(&self) -> &[u8] {
+        &self.bytes[self.target.clone()]
+    }
+
+    /// Every field in order, as (name, value).
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.fields
+            .iter()
+            .map(|(n, v)| (self.text(n), &self.bytes[v.clone()]))
+    }
+
+    /// Every value of the field `name` (case-insensitive).
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of `name` as text, if it is valid UTF-8.
+    pub fn get<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.values(name)
+            .next()
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.values(name).next().is_some()
+    }
+
+    /// The comma-separated elements of every `name` field, trimmed, empty ones skipped.
+    pub fn list<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.values(name)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+    }
+
+    /// Does `Connection` carry `token`?
+    pub fn connection_has(&self, token: &str) -> bool {
+        self.list("connection")
+            .any(|t| t.eq_ignore_ascii_case(token))
+    }
+
+    /// Whether the sender wants the connection kept open after this message.
+    pub fn keep_alive(&self) -> bool {
+        if self.minor == 0 {
+            self.connection_has("keep-alive")
+        } else {
+            !self.connection_has("close")
+        }
+    }
+}
+
+/// How the body after a head is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Only for responses: the body runs until the upstream closes the connection.
+    UntilClose,
+}
+
+/// The body length of a request (RFC 9112 §6.3). Anything a second parser could read
+/// differently is refused, so a request cannot smuggle another past us.
+pub fn request_framing(head: &Head) -> Result<Framing, HeadError> {
+    if head.has("transfer-encoding") {
+        if head.minor == 0 {
+            return Err(HeadError::Framing(
+                "transfer-encoding in an HTTP/1.0 request",
+            ));
+        }
+        if head.has("content-length") {
+            return Err(HeadError::Framing(
+                "both transfer-encoding and content-length",
+            ));
+        }
+        return match head.list("transfer-encoding").last() {
+            Some(last) if last.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
+            _ => Err(HeadError::Framing(
+                "transfer-encoding does not end in chunked",
+            )),
+        };
+    }
+    match content_length(head)? {
+        Some(0) | None => Ok(Framing::None),
+        Some(n) => Ok(Framing::Length(n)),
+    }
+}
+
+/// The body length of a response to a request with `method`.
+pub fn response_framing(head: &Head, method: &str) -> Result<Framing, HeadError> {
+    let status = head.status;
+    if method == "HEAD" || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Ok(Framing::None);
+    }
+    if head.has("transfer-encoding") {
+        return match head.list("transfer-encoding").last() {
+            Some(last) if last.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
+            _ => Ok(Framing::UntilClose),
+        };
+    }
+    match content_length(head)? {
+        Some(0) => Ok(Framing::None),
+        Some(n) => Ok(Framing::Length(n)),
+        None => Ok(Framing::UntilClose),
+    }
+}
+
+/// Every Content-Length value (and list element) must be the same number.
+fn content_length(head: &Head) -> Result<Option<u64>, HeadError> {
+    let mut found = None;
+    for element in head
+        .values("content-length")
+        .flat_map(|v| v.split(|b| *b == b','))
+    {
+        let digits = element.trim_ascii();
+        if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(HeadError::Framing("invalid content-length"));
+        }
+        let n = digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return Err(HeadError::Framing("conflicting content-length values"));
+        }
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed chunked body: {0}")]
+pub struct ChunkError(&'static str);
+
+/// Finds where a chunked body ends while its bytes are forwarded unchanged.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkedScanner {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    FinalLf,
+    Done,
+}
+
+impl ChunkedScanner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Consumes the bytes of `input` that belong to this body and says how many that was; the
+    /// rest (if the body ended) belongs to whatever follows it.
+    pub fn scan(&mut self, input: &[u8]) -> Result<usize, ChunkError> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < input.len() && self.state != Done {
+            let b = input[i];
+            match self.state {
+                Data => {
+                    let take =
+                        (input.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                    i += take;
+                    self.size -= take as u64;
+                    if self.size == 0 {
+                        self.state = DataCr;
+                    }
+                    continue;
+                }
+                Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        if self.digits == 16 {
+                            return Err(ChunkError("chunk size too large"));
+                        }
+                        let digit = (b as char).to_digit(16).unwrap_or(0);
+                        self.size = self.size << 4 | u64::from(digit);
+                        self.digits += 1;
+                    }
+                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = Extension,
+                    b'\r' if self.digits > 0 => self.state = SizeLf,
+                    _ => return Err(ChunkError("invalid chunk size")),
+                },
+                Extension => match b {
+                    b'\r' => self.state = SizeLf,
+                    b'\n' => return Err(ChunkError("bare LF in chunk extension")),
+                    _ => {}
+                },
+                SizeLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError("chunk size line not ended by CRLF"));
+                    }
+                    self.state = if self.size == 0 { TrailerStart } else { Data };
+                }
+                DataCr => {
+                    if b != b'\r' {
+                        return Err(ChunkError("chunk data longer than its size"));
+                    }
+                    self.state = DataLf;
+                }
+                DataLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError("chunk data not ended by CRLF"));
+                    }
+                    self.state = Size;
+                    self.size = 0;
+                    self.digits = 0;
+                }
+                TrailerStart => {
+                    self.state = if b == b'\r' { FinalLf } else { Trailer };
+                }
+                Trailer => match b {
+                    b'\r' => self.state = TrailerLf,
+                    b'\n' => return Err(ChunkError("bare LF in trailer")),
+                    _ => {}
+                },
+                TrailerLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError("trailer line not ended by CRLF"));
+                    }
+                    self.state = TrailerStart;
+                }
+                FinalLf => {
+                    if b != b'\n' {
+                        return Err(ChunkError("chunked body not ended by CRLF"));
+                    }
+                    self.state = Done;
+                }
+                Done => {}
+            }
+            i += 1;
+        }
+        Ok(i)
+    }
+}
+
+/// Is `name` a header that describes one connection and is never forwarded (RFC 9110 §7.6.1,
+/// plus the non-standard ones proxies conventionally drop)?
+pub fn is_hop_by_hop(name: &str) -> bool {
+    const HOP_BY_HOP: [&str; 9] = [
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Is `name` hop-by-hop, or named by the head's `Connection` field?
+pub fn stays_on_this_hop(head: &Head, name: &str) -> bool {
+    is_hop_by_hop(name)
+        || head
+            .list("connection")
+            .any(|n| n.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(text: &str) -> Result<Option<Head>, HeadError> {
+        parse_request(&mut BytesMut::from(text))
+    }
+
+    fn req(text: &str) -> Head {
+        request(text).unwrap().unwrap()
+    }
+
+    fn res(text: &str) -> Head {
+        parse_response(&mut BytesMut::from(text)).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_head_is_taken_off_the_buffer_and_what_follows_stays() {
+        let mut buf = BytesMut::from("GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Two: 1\r\n\r\nNEXT");
+        let head = parse_request(&mut buf).unwrap().unwrap();
+        assert_eq!(head.method(), "GET");
+        assert_eq!(head.target(), "/a?b=1");
+        assert_eq!(head.minor, 1);
+        assert_eq!(head.get("host"), Some("x"));
+        assert_eq!(head.get("x-two"), Some("1"));
+        assert_eq!(&buf[..], b"NEXT");
+    }
+
+    #[test]
+    fn an_incomplete_head_waits_and_an_endless_one_is_refused() {
+        assert!(request("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+        let endless = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(request(&endless).unwrap_err(), HeadError::TooLarge);
+        let many: String = (0..=MAX_FIELDS).map(|i| format!("X-{i}: 1\r\n")).collect();
+        assert_eq!(
+            request(&format!("GET / HTTP/1.1\r\n{many}\r\n")).unwrap_err(),
+            HeadError::TooManyFields
+        );
+        assert!(matches!(
+            request("GET / HTTP/1.1\r\nBad Name: 1\r\n\r\n").unwrap_err(),
+            HeadError::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn request_framing_follows_rfc_9112_and_refuses_ambiguity() {
+        let cases = [
+            ("GET / HTTP/1.1\r\n\r\n", Ok(Framing::None)),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+                Ok(Framing::None),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n",
+                Ok(Framing::Length(12)),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+                Ok(Framing::Length(5)),
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+                Ok(Framing::Chunked),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                Err(()),
+            ),
+            ("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", Err(())),
+            ("POST / HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n", Err(())),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                Err(()),
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                Err(()),
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                Err(()),
+            ),
+            (
+                "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(()),
+            ),
+        ];
+        for (text, want) in cases {
+            let got = request_framing(&req(text)).map_err(|_| ());
+            assert_eq!(got, want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn response_framing_depends_on_status_method_and_fields() {
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+                "GET",
+                Framing::Length(3),
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+                "HEAD",
+                Framing::None,
+            ),
+            ("HTTP/1.1 204 No Content\r\n\r\n", "GET", Framing::None),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                "GET",
+                Framing::None,
+            ),
+            ("HTTP/1.1 100 Continue\r\n\r\n", "POST", Framing::None),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "GET",
+                Framing::Chunked,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "GET",
+                Framing::UntilClose,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", "GET", Framing::UntilClose),
+        ];
+        for (text, method, want) in cases {
+            assert_eq!(response_framing(&res(text), method), Ok(want), "{text:?}");
+        }
+        let bad = res("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n");
+        assert!(response_framing(&bad, "GET").is_err());
+    }
+
+    #[test]
+    fn keep_alive_defaults_differ_between_http_1_0_and_1_1() {
+        assert!(req("GET / HTTP/1.1\r\n\r\n").keep_alive());
+        assert!(!req("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").keep_alive());
+        assert!(!req("GET / HTTP/1.0\r\n\r\n").keep_alive());
+        assert!(req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive());
+    }
+
+    #[test]
+    fn fields_named_in_connection_stay_on_this_hop() {
+        let head = req("GET / HTTP/1.1\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\r\n");
+        assert!(stays_on_this_hop(&head, "x-secret"));
+        assert!(stays_on_this_hop(&head, "Transfer-Encoding"));
+        assert!(!stays_on_this_hop(&head, "x-other"));
+    }
+
+    fn scan_all(body: &[u8], step: usize) -> Result<(usize, bool), ChunkError> {
+        let mut scanner = ChunkedScanner::new();
+        let mut used = 0;
+        for piece in body.chunks(step) {
+            let n = scanner.scan(piece)?;
+            used += n;
+            if scanner.is_done() {
+                return Ok((used, true));
+            }
+        }
+        Ok((used, scanner.is_done()))
+    }
+
+    #[test]
+    fn the_end_of_a_chunked_body_is_found_however_it_is_split() {
+        let body = b"4;ext=1\r\nWiki\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: t\r\n\r\n";
+        let mut with_next = body.to_vec();
+        with_next.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        for step in [1, 2, 3, 7, 64] {
+            assert_eq!(
+                scan_all(&with_next, step),
+                Ok((body.len(), true)),
+                "step {step}"
+            );
+        }
+        assert_eq!(scan_all(b"0\r\n\r\n", 1), Ok((5, true)));
+        assert_eq!(scan_all(b"5\r\nab", 64), Ok((5, false)));
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_errors() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"4\nWiki\r\n",
+            b"4\r\nWikipedia\r\n",
+            b"4\r\nWiki\n0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"0\r\nX: 1\n\r\n",
+        ] {
+            assert!(
+                scan_all(bad, 64).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}
