@@ -8,49 +8,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use router::toggles::parse_features;
-use router::{LiveToggles, RouteTable, Router, ToggleSet};
+use hyper_util::rt::TokioExecutor;
+use router::ToggleSet;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc};
 
-type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+mod support;
 
-fn full(text: String) -> TestBody {
-    Full::new(Bytes::from(text)).boxed()
-}
-
-/// An upstream that answers every request with `behaviour`, on port 0; returns its base URL.
-async fn upstream<F, Fut>(behaviour: F) -> String
-where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response<TestBody>> + Send,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let behaviour = behaviour.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| {
-                    let behaviour = behaviour.clone();
-                    async move { Ok::<_, Infallible>(behaviour(req).await) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    base
-}
+use support::{TestBody, full, router, router_with, table, toggles, upstream};
 
 /// An upstream that answers with its name and the request headers it received.
 async fn echo(name: &'static str) -> String {
@@ -69,53 +37,6 @@ async fn echo(name: &'static str) -> String {
             .unwrap()
     })
     .await
-}
-
-fn table(monolith: &str, catalog: &str, timeout_ms: u64) -> RouteTable {
-    RouteTable::parse(&format!(
-        r#"
-        [upstreams]
-        monolith = "{monolith}"
-        catalog = "{catalog}"
-        [capabilities.catalog]
-        legacy = "monolith"
-        extracted = "catalog"
-        read_toggle = "catalog.reads"
-        shadow_toggle = "catalog.shadow"
-        write_owner = "legacy"
-        timeout_ms = {timeout_ms}
-        [[routes]]
-        prefix = "/catalog/"
-        capability = "catalog"
-        "#
-    ))
-    .unwrap()
-}
-
-fn toggles(doc: Value) -> ToggleSet {
-    ToggleSet::new(parse_features(doc.to_string().as_bytes()).unwrap(), 1).unwrap()
-}
-
-/// A router on port 0; returns its base URL and the live toggles to flip.
-async fn router(table: RouteTable) -> (String, Arc<LiveToggles>) {
-    let (base, live, _) = router_with(table, 5, Duration::from_secs(5)).await;
-    (base, live)
-}
-
-async fn router_with(
-    table: RouteTable,
-    threshold: u32,
-    cooldown: Duration,
-) -> (String, Arc<LiveToggles>, Arc<Router>) {
-    let live = Arc::new(LiveToggles::new(ToggleSet::empty()));
-    let router = Arc::new(
-        Router::new(Arc::new(table), live.clone(), "test").with_breakers(threshold, cooldown),
-    );
-    let handle = router.clone();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(router::serve(listener, router));
-    (base, live, handle)
 }
 
 async fn send(req: Request<TestBody>) -> (StatusCode, http::HeaderMap, Value) {
