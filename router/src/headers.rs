@@ -30,8 +30,8 @@ pub fn write_appended<'a>(
 }
 
 /// Writes one `name: value` line.
-pub fn write_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
+pub fn write_field(out: &mut Vec<u8>, name: impl AsRef<[u8]>, value: &[u8]) {
+    out.extend_from_slice(name.as_ref());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -85,9 +85,19 @@ pub fn valid_traceparent(value: &str) -> bool {
         && hex(parts[3], 2)
 }
 
-/// A new W3C `traceparent` from three random ids (two for the trace, one for the span).
-pub fn fresh_traceparent((hi, lo, span): (u64, u64, u64)) -> String {
-    format!("00-{:016x}{:016x}-{:016x}-01", hi, lo | 1, span | 1)
+/// A new W3C `traceparent` from three random ids (two for the trace, one for the span); the
+/// low bits are set so no id is all zeros.
+pub fn fresh_traceparent((hi, lo, span): (u64, u64, u64)) -> [u8; 55] {
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    let mut put = |at: usize, id: u64| {
+        for (i, byte) in out[at..at + 16].iter_mut().enumerate() {
+            *byte = b"0123456789abcdef"[(id >> (60 - 4 * i)) as usize & 0xf];
+        }
+    };
+    put(3, hi);
+    put(19, lo | 1);
+    put(36, span | 1);
+    out
 }
 
 #[cfg(test)]
@@ -154,6 +164,16 @@ mod tests {
             assert!(!valid_traceparent(bad), "{bad}");
         }
         let started = fresh_traceparent((0, 0, 0));
-        assert!(valid_traceparent(&started), "{started}");
+        let started = std::str::from_utf8(&started).unwrap();
+        assert!(valid_traceparent(started), "{started}");
+        let known = fresh_traceparent((
+            0x4bf9_2f35_77b3_4da6,
+            0xa3ce_929d_0e0e_4736,
+            0x00f0_67aa_0ba9_02b7,
+        ));
+        assert_eq!(
+            &known,
+            b"00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-01"
+        );
     }
 }

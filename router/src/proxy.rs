@@ -528,24 +528,30 @@ impl Router {
         headers::write_field(out, "host", address.authority.as_bytes());
         let mut has_proto = false;
         let mut has_trace = false;
+        let hop = h1::HopFields::of(head);
         for (name, value) in head.fields() {
-            if h1::stays_on_this_hop(head, name) {
+            if hop.stays(name) {
                 continue;
             }
-            if ["host", "x-forwarded-for", "x-forwarded-host", "via"]
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name))
+            if [
+                &b"host"[..],
+                b"x-forwarded-for",
+                b"x-forwarded-host",
+                b"via",
+            ]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
             {
                 continue;
             }
-            if name.eq_ignore_ascii_case("traceparent") {
+            if name.eq_ignore_ascii_case(b"traceparent") {
                 // An invalid one is replaced, not passed on.
                 if has_trace || !std::str::from_utf8(value).is_ok_and(headers::valid_traceparent) {
                     continue;
                 }
                 has_trace = true;
             }
-            has_proto |= name.eq_ignore_ascii_case("x-forwarded-proto");
+            has_proto |= name.eq_ignore_ascii_case(b"x-forwarded-proto");
             headers::write_field(out, name, value);
         }
         if request.framing == Framing::Chunked {
@@ -569,7 +575,7 @@ impl Router {
         if !has_trace {
             let fresh =
                 headers::fresh_traceparent((self.next_id(), self.next_id(), self.next_id()));
-            headers::write_field(out, "traceparent", fresh.as_bytes());
+            headers::write_field(out, "traceparent", &fresh);
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -602,19 +608,20 @@ impl Router {
         out.push(b' ');
         out.extend_from_slice(answer.reason());
         out.extend_from_slice(b"\r\n");
+        let hop = h1::HopFields::of(answer);
         for (name, value) in answer.fields() {
-            if h1::stays_on_this_hop(answer, name) {
+            if hop.stays(name) {
                 continue;
             }
             if [UPSTREAM_HEADER, REASON_HEADER, "via"]
                 .iter()
-                .any(|n| n.eq_ignore_ascii_case(name))
+                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
             {
                 continue;
             }
             // A chunked body's length is in its chunks; a stray Content-Length beside them
             // would contradict it.
-            if framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length") {
+            if framing == Framing::Chunked && name.eq_ignore_ascii_case(b"content-length") {
                 continue;
             }
             headers::write_field(out, name, value);
