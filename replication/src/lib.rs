@@ -3,7 +3,22 @@
 //! Layers, bottom up:
 //! - [`wire`]: a replication connection (startup, auth, replication commands, the CopyBoth
 //!   stream of XLogData and keepalives, standby status updates);
-//! - [`pgoutput`]: decoding the logical messages carried inside XLogData.
+//! - [`pgoutput`]: decoding the logical messages carried inside XLogData;
+//! - [`pipeline`]: one source → target stream: publication, slot, initial copy ([`copy`]),
+//!   then applying changes ([`apply`]) with the position kept in the target ([`state`]);
+//! - [`config`] for the pipeline file, [`verify`] to compare both sides, [`metrics`].
 
+pub mod apply;
+pub mod cli;
+pub mod config;
+pub mod copy;
+pub mod error;
+pub mod metrics;
+pub mod ops;
 pub mod pgoutput;
+pub mod pipeline;
+pub mod schema;
+pub mod source;
+pub mod state;
+pub mod verify;
 pub mod wire;

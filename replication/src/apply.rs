@@ -1,0 +1,705 @@
+//! Applying decoded changes to the target.
+//!
+//! Source transactions are applied inside one target transaction (several consecutive ones when
+//! they arrive together), and that transaction also moves the pipeline's `applied_lsn`: after a
+//! crash the target holds either all of a source transaction and its LSN, or neither (ADR 0008).
+//!
+//! Rows are batched: consecutive changes of one kind to one table go out together, as a
+//! pipelined run of prepared statements, or for large batches as one `COPY` (inserts) or a
+//! `COPY` into a staging table and one set-based `UPDATE`/`DELETE`. Values travel in pgoutput's
+//! text form and are cast to the target column's type by the database, so every type works.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{SinkExt, future::try_join_all};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Statement};
+
+use crate::config::quote_ident;
+use crate::error::{PipelineError, target};
+use crate::pgoutput::{Cell, OldTuple, Tuple};
+use crate::schema::RelPlan;
+use crate::state;
+
+/// Batches at least this large take the COPY path.
+const BULK_ROWS: usize = 256;
+
+/// One row change, values still in pgoutput form.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Insert { new: Tuple },
+    Update { old: Option<OldTuple>, new: Tuple },
+    Delete { old: OldTuple },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Kind {
+    Insert,
+    /// Which target columns an update leaves alone (unchanged TOAST values, or not copied).
+    Update(Vec<bool>),
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StatementKey {
+    relation: u32,
+    kind: Kind,
+}
+
+/// A row ready to write: target-ordered new values, and the source identity's values.
+struct Row {
+    values: Vec<Option<Bytes>>,
+    key: Vec<Option<Bytes>>,
+}
+
+pub struct Applier {
+    client: Client,
+    pipeline: String,
+    batch_rows: usize,
+    plans: HashMap<u32, RelPlan>,
+    statements: HashMap<StatementKey, Statement>,
+    batch: Vec<Row>,
+    batch_key: Option<StatementKey>,
+    /// Identity values in the current batch: a second change to the same row starts a new
+    /// batch, since a set-based statement would apply only one of them.
+    batch_identities: HashSet<Vec<Option<Bytes>>>,
+    in_transaction: bool,
+    rows_in_transaction: u64,
+    /// The end LSN and commit time of the last source transaction applied in the open
+    /// target transaction.
+    pending: Option<(u64, i64)>,
+    /// Rows that an UPDATE or DELETE found nothing for (the target diverged); counted, logged.
+    pub missing_rows: u64,
+}
+
+fn text(cell: &Cell) -> Option<Bytes> {
+    match cell {
+        Cell::Text(b) | Cell::Binary(b) => Some(b.clone()),
+        Cell::Null | Cell::UnchangedToast => None,
+    }
+}
+
+fn as_str(value: &Option<Bytes>) -> Result<Option<&str>, PipelineError> {
+    value
+        .as_deref()
+        .map(std::str::from_utf8)
+        .transpose()
+        .map_err(|_| PipelineError::Protocol("a column value is not valid UTF-8".into()))
+}
+
+impl Applier {
+    pub fn new(client: Client, pipeline: &str, batch_rows: usize) -> Applier {
+        Applier {
+            client,
+            pipeline: pipeline.to_string(),
+            batch_rows,
+            plans: HashMap::new(),
+            statements: HashMap::new(),
+            batch: Vec::new(),
+            batch_key: None,
+            batch_identities: HashSet::new(),
+            in_transaction: false,
+            rows_in_transaction: 0,
+            pending: None,
+            missing_rows: 0,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Installs the plan for a relation id (from a Relation message); statements prepared for
+    /// its old shape are forgotten.
+    pub async fn set_plan(&mut self, relation: u32, plan: RelPlan) -> Result<(), PipelineError> {
+        if self
+            .batch_key
+            .as_ref()
+            .is_some_and(|k| k.relation == relation)
+        {
+            self.flush().await?;
+        }
+        self.statements.retain(|k, _| k.relation != relation);
+        self.plans.insert(relation, plan);
+        Ok(())
+    }
+
+    pub fn has_plan(&self, relation: u32) -> bool {
+        self.plans.contains_key(&relation)
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    pub fn rows_in_transaction(&self) -> u64 {
+        self.rows_in_transaction
+    }
+
+    async fn begin(&mut self) -> Result<(), PipelineError> {
+        if !self.in_transaction {
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(target("beginning a transaction"))?;
+            self.in_transaction = true;
+            self.rows_in_transaction = 0;
+        }
+        Ok(())
+    }
+
+    /// Adds one change; writes the batch when it is full or the change does not fit it.
+    pub async fn change(&mut self, relation: u32, change: Change) -> Result<(), PipelineError> {
+        self.begin().await?;
+        let plan = self.plans.get(&relation).ok_or_else(|| {
+            PipelineError::Protocol(format!("change for unknown relation {relation}"))
+        })?;
+        let width = plan.target_columns.len();
+        let (kind, row) = match change {
+            Change::Insert { new } => {
+                let mut values = vec![None; width];
+                for (cell, slot) in new.0.iter().zip(&plan.slots) {
+                    if let Some(t) = slot {
+                        values[*t] = text(cell);
+                    }
+                }
+                (
+                    Kind::Insert,
+                    Row {
+                        values,
+                        key: Vec::new(),
+                    },
+                )
+            }
+            Change::Update { old, new } => {
+                let mut values = vec![None; width];
+                let mut untouched = vec![true; width];
+                for (cell, slot) in new.0.iter().zip(&plan.slots) {
+                    if let Some(t) = slot
+                        && !matches!(cell, Cell::UnchangedToast)
+                    {
+                        values[*t] = text(cell);
+                        untouched[*t] = false;
+                    }
+                }
+                // The identity as it was: from the old tuple when the server sent one (the key
+                // changed, or REPLICA IDENTITY FULL), else from the new row.
+                let identity = old.as_ref().map(OldTuple::tuple).unwrap_or(&new);
+                let key = identity_values(plan, identity);
+                (Kind::Update(untouched), Row { values, key })
+            }
+            Change::Delete { old } => {
+                let key = identity_values(plan, old.tuple());
+                (
+                    Kind::Delete,
+                    Row {
+                        values: Vec::new(),
+                        key,
+                    },
+                )
+            }
+        };
+        let key = StatementKey { relation, kind };
+        let repeats = !row.key.is_empty() && self.batch_identities.contains(&row.key);
+        if self.batch_key.as_ref() != Some(&key) || repeats || self.batch.len() >= self.batch_rows {
+            self.flush().await?;
+            self.batch_key = Some(key);
+        }
+        if !row.key.is_empty() {
+            self.batch_identities.insert(row.key.clone());
+        }
+        self.batch.push(row);
+        self.rows_in_transaction += 1;
+        Ok(())
+    }
+
+    /// Empties the target tables of `relations` (a source TRUNCATE).
+    pub async fn truncate(
+        &mut self,
+        relations: &[u32],
+        cascade: bool,
+        restart_identity: bool,
+    ) -> Result<(), PipelineError> {
+        self.flush().await?;
+        self.begin().await?;
+        let tables: Vec<String> = relations
+            .iter()
+            .filter_map(|r| self.plans.get(r))
+            .map(|p| p.target.quoted())
+            .collect();
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "TRUNCATE {}{}{}",
+            tables.join(", "),
+            if restart_identity {
+                " RESTART IDENTITY"
+            } else {
+                ""
+            },
+            if cascade { " CASCADE" } else { "" }
+        );
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(target(format!("applying {sql}")))?;
+        self.rows_in_transaction += 1;
+        Ok(())
+    }
+
+    /// Marks the end of a source transaction: its changes are written (not yet committed).
+    pub async fn source_commit(
+        &mut self,
+        end_lsn: u64,
+        commit_time: i64,
+    ) -> Result<(), PipelineError> {
+        self.flush().await?;
+        self.begin().await?;
+        self.pending = Some((end_lsn, commit_time));
+        Ok(())
+    }
+
+    /// Commits the target transaction together with the pipeline's new position; returns the
+    /// LSN now durable on the target, if anything was committed.
+    pub async fn commit(&mut self) -> Result<Option<u64>, PipelineError> {
+        if !self.in_transaction {
+            return Ok(None);
+        }
+        self.flush().await?;
+        let Some((lsn, commit_time)) = self.pending.take() else {
+            return Ok(None);
+        };
+        state::record_applied(
+            &self.client,
+            &self.pipeline,
+            lsn,
+            commit_time,
+            self.rows_in_transaction,
+        )
+        .await?;
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(target("committing"))?;
+        self.in_transaction = false;
+        Ok(Some(lsn))
+    }
+
+    /// Writes the current batch.
+    async fn flush(&mut self) -> Result<(), PipelineError> {
+        let Some(key) = self.batch_key.take() else {
+            return Ok(());
+        };
+        let rows = std::mem::take(&mut self.batch);
+        self.batch_identities.clear();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let plan = self.plans[&key.relation].clone();
+        let bulk = rows.len() >= BULK_ROWS && !plan.full_identity;
+        match (&key.kind, bulk) {
+            (Kind::Insert, true) => self.copy_insert(&plan, &rows).await,
+            (Kind::Update(untouched), true) => self.staged(&plan, &rows, Some(untouched)).await,
+            (Kind::Delete, true) => self.staged(&plan, &rows, None).await,
+            _ => self.per_row(&key, &plan, &rows).await,
+        }
+    }
+
+    /// A pipelined run of one prepared statement per row.
+    async fn per_row(
+        &mut self,
+        key: &StatementKey,
+        plan: &RelPlan,
+        rows: &[Row],
+    ) -> Result<(), PipelineError> {
+        let statement = match self.statements.get(key) {
+            Some(s) => s.clone(),
+            None => {
+                let (sql, params) = statement_sql(plan, &key.kind);
+                let s = self
+                    .client
+                    .prepare_typed(&sql, &vec![Type::TEXT; params])
+                    .await
+                    .map_err(target(format!("preparing {sql}")))?;
+                self.statements.insert(key.clone(), s.clone());
+                s
+            }
+        };
+        let mut calls = Vec::with_capacity(rows.len());
+        for row in rows {
+            let params = row_params(&key.kind, row)?;
+            let client = &self.client;
+            let statement = &statement;
+            calls.push(async move {
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                client.execute(statement, &refs).await
+            });
+        }
+        let counts = try_join_all(calls)
+            .await
+            .map_err(target(format!("applying changes to {}", plan.target)))?;
+        if key.kind != Kind::Insert {
+            let missing = counts.iter().filter(|&&n| n == 0).count() as u64;
+            if missing > 0 {
+                self.missing_rows += missing;
+                tracing::warn!(table = %plan.target, missing, "rows to update or delete were not on the target");
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts by `COPY ... FROM STDIN` in text format.
+    async fn copy_insert(&mut self, plan: &RelPlan, rows: &[Row]) -> Result<(), PipelineError> {
+        let columns: Vec<String> = plan
+            .target_columns
+            .iter()
+            .map(|(n, _)| quote_ident(n))
+            .collect();
+        let sql = format!(
+            "COPY {} ({}) FROM STDIN",
+            plan.target.quoted(),
+            columns.join(", ")
+        );
+        self.copy_rows(
+            &sql,
+            rows.iter().map(|r| r.values.iter()),
+            &plan.target.to_string(),
+        )
+        .await
+    }
+
+    /// Large updates and deletes: the rows go into a temporary staging table by COPY, then one
+    /// statement joins it to the target on the identity.
+    async fn staged(
+        &mut self,
+        plan: &RelPlan,
+        rows: &[Row],
+        untouched: Option<&Vec<bool>>,
+    ) -> Result<(), PipelineError> {
+        let key_columns: Vec<(String, String)> = plan
+            .key
+            .iter()
+            .filter_map(|&k| plan.slots[k])
+            .map(|t| plan.target_columns[t].clone())
+            .collect();
+        let set: Vec<usize> = match untouched {
+            Some(u) => (0..plan.target_columns.len()).filter(|&i| !u[i]).collect(),
+            None => Vec::new(),
+        };
+        let mut stage_columns: Vec<String> = (0..key_columns.len())
+            .map(|i| format!("k{i} text"))
+            .collect();
+        stage_columns.extend(set.iter().map(|i| format!("v{i} text")));
+        // All staging columns are text, so one table serves every batch of the same shape.
+        let stage = format!(
+            "fig_stage_{:016x}",
+            fnv1a(stage_columns.join(",").as_bytes())
+        );
+        self.client
+            .batch_execute(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {stage} ({}) ON COMMIT DELETE ROWS; TRUNCATE {stage}",
+                stage_columns.join(", ")
+            ))
+            .await
+            .map_err(target("creating a staging table"))?;
+        let copy_sql = format!("COPY {stage} FROM STDIN");
+        let lines = rows.iter().map(|r| {
+            r.key
+                .iter()
+                .chain(set.iter().map(|&i| &r.values[i]))
+                .collect::<Vec<_>>()
+                .into_iter()
+        });
+        self.copy_rows(&copy_sql, lines, &plan.target.to_string())
+            .await?;
+        let join: Vec<String> = key_columns
+            .iter()
+            .enumerate()
+            .map(|(i, (name, ty))| format!("t.{} = CAST(s.k{i} AS {ty})", quote_ident(name)))
+            .collect();
+        let sql = match untouched {
+            Some(_) => {
+                let assignments: Vec<String> = set
+                    .iter()
+                    .map(|&i| {
+                        let (name, ty) = &plan.target_columns[i];
+                        format!("{} = CAST(s.v{i} AS {ty})", quote_ident(name))
+                    })
+                    .collect();
+                format!(
+                    "UPDATE {} t SET {} FROM {stage} s WHERE {}",
+                    plan.target.quoted(),
+                    assignments.join(", "),
+                    join.join(" AND ")
+                )
+            }
+            None => format!(
+                "DELETE FROM {} t USING {stage} s WHERE {}",
+                plan.target.quoted(),
+                join.join(" AND ")
+            ),
+        };
+        let changed = self
+            .client
+            .execute(&sql, &[])
+            .await
+            .map_err(target(format!("applying changes to {}", plan.target)))?;
+        let missing = (rows.len() as u64).saturating_sub(changed);
+        if missing > 0 {
+            self.missing_rows += missing;
+            tracing::warn!(table = %plan.target, missing, "rows to update or delete were not on the target");
+        }
+        Ok(())
+    }
+
+    async fn copy_rows<'a, I, R>(
+        &self,
+        sql: &str,
+        rows: I,
+        table: &str,
+    ) -> Result<(), PipelineError>
+    where
+        I: Iterator<Item = R>,
+        R: Iterator<Item = &'a Option<Bytes>>,
+    {
+        let sink = self
+            .client
+            .copy_in::<_, Bytes>(sql)
+            .await
+            .map_err(target(format!("starting {sql}")))?;
+        futures_util::pin_mut!(sink);
+        let mut buf = BytesMut::with_capacity(64 * 1024);
+        for row in rows {
+            for (i, value) in row.enumerate() {
+                if i > 0 {
+                    buf.put_u8(b'\t');
+                }
+                match value {
+                    None => buf.put_slice(b"\\N"),
+                    Some(v) => escape_copy_text(v, &mut buf),
+                }
+            }
+            buf.put_u8(b'\n');
+            if buf.len() >= 60 * 1024 {
+                sink.send(buf.split().freeze())
+                    .await
+                    .map_err(target(format!("copying rows into {table}")))?;
+            }
+        }
+        if !buf.is_empty() {
+            sink.send(buf.freeze())
+                .await
+                .map_err(target(format!("copying rows into {table}")))?;
+        }
+        sink.finish()
+            .await
+            .map_err(target(format!("copying rows into {table}")))?;
+        Ok(())
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn identity_values(plan: &RelPlan, tuple: &Tuple) -> Vec<Option<Bytes>> {
+    if plan.full_identity {
+        // Every copied column, in target order.
+        let mut values = vec![None; plan.target_columns.len()];
+        for (cell, slot) in tuple.0.iter().zip(&plan.slots) {
+            if let Some(t) = slot {
+                values[*t] = text(cell);
+            }
+        }
+        values
+    } else {
+        plan.key
+            .iter()
+            .map(|&k| tuple.0.get(k).and_then(text))
+            .collect()
+    }
+}
+
+/// The SQL for one row of `kind`, and how many parameters it takes.
+fn statement_sql(plan: &RelPlan, kind: &Kind) -> (String, usize) {
+    let table = plan.target.quoted();
+    let column = |i: usize| quote_ident(&plan.target_columns[i].0);
+    let cast = |n: usize, i: usize| format!("CAST(${n} AS {})", plan.target_columns[i].1);
+    // Identity columns, as target column indices.
+    let identity: Vec<usize> = if plan.full_identity {
+        (0..plan.target_columns.len()).collect()
+    } else {
+        plan.key.iter().filter_map(|&k| plan.slots[k]).collect()
+    };
+    let matcher = |first: usize| -> String {
+        let conditions: Vec<String> = identity
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                if plan.full_identity {
+                    format!("{} IS NOT DISTINCT FROM {}", column(i), cast(first + j, i))
+                } else {
+                    format!("{} = {}", column(i), cast(first + j, i))
+                }
+            })
+            .collect();
+        if plan.full_identity {
+            // Without a key, identical rows are interchangeable: change exactly one.
+            format!(
+                "ctid = (SELECT ctid FROM {table} WHERE {} LIMIT 1)",
+                conditions.join(" AND ")
+            )
+        } else {
+            conditions.join(" AND ")
+        }
+    };
+    match kind {
+        Kind::Insert => {
+            let n = plan.target_columns.len();
+            let columns: Vec<String> = (0..n).map(column).collect();
+            let values: Vec<String> = (0..n).map(|i| cast(i + 1, i)).collect();
+            (
+                format!(
+                    "INSERT INTO {table} ({}) VALUES ({})",
+                    columns.join(", "),
+                    values.join(", ")
+                ),
+                n,
+            )
+        }
+        Kind::Update(untouched) => {
+            let set: Vec<usize> = (0..plan.target_columns.len())
+                .filter(|&i| !untouched[i])
+                .collect();
+            let assignments: Vec<String> = set
+                .iter()
+                .enumerate()
+                .map(|(j, &i)| format!("{} = {}", column(i), cast(j + 1, i)))
+                .collect();
+            (
+                format!(
+                    "UPDATE {table} SET {} WHERE {}",
+                    assignments.join(", "),
+                    matcher(set.len() + 1)
+                ),
+                set.len() + identity.len(),
+            )
+        }
+        Kind::Delete => (
+            format!("DELETE FROM {table} WHERE {}", matcher(1)),
+            identity.len(),
+        ),
+    }
+}
+
+fn row_params(kind: &Kind, row: &Row) -> Result<Vec<Option<String>>, PipelineError> {
+    let owned = |v: &Option<Bytes>| as_str(v).map(|s| s.map(str::to_string));
+    let mut params = Vec::new();
+    match kind {
+        Kind::Insert => {
+            for v in &row.values {
+                params.push(owned(v)?);
+            }
+        }
+        Kind::Update(untouched) => {
+            for (i, v) in row.values.iter().enumerate() {
+                if !untouched[i] {
+                    params.push(owned(v)?);
+                }
+            }
+            for v in &row.key {
+                params.push(owned(v)?);
+            }
+        }
+        Kind::Delete => {
+            for v in &row.key {
+                params.push(owned(v)?);
+            }
+        }
+    }
+    Ok(params)
+}
+
+/// COPY's text format: backslash, tab, newline and carriage return are escaped.
+pub fn escape_copy_text(value: &[u8], out: &mut BytesMut) {
+    for &b in value {
+        match b {
+            b'\\' => out.put_slice(b"\\\\"),
+            b'\t' => out.put_slice(b"\\t"),
+            b'\n' => out.put_slice(b"\\n"),
+            b'\r' => out.put_slice(b"\\r"),
+            _ => out.put_u8(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QualifiedName;
+
+    fn plan(full: bool) -> RelPlan {
+        RelPlan {
+            source: QualifiedName::parse("s.t").unwrap(),
+            target: QualifiedName::parse("d.t").unwrap(),
+            slots: vec![Some(0), Some(1), None],
+            target_columns: vec![
+                ("id".into(), "bigint".into()),
+                ("title".into(), "text".into()),
+            ],
+            key: if full { vec![0, 1] } else { vec![0] },
+            full_identity: full,
+        }
+    }
+
+    #[test]
+    fn statements_cast_text_parameters_to_the_target_types() {
+        let p = plan(false);
+        assert_eq!(
+            statement_sql(&p, &Kind::Insert),
+            (
+                "INSERT INTO \"d\".\"t\" (\"id\", \"title\") VALUES (CAST($1 AS bigint), CAST($2 AS text))".into(),
+                2
+            )
+        );
+        assert_eq!(
+            statement_sql(&p, &Kind::Update(vec![false, true])),
+            (
+                "UPDATE \"d\".\"t\" SET \"id\" = CAST($1 AS bigint) WHERE \"id\" = CAST($2 AS bigint)".into(),
+                2
+            )
+        );
+        assert_eq!(
+            statement_sql(&p, &Kind::Delete),
+            (
+                "DELETE FROM \"d\".\"t\" WHERE \"id\" = CAST($1 AS bigint)".into(),
+                1
+            )
+        );
+    }
+
+    #[test]
+    fn without_a_key_one_identical_row_is_matched() {
+        let (sql, n) = statement_sql(&plan(true), &Kind::Delete);
+        assert_eq!(n, 2);
+        assert!(
+            sql.contains("ctid = (SELECT ctid FROM \"d\".\"t\" WHERE \"id\" IS NOT DISTINCT FROM"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("LIMIT 1)"), "{sql}");
+    }
+
+    #[test]
+    fn copy_text_escapes_its_delimiters() {
+        let mut out = BytesMut::new();
+        escape_copy_text(b"a\\b\tc\nd\re", &mut out);
+        assert_eq!(&out[..], b"a\\\\b\\tc\\nd\\re");
+    }
+}

@@ -1,0 +1,550 @@
+//! One pipeline from start to stop: check the mapping, set up publication and slot, copy at the
+//! slot's snapshot when starting fresh, then stream and apply, answering the server and moving
+//! the slot only past what the target has committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::watch;
+
+use crate::apply::{Applier, Change};
+use crate::config::{InitialCopy, Pipeline, QualifiedName, origin_of};
+use crate::copy::{self, CopyJob};
+use crate::error::{PipelineError, source, target};
+use crate::metrics::PipelineMetrics;
+use crate::pgoutput::{self, LogicalMessage};
+use crate::schema::{self, RelPlan, TableInfo};
+use crate::source as src;
+use crate::state::{self, Phase};
+use crate::wire::{
+    ReplicationConfig, ReplicationConnection, ReplicationMessage, ReplicationStream,
+    SnapshotAction, format_lsn, publication_names_option,
+};
+
+/// Status updates go out at least this often, so the server never times us out while idle.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// A target transaction spanning several source transactions commits after this long...
+const GROUP_COMMIT_AGE: Duration = Duration::from_millis(200);
+/// ...or this many rows, whichever comes first.
+const GROUP_COMMIT_ROWS: u64 = 50_000;
+/// How often an idle pipeline records the end of WAL it confirms.
+const IDLE_RECORD_EVERY: Duration = Duration::from_secs(1);
+/// How often the slot's retained WAL is checked.
+const SLOT_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+struct Resolved {
+    mapping: crate::config::Table,
+    source: TableInfo,
+    target: TableInfo,
+    plan: RelPlan,
+}
+
+/// Runs `pipeline` until `stop` turns true (a clean stop: Ok) or it fails.
+pub async fn run(
+    pipeline: &Pipeline,
+    mut stop: watch::Receiver<bool>,
+    metrics: Arc<PipelineMetrics>,
+) -> Result<(), PipelineError> {
+    let target_client = src::connect(&pipeline.target)
+        .await
+        .map_err(target("connecting"))?;
+    state::ensure_schema(&target_client).await?;
+    let result = run_with(pipeline, &mut stop, &metrics, target_client).await;
+    if let Err(e) = &result {
+        metrics.set_error(&e.to_string());
+        // The applier's connection may be inside a failed transaction: use a fresh one.
+        if let Ok(client) = src::connect(&pipeline.target).await {
+            state::record_error(&client, &pipeline.name, &e.to_string()).await;
+        }
+    }
+    result
+}
+
+async fn run_with(
+    pipeline: &Pipeline,
+    stop: &mut watch::Receiver<bool>,
+    metrics: &Arc<PipelineMetrics>,
+    target_client: tokio_postgres::Client,
+) -> Result<(), PipelineError> {
+    let source_client = src::connect(&pipeline.source)
+        .await
+        .map_err(source("connecting"))?;
+    let tables = resolve(pipeline, &source_client, &target_client).await?;
+    let names: Vec<QualifiedName> = tables.iter().map(|t| t.source.name.clone()).collect();
+    src::ensure_publication(&source_client, &pipeline.publication(), &names).await?;
+    src::use_origin(&target_client, &pipeline.origin()).await?;
+
+    let slot = pipeline.slot();
+    let replication_config = ReplicationConfig::from_url(&pipeline.source)?
+        .with_application_name(format!("fig-replication-{}", pipeline.name));
+    let existing = state::load(&target_client, &pipeline.name).await?;
+    let (connection, start_lsn) = match existing {
+        Some(s) if s.phase == Phase::Streaming && s.slot == slot => {
+            check_slot(&source_client, &slot, s.applied_lsn).await?;
+            let connection = ReplicationConnection::connect(&replication_config).await?;
+            (connection, s.applied_lsn)
+        }
+        _ => {
+            fresh_start(
+                pipeline,
+                &source_client,
+                &target_client,
+                &replication_config,
+                &tables,
+                metrics,
+            )
+            .await?
+        }
+    };
+    metrics.set_phase("streaming");
+    let publication = publication_names_option(&[pipeline.publication().as_str()]);
+    let stream = connection
+        .start_logical_replication(
+            &slot,
+            start_lsn,
+            &[("proto_version", "1"), ("publication_names", &publication)],
+        )
+        .await?;
+    tracing::info!(pipeline = %pipeline.name, from = %format_lsn(start_lsn), "streaming");
+    let applier = Applier::new(target_client, &pipeline.name, pipeline.batch_rows);
+    let mappings: HashMap<QualifiedName, Resolved> = tables
+        .into_iter()
+        .map(|t| (t.source.name.clone(), t))
+        .collect();
+    let streamer = Streamer {
+        pipeline,
+        stream,
+        applier,
+        mappings,
+        metrics: metrics.clone(),
+        source_client,
+        skip_origins: pipeline
+            .skip_origins_of
+            .iter()
+            .map(|n| origin_of(n))
+            .collect(),
+        received: start_lsn,
+        flushed: start_lsn,
+        in_source_transaction: false,
+        skipping: false,
+        group_started: None,
+        last_status: Instant::now(),
+        last_idle_record: Instant::now(),
+        last_slot_check: Instant::now() - SLOT_CHECK_EVERY,
+    };
+    streamer.run(stop).await
+}
+
+/// Checks every mapped table on both sides and plans its columns from the catalogs.
+async fn resolve(
+    pipeline: &Pipeline,
+    source_client: &tokio_postgres::Client,
+    target_client: &tokio_postgres::Client,
+) -> Result<Vec<Resolved>, PipelineError> {
+    let mut out = Vec::new();
+    for mapping in &pipeline.tables {
+        let source_name = mapping.source_name();
+        let target_name = mapping.target_name();
+        let missing = |side: &str, name: &QualifiedName| PipelineError::Mapping {
+            table: name.to_string(),
+            detail: format!("no such table on the {side}"),
+        };
+        let source_info = schema::table_info(source_client, &source_name)
+            .await
+            .map_err(source(format!("reading table {source_name}")))?
+            .ok_or_else(|| missing("source", &source_name))?;
+        let target_info = schema::table_info(target_client, &target_name)
+            .await
+            .map_err(target(format!("reading table {target_name}")))?
+            .ok_or_else(|| missing("target", &target_name))?;
+        let columns: Vec<(String, bool)> = source_info
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.in_primary_key))
+            .collect();
+        let has_key = columns.iter().any(|(_, k)| *k);
+        let plan = schema::plan_columns(
+            source_name.clone(),
+            &columns,
+            if has_key {
+                pgoutput::ReplicaIdentity::Default
+            } else {
+                pgoutput::ReplicaIdentity::Full
+            },
+            mapping,
+            &target_info,
+        )?;
+        out.push(Resolved {
+            mapping: mapping.clone(),
+            source: source_info,
+            target: target_info,
+            plan,
+        });
+    }
+    Ok(out)
+}
+
+/// Refuses to resume from a slot that cannot continue exactly where the target stopped.
+async fn check_slot(
+    client: &tokio_postgres::Client,
+    slot: &str,
+    applied: u64,
+) -> Result<(), PipelineError> {
+    let status =
+        src::slot_status(client, slot)
+            .await?
+            .ok_or_else(|| PipelineError::SlotMissing {
+                slot: slot.to_string(),
+                applied: format_lsn(applied),
+            })?;
+    if status.wal_status.as_deref() == Some("lost") {
+        return Err(PipelineError::SlotInvalidated {
+            slot: slot.to_string(),
+        });
+    }
+    if let Some(pid) = status.active_pid {
+        return Err(PipelineError::SlotInUse {
+            slot: slot.to_string(),
+            pid,
+        });
+    }
+    if let Some(confirmed) = status.confirmed_flush
+        && confirmed > applied
+    {
+        return Err(PipelineError::SlotAhead {
+            slot: slot.to_string(),
+            confirmed: format_lsn(confirmed),
+            applied: format_lsn(applied),
+        });
+    }
+    Ok(())
+}
+
+/// A new slot, and (unless configured otherwise) the copy at its snapshot. Whatever an
+/// interrupted earlier attempt left (a slot, half-copied tables) is discarded first.
+async fn fresh_start(
+    pipeline: &Pipeline,
+    source_client: &tokio_postgres::Client,
+    target_client: &tokio_postgres::Client,
+    replication_config: &ReplicationConfig,
+    tables: &[Resolved],
+    metrics: &PipelineMetrics,
+) -> Result<(ReplicationConnection, u64), PipelineError> {
+    let slot = pipeline.slot();
+    if src::drop_slot(source_client, &slot).await? {
+        tracing::info!(pipeline = %pipeline.name, slot, "dropped the slot of an unfinished start");
+    }
+    let mut connection = ReplicationConnection::connect(replication_config).await?;
+    let copy = pipeline.initial_copy == InitialCopy::Snapshot;
+    let action = if copy {
+        SnapshotAction::Export
+    } else {
+        SnapshotAction::NoExport
+    };
+    let created = connection.create_logical_slot(&slot, false, action).await?;
+    state::start_copy(target_client, &pipeline.name, &slot).await?;
+    let mut rows = 0;
+    if copy {
+        metrics.set_phase("copying");
+        let snapshot = created
+            .snapshot_name
+            .clone()
+            .ok_or_else(|| PipelineError::Protocol("the server exported no snapshot".into()))?;
+        let mut jobs = Vec::new();
+        for t in tables {
+            jobs.push(CopyJob {
+                plan: t.plan.clone(),
+                source_columns: t.source.columns.iter().map(|c| c.name.clone()).collect(),
+                same_types: same_types(t),
+                estimate: estimate(source_client, &t.source.name).await,
+            });
+        }
+        // The replication connection stays silent until the copy is done: its next command
+        // would end the exported snapshot.
+        rows = copy::copy_all(&pipeline.source, &pipeline.target, &snapshot, jobs).await?;
+    }
+    state::start_streaming(
+        target_client,
+        &pipeline.name,
+        created.consistent_point,
+        rows,
+    )
+    .await?;
+    tracing::info!(pipeline = %pipeline.name, rows, from = %format_lsn(created.consistent_point), "initial copy complete");
+    Ok((connection, created.consistent_point))
+}
+
+fn same_types(t: &Resolved) -> bool {
+    t.source
+        .columns
+        .iter()
+        .zip(&t.plan.slots)
+        .filter_map(|(c, slot)| slot.map(|s| (c, s)))
+        .all(|(c, s)| c.type_name == t.plan.target_columns[s].1)
+}
+
+async fn estimate(client: &tokio_postgres::Client, table: &QualifiedName) -> i64 {
+    client
+        .query_opt(
+            "SELECT reltuples::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2",
+            &[&table.schema, &table.name],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get::<_, i64>(0).max(0))
+        .unwrap_or(0)
+}
+
+struct Streamer<'a> {
+    pipeline: &'a Pipeline,
+    stream: ReplicationStream,
+    applier: Applier,
+    mappings: HashMap<QualifiedName, Resolved>,
+    metrics: Arc<PipelineMetrics>,
+    source_client: tokio_postgres::Client,
+    skip_origins: Vec<String>,
+    /// The furthest WAL position the server has told us about.
+    received: u64,
+    /// The position durable on the target: all the server may forget.
+    flushed: u64,
+    in_source_transaction: bool,
+    /// The current source transaction is not applied (already applied, or an echo).
+    skipping: bool,
+    group_started: Option<Instant>,
+    last_status: Instant,
+    last_idle_record: Instant,
+    last_slot_check: Instant,
+}
+
+impl Streamer<'_> {
+    async fn run(mut self, stop: &mut watch::Receiver<bool>) -> Result<(), PipelineError> {
+        let mut tick = tokio::time::interval(STATUS_EVERY);
+        loop {
+            // Between source transactions with a target transaction open: commit once nothing
+            // more is waiting, or the group is big or old enough.
+            if !self.in_source_transaction && self.applier.in_transaction() {
+                let due = self.applier.rows_in_transaction() >= GROUP_COMMIT_ROWS
+                    || self
+                        .group_started
+                        .is_some_and(|t| t.elapsed() >= GROUP_COMMIT_AGE);
+                let next = if due {
+                    None
+                } else {
+                    self.stream.next().now_or_never()
+                };
+                match next {
+                    Some(message) => {
+                        self.handle(message?).await?;
+                        continue;
+                    }
+                    None => {
+                        self.commit().await?;
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                message = self.stream.next() => self.handle(message?).await?,
+                _ = tick.tick() => self.housekeeping().await?,
+                _ = stop.changed() => {
+                    if *stop.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        // A clean stop: keep what is complete, drop a half-applied source transaction (the slot
+        // sends it again).
+        if !self.in_source_transaction {
+            self.commit().await?;
+        }
+        self.send_status(false).await?;
+        self.stream.finish().await?;
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), PipelineError> {
+        if let Some(lsn) = self.applier.commit().await? {
+            self.flushed = self.flushed.max(lsn);
+            self.metrics.applied(lsn);
+        }
+        self.group_started = None;
+        if self.last_status.elapsed() >= Duration::from_millis(100) {
+            self.send_status(false).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_status(&mut self, reply: bool) -> Result<(), PipelineError> {
+        self.stream
+            .send_status_update(self.received, self.flushed, self.flushed, reply)
+            .await?;
+        self.last_status = Instant::now();
+        Ok(())
+    }
+
+    async fn housekeeping(&mut self) -> Result<(), PipelineError> {
+        if self.last_status.elapsed() >= STATUS_EVERY {
+            self.send_status(false).await?;
+        }
+        if self.last_slot_check.elapsed() >= SLOT_CHECK_EVERY {
+            self.last_slot_check = Instant::now();
+            if let Some(status) =
+                src::slot_status(&self.source_client, &self.pipeline.slot()).await?
+            {
+                let retained = status.retained_bytes.unwrap_or(0);
+                self.metrics.retained_wal(retained);
+                let limit = self.pipeline.retained_wal_warn_mib as i64 * 1024 * 1024;
+                if retained > limit {
+                    tracing::warn!(pipeline = %self.pipeline.name, retained_bytes = retained, limit_bytes = limit,
+                        "the slot retains more WAL than the warning threshold: the pipeline is falling behind or stopped");
+                }
+            }
+            if let Ok(lsn) = src::current_lsn(&self.source_client).await {
+                self.metrics.source_lsn(lsn);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, message: Option<ReplicationMessage>) -> Result<(), PipelineError> {
+        let Some(message) = message else {
+            return Err(PipelineError::Protocol(
+                "the server ended the replication stream".into(),
+            ));
+        };
+        match message {
+            ReplicationMessage::XLogData { wal_end, data, .. } => {
+                self.received = self.received.max(wal_end);
+                self.metrics.source_lsn(wal_end);
+                let decoded = pgoutput::decode_bytes(data, false)?;
+                self.logical(decoded).await
+            }
+            ReplicationMessage::PrimaryKeepAlive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
+                self.received = self.received.max(wal_end);
+                self.metrics.source_lsn(wal_end);
+                // Nothing in flight: everything up to the server's end of WAL is either applied
+                // or not ours, so the slot may let it go. Recorded on the target first, so the
+                // target never lags what the slot has confirmed.
+                let idle = !self.in_source_transaction && !self.applier.in_transaction();
+                if idle
+                    && wal_end > self.flushed
+                    && (reply_requested || self.last_idle_record.elapsed() >= IDLE_RECORD_EVERY)
+                {
+                    state::record_idle(self.applier.client(), &self.pipeline.name, wal_end).await?;
+                    self.flushed = wal_end;
+                    self.last_idle_record = Instant::now();
+                }
+                if reply_requested {
+                    self.send_status(false).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn logical(&mut self, message: LogicalMessage) -> Result<(), PipelineError> {
+        match message {
+            LogicalMessage::Begin(begin) => {
+                self.in_source_transaction = true;
+                // Applied before a crash: the position committed with it is past this commit.
+                self.skipping = begin.final_lsn < self.flushed;
+                if self.group_started.is_none() {
+                    self.group_started = Some(Instant::now());
+                }
+            }
+            LogicalMessage::Origin(origin) => {
+                if self.skip_origins.contains(&origin.name) {
+                    self.skipping = true;
+                }
+            }
+            LogicalMessage::Relation(relation) => {
+                let name = QualifiedName {
+                    schema: relation.namespace.clone(),
+                    name: relation.name.clone(),
+                };
+                let resolved = self
+                    .mappings
+                    .get(&name)
+                    .ok_or_else(|| PipelineError::Mapping {
+                        table: name.to_string(),
+                        detail: "is published but not in the pipeline's table mapping".into(),
+                    })?;
+                let plan = schema::plan_relation(&relation, &resolved.mapping, &resolved.target)?;
+                self.applier.set_plan(relation.id, plan).await?;
+            }
+            LogicalMessage::Type(_) | LogicalMessage::Message(_) => {}
+            LogicalMessage::Insert(insert) => {
+                if !self.skipping {
+                    self.applier
+                        .change(insert.relation_id, Change::Insert { new: insert.new })
+                        .await?;
+                }
+            }
+            LogicalMessage::Update(update) => {
+                if !self.skipping {
+                    self.applier
+                        .change(
+                            update.relation_id,
+                            Change::Update {
+                                old: update.old,
+                                new: update.new,
+                            },
+                        )
+                        .await?;
+                }
+            }
+            LogicalMessage::Delete(delete) => {
+                if !self.skipping {
+                    self.applier
+                        .change(delete.relation_id, Change::Delete { old: delete.old })
+                        .await?;
+                }
+            }
+            LogicalMessage::Truncate(truncate) => {
+                if !self.skipping {
+                    self.applier
+                        .truncate(
+                            &truncate.relation_ids,
+                            truncate.cascade(),
+                            truncate.restart_identity(),
+                        )
+                        .await?;
+                }
+            }
+            LogicalMessage::Commit(commit) => {
+                self.in_source_transaction = false;
+                if self.skipping {
+                    self.skipping = false;
+                    if !self.applier.in_transaction() {
+                        // Nothing of ours is open: the skipped transaction's end is safe to
+                        // confirm at the next idle record.
+                        return Ok(());
+                    }
+                }
+                self.applier
+                    .source_commit(commit.end_lsn, commit.commit_time)
+                    .await?;
+                self.metrics.commit_seen(commit.commit_time);
+            }
+            LogicalMessage::StreamStart(_)
+            | LogicalMessage::StreamStop
+            | LogicalMessage::StreamCommit(_)
+            | LogicalMessage::StreamAbort(_) => {
+                return Err(PipelineError::Protocol(
+                    "a streamed in-progress transaction arrived, but streaming was not requested"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

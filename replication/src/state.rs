@@ -1,0 +1,166 @@
+//! The pipeline's position, kept in the target database (schema `fig_replication`), written in
+//! the same transaction as the rows it accounts for.
+
+use tokio_postgres::Client;
+
+use crate::error::{PipelineError, target};
+use crate::wire::format_lsn;
+
+const SCHEMA: &str = "
+CREATE SCHEMA IF NOT EXISTS fig_replication;
+CREATE TABLE IF NOT EXISTS fig_replication.pipelines (
+    name                text PRIMARY KEY,
+    slot                text NOT NULL,
+    phase               text NOT NULL CHECK (phase IN ('copying', 'streaming')),
+    -- End LSN of the last source transaction applied here (or the idle end of WAL confirmed).
+    applied_lsn         pg_lsn NOT NULL DEFAULT '0/0',
+    -- Source commit time of that transaction: lag in seconds is now() minus this.
+    applied_commit_time timestamptz,
+    rows_applied        bigint NOT NULL DEFAULT 0,
+    copied_rows         bigint NOT NULL DEFAULT 0,
+    copy_started_at     timestamptz,
+    copy_finished_at    timestamptz,
+    last_error          text,
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+";
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_OFFSET_SECS: f64 = 946_684_800.0;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    Copying,
+    Streaming,
+}
+
+#[derive(Debug, Clone)]
+pub struct State {
+    pub slot: String,
+    pub phase: Phase,
+    pub applied_lsn: u64,
+}
+
+pub async fn ensure_schema(client: &Client) -> Result<(), PipelineError> {
+    // Two pipelines starting at once into one target must not race on CREATE.
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(7411); {SCHEMA} COMMIT;"
+        ))
+        .await
+        .map_err(target("creating schema fig_replication"))
+}
+
+pub async fn load(client: &Client, pipeline: &str) -> Result<Option<State>, PipelineError> {
+    let row = client
+        .query_opt(
+            "SELECT slot, phase, applied_lsn::text FROM fig_replication.pipelines WHERE name = $1",
+            &[&pipeline],
+        )
+        .await
+        .map_err(target("reading the pipeline state"))?;
+    Ok(row.map(|r| State {
+        slot: r.get(0),
+        phase: if r.get::<_, String>(1) == "streaming" {
+            Phase::Streaming
+        } else {
+            Phase::Copying
+        },
+        applied_lsn: crate::wire::parse_lsn(r.get::<_, &str>(2)).unwrap_or(0),
+    }))
+}
+
+/// A fresh start: copying from a new slot.
+pub async fn start_copy(client: &Client, pipeline: &str, slot: &str) -> Result<(), PipelineError> {
+    client
+        .execute(
+            "INSERT INTO fig_replication.pipelines (name, slot, phase, copy_started_at)
+             VALUES ($1, $2, 'copying', now())
+             ON CONFLICT (name) DO UPDATE SET slot = $2, phase = 'copying', applied_lsn = '0/0',
+                 applied_commit_time = NULL, rows_applied = 0, copied_rows = 0,
+                 copy_started_at = now(), copy_finished_at = NULL, last_error = NULL,
+                 updated_at = now()",
+            &[&pipeline, &slot],
+        )
+        .await
+        .map_err(target("recording the start of the copy"))?;
+    Ok(())
+}
+
+/// The copy is complete: streaming starts at `lsn`.
+pub async fn start_streaming(
+    client: &Client,
+    pipeline: &str,
+    lsn: u64,
+    copied_rows: i64,
+) -> Result<(), PipelineError> {
+    client
+        .execute(
+            "UPDATE fig_replication.pipelines
+                SET phase = 'streaming', applied_lsn = $2::text::pg_lsn, copied_rows = $3,
+                    copy_finished_at = now(), updated_at = now()
+              WHERE name = $1",
+            &[&pipeline, &format_lsn(lsn), &copied_rows],
+        )
+        .await
+        .map_err(target("recording the end of the copy"))?;
+    Ok(())
+}
+
+/// Moves the position, inside the caller's open transaction.
+pub async fn record_applied(
+    client: &Client,
+    pipeline: &str,
+    lsn: u64,
+    commit_time: i64,
+    rows: u64,
+) -> Result<(), PipelineError> {
+    let unix_seconds = commit_time as f64 / 1e6 + PG_EPOCH_OFFSET_SECS;
+    client
+        .execute(
+            "UPDATE fig_replication.pipelines
+                SET applied_lsn = $2::text::pg_lsn, applied_commit_time = to_timestamp($3),
+                    rows_applied = rows_applied + $4, updated_at = now()
+              WHERE name = $1",
+            &[&pipeline, &format_lsn(lsn), &unix_seconds, &(rows as i64)],
+        )
+        .await
+        .map_err(target("recording the applied position"))?;
+    Ok(())
+}
+
+/// Moves the position with nothing applied: the source's WAL moved on in tables this pipeline
+/// does not carry.
+pub async fn record_idle(client: &Client, pipeline: &str, lsn: u64) -> Result<(), PipelineError> {
+    client
+        .execute(
+            "UPDATE fig_replication.pipelines
+                SET applied_lsn = greatest(applied_lsn, $2::text::pg_lsn), updated_at = now()
+              WHERE name = $1",
+            &[&pipeline, &format_lsn(lsn)],
+        )
+        .await
+        .map_err(target("recording the idle position"))?;
+    Ok(())
+}
+
+/// Best effort: the reason a pipeline stopped, for `fig replication status`.
+pub async fn record_error(client: &Client, pipeline: &str, error: &str) {
+    let _ = client
+        .execute(
+            "UPDATE fig_replication.pipelines SET last_error = $2, updated_at = now() WHERE name = $1",
+            &[&pipeline, &error],
+        )
+        .await;
+}
+
+pub async fn forget(client: &Client, pipeline: &str) -> Result<(), PipelineError> {
+    client
+        .execute(
+            "DELETE FROM fig_replication.pipelines WHERE name = $1",
+            &[&pipeline],
+        )
+        .await
+        .map_err(target("removing the pipeline state"))?;
+    Ok(())
+}

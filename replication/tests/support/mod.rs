@@ -1,0 +1,170 @@
+//! Helpers for pipeline tests: source/target databases on the shared throwaway cluster, a
+//! pipeline running in this process, and waiting (by polling) until the target caught up.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use localpg::TestDb;
+use replication::config::{InitialCopy, Pipeline, Table};
+use replication::error::PipelineError;
+use replication::metrics::PipelineMetrics;
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+pub async fn client(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// A source and a target database with `ddl` run in both.
+pub struct Pair {
+    pub source: TestDb,
+    pub target: TestDb,
+    pub src: Client,
+    pub dst: Client,
+    /// Unique per test: slots and origins are cluster-wide.
+    pub name: String,
+}
+
+impl Pair {
+    pub async fn new(key: &str, ddl: &str) -> Pair {
+        let source = TestDb::empty(&format!("{key}_src"));
+        let target = TestDb::empty(&format!("{key}_dst"));
+        let src = client(source.url()).await;
+        let dst = client(target.url()).await;
+        src.batch_execute(ddl).await.unwrap();
+        dst.batch_execute(ddl).await.unwrap();
+        let name: String = source
+            .name()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Pair {
+            source,
+            target,
+            src,
+            dst,
+            name,
+        }
+    }
+
+    pub fn pipeline(&self, tables: &[&str]) -> Pipeline {
+        Pipeline {
+            name: self.name.clone(),
+            source: self.source.url().to_string(),
+            target: self.target.url().to_string(),
+            publication: None,
+            slot: None,
+            initial_copy: InitialCopy::Snapshot,
+            skip_origins_of: Vec::new(),
+            batch_rows: 5_000,
+            retained_wal_warn_mib: 1_024,
+            tables: tables
+                .iter()
+                .map(|t| Table {
+                    source: t.to_string(),
+                    target: None,
+                    columns: None,
+                    rename: Default::default(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Waits until the target has applied everything the source has now.
+    pub async fn caught_up(&self) {
+        caught_up(&self.src, &self.dst, &self.name).await;
+    }
+}
+
+pub async fn current_lsn(client: &Client) -> String {
+    client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Polls the target's recorded position until it reaches the source's current end of WAL.
+pub async fn caught_up(source: &Client, target: &Client, pipeline: &str) {
+    let goal = current_lsn(source).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let row = target
+            .query_opt(
+                "SELECT applied_lsn >= $2::text::pg_lsn, last_error FROM fig_replication.pipelines
+                  WHERE name = $1 AND phase = 'streaming'",
+                &[&pipeline, &goal],
+            )
+            .await
+            .ok()
+            .flatten();
+        if let Some(row) = &row {
+            let error: Option<String> = row.get(1);
+            assert!(error.is_none(), "pipeline failed: {error:?}");
+            if row.get::<_, bool>(0) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the target did not reach {goal} in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A pipeline running in this process.
+pub struct Running {
+    pub stop: watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<Result<(), PipelineError>>,
+    pub metrics: Arc<PipelineMetrics>,
+}
+
+pub fn start(pipeline: Pipeline) -> Running {
+    let (stop, rx) = watch::channel(false);
+    let metrics = PipelineMetrics::new(&pipeline.name);
+    let m = metrics.clone();
+    let task = tokio::spawn(async move { replication::pipeline::run(&pipeline, rx, m).await });
+    Running {
+        stop,
+        task,
+        metrics,
+    }
+}
+
+impl Running {
+    pub async fn stop(self) -> Result<(), PipelineError> {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("the pipeline stops")
+            .unwrap()
+    }
+}
+
+/// Every row of `table` as text, in `order`.
+pub async fn rows(client: &Client, table: &str, order: &str) -> Vec<String> {
+    client
+        .query(
+            &format!("SELECT t::text FROM {table} t ORDER BY {order}"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
