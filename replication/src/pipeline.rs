@@ -34,6 +34,32 @@ const IDLE_RECORD_EVERY: Duration = Duration::from_secs(1);
 /// How often the slot's retained WAL is checked.
 const SLOT_CHECK_EVERY: Duration = Duration::from_secs(10);
 
+/// A process killed a moment ago may hold its slot and origin until the server notices the
+/// closed connection: wait this long before calling them in use.
+const RELEASE_WAIT: Duration = Duration::from_secs(15);
+
+async fn wait_slot_released(
+    client: &tokio_postgres::Client,
+    slot: &str,
+) -> Result<(), PipelineError> {
+    let deadline = Instant::now() + RELEASE_WAIT;
+    loop {
+        match src::slot_status(client, slot)
+            .await?
+            .and_then(|s| s.active_pid)
+        {
+            None => return Ok(()),
+            Some(pid) if Instant::now() >= deadline => {
+                return Err(PipelineError::SlotInUse {
+                    slot: slot.to_string(),
+                    pid,
+                });
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 struct Resolved {
     mapping: crate::config::Table,
     source: TableInfo,
@@ -74,7 +100,26 @@ async fn run_with(
     let tables = resolve(pipeline, &source_client, &target_client).await?;
     let names: Vec<QualifiedName> = tables.iter().map(|t| t.source.name.clone()).collect();
     src::ensure_publication(&source_client, &pipeline.publication(), &names).await?;
-    src::use_origin(&target_client, &pipeline.origin()).await?;
+    target_client
+        .batch_execute(&format!(
+            "SET application_name = 'fig-replication-{}'",
+            pipeline.name
+        ))
+        .await
+        .map_err(target("naming the session"))?;
+    let deadline = Instant::now() + RELEASE_WAIT;
+    loop {
+        match src::use_origin(&target_client, &pipeline.origin()).await {
+            Err(PipelineError::Target { source, .. })
+                if source.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => break other?,
+        }
+    }
+    wait_slot_released(&source_client, &pipeline.slot()).await?;
 
     let slot = pipeline.slot();
     let replication_config = ReplicationConfig::from_url(&pipeline.source)?
@@ -98,7 +143,6 @@ async fn run_with(
             .await?
         }
     };
-    metrics.set_phase("streaming");
     let publication = publication_names_option(&[pipeline.publication().as_str()]);
     let stream = connection
         .start_logical_replication(
@@ -108,6 +152,8 @@ async fn run_with(
         )
         .await?;
     tracing::info!(pipeline = %pipeline.name, from = %format_lsn(start_lsn), "streaming");
+    state::clear_error(&target_client, &pipeline.name).await?;
+    metrics.set_phase("streaming");
     let applier = Applier::new(target_client, &pipeline.name, pipeline.batch_rows);
     let mappings: HashMap<QualifiedName, Resolved> = tables
         .into_iter()
@@ -388,6 +434,16 @@ impl Streamer<'_> {
     }
 
     async fn housekeeping(&mut self) -> Result<(), PipelineError> {
+        // Skipped transactions (echoes, already applied) leave nothing to commit: once idle,
+        // confirm past them too, or the slot would hold their WAL until the next keepalive.
+        let idle = !self.in_source_transaction && !self.applier.in_transaction();
+        if idle && self.received > self.flushed {
+            state::record_idle(self.applier.client(), &self.pipeline.name, self.received).await?;
+            tracing::debug!(pipeline = %self.pipeline.name, lsn = %format_lsn(self.received), "confirmed while idle");
+            self.flushed = self.received;
+            self.last_idle_record = Instant::now();
+            self.send_status(false).await?;
+        }
         if self.last_status.elapsed() >= STATUS_EVERY {
             self.send_status(false).await?;
         }
@@ -440,6 +496,7 @@ impl Streamer<'_> {
                     && (reply_requested || self.last_idle_record.elapsed() >= IDLE_RECORD_EVERY)
                 {
                     state::record_idle(self.applier.client(), &self.pipeline.name, wal_end).await?;
+                    tracing::debug!(pipeline = %self.pipeline.name, lsn = %format_lsn(wal_end), "confirmed the idle end of WAL");
                     self.flushed = wal_end;
                     self.last_idle_record = Instant::now();
                 }
@@ -457,11 +514,13 @@ impl Streamer<'_> {
                 self.in_source_transaction = true;
                 // Applied before a crash: the position committed with it is past this commit.
                 self.skipping = begin.final_lsn < self.flushed;
+                tracing::debug!(pipeline = %self.pipeline.name, xid = begin.xid, final_lsn = %format_lsn(begin.final_lsn), skipping = self.skipping, "begin");
                 if self.group_started.is_none() {
                     self.group_started = Some(Instant::now());
                 }
             }
             LogicalMessage::Origin(origin) => {
+                tracing::debug!(pipeline = %self.pipeline.name, origin = %origin.name, "origin");
                 if self.skip_origins.contains(&origin.name) {
                     self.skipping = true;
                 }

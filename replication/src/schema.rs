@@ -112,7 +112,7 @@ pub fn plan_columns(
                     return Err(drift(
                         name,
                         format!(
-                            "has no column {target_name:?} to go to in target table {} (add it there, or leave it out with `columns`)",
+                            "has nowhere to go: target table {} has no column {target_name:?} (add it there, or leave the column out with `columns`)",
                             target.name
                         ),
                     ));

@@ -129,10 +129,11 @@ pub async fn drop_publication(client: &Client, name: &str) -> Result<(), Pipelin
         .map_err(source(format!("dropping publication {name}")))
 }
 
-/// The source's current end of WAL.
+/// The source's current end of WAL: the insert position, which (unlike the write position) is
+/// past every committed transaction even with `synchronous_commit = off`.
 pub async fn current_lsn(client: &Client) -> Result<u64, PipelineError> {
     let row = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await
         .map_err(source("reading the current WAL position"))?;
     Ok(parse_lsn(row.get::<_, &str>(0)).unwrap_or(0))

@@ -154,6 +154,18 @@ pub async fn record_error(client: &Client, pipeline: &str, error: &str) {
         .await;
 }
 
+/// The pipeline runs again: an earlier stop's reason no longer applies.
+pub async fn clear_error(client: &Client, pipeline: &str) -> Result<(), PipelineError> {
+    client
+        .execute(
+            "UPDATE fig_replication.pipelines SET last_error = NULL, updated_at = now() WHERE name = $1",
+            &[&pipeline],
+        )
+        .await
+        .map_err(target("clearing the last error"))?;
+    Ok(())
+}
+
 pub async fn forget(client: &Client, pipeline: &str) -> Result<(), PipelineError> {
     client
         .execute(

@@ -72,3 +72,197 @@ async fn copies_then_streams_every_kind_of_change() {
     );
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn schema_drift_stops_the_pipeline_naming_the_column_and_loses_nothing() {
+    let pair = Pair::new("drift", ALBUMS).await;
+    let running = start(pair.pipeline(&["shop.albums"]));
+    pair.caught_up().await;
+    pair.src
+        .batch_execute(
+            "ALTER TABLE shop.albums ADD COLUMN colour text;
+             INSERT INTO shop.albums (id, title, colour) VALUES (1, 'Blue Train', 'blue');",
+        )
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(support::DEADLINE, running.task)
+        .await
+        .expect("the pipeline stops by itself")
+        .unwrap();
+    let error = result.expect_err("drift is an error");
+    match &error {
+        replication::error::PipelineError::Drift { table, column, .. } => {
+            assert_eq!((table.as_str(), column.as_str()), ("shop.albums", "colour"));
+        }
+        other => panic!("expected drift, got {other}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains("schema drift in shop.albums: column \"colour\""),
+        "{message}"
+    );
+    let recorded: Option<String> = pair
+        .dst
+        .query_one("SELECT last_error FROM fig_replication.pipelines", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        recorded.as_deref(),
+        Some(message.as_str()),
+        "status shows why it stopped"
+    );
+    assert_eq!(
+        rows(&pair.dst, "shop.albums", "id").await.len(),
+        0,
+        "nothing half-applied"
+    );
+
+    // Fixed on the target: the slot kept the change, so it arrives.
+    pair.dst
+        .batch_execute("ALTER TABLE shop.albums ADD COLUMN colour text")
+        .await
+        .unwrap();
+    let running = start(pair.pipeline(&["shop.albums"]));
+    running.streaming().await;
+    pair.caught_up().await;
+    assert_eq!(
+        rows(&pair.dst, "shop.albums", "id").await,
+        rows(&pair.src, "shop.albums", "id").await
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_two_way_pair_converges_without_echo() {
+    let pair = Pair::new("twoway", ALBUMS).await;
+    pair.src
+        .batch_execute("INSERT INTO shop.albums (id, title) VALUES (1, 'from the monolith')")
+        .await
+        .unwrap();
+    let forward_name = format!("{}_f", pair.name);
+    let reverse_name = format!("{}_r", pair.name);
+    let mut forward = pair.pipeline(&["shop.albums"]);
+    forward.name = forward_name.clone();
+    forward.skip_origins_of = vec![reverse_name.clone()];
+    let mut reverse = forward.clone();
+    reverse.name = reverse_name.clone();
+    reverse.source = pair.target.url().to_string();
+    reverse.target = pair.source.url().to_string();
+    reverse.initial_copy = replication::config::InitialCopy::None;
+    reverse.skip_origins_of = vec![forward_name.clone()];
+    let f = start(forward);
+    support::caught_up(&pair.src, &pair.dst, &forward_name).await;
+    let r = start(reverse);
+    support::caught_up(&pair.dst, &pair.src, &reverse_name).await;
+
+    let writes = [
+        (
+            &pair.dst,
+            "INSERT INTO shop.albums (id, title) VALUES (2, 'from the service')",
+        ),
+        (
+            &pair.src,
+            "UPDATE shop.albums SET title = 'edited in the monolith' WHERE id = 2",
+        ),
+        (
+            &pair.dst,
+            "UPDATE shop.albums SET price = 9.99 WHERE id = 1",
+        ),
+        (&pair.src, "DELETE FROM shop.albums WHERE id = 2"),
+    ];
+    for (side, sql) in writes {
+        side.batch_execute(sql).await.unwrap();
+        support::caught_up(&pair.src, &pair.dst, &forward_name).await;
+        support::caught_up(&pair.dst, &pair.src, &reverse_name).await;
+    }
+    let both = rows(&pair.src, "shop.albums", "id").await;
+    assert_eq!(both, rows(&pair.dst, "shop.albums", "id").await);
+    assert_eq!(both, ["(1,\"from the monolith\",9.99,,,,,,,)"]);
+    // Each side applied exactly the other side's own changes: an echo would add to these
+    // counts (and never stop).
+    assert_eq!(
+        applied(&pair.dst, &forward_name).await,
+        2,
+        "monolith → service"
+    );
+    assert_eq!(
+        applied(&pair.src, &reverse_name).await,
+        2,
+        "service → monolith"
+    );
+    f.stop().await.unwrap();
+    r.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn busy_unpublished_tables_do_not_make_the_slot_retain_wal() {
+    let pair = Pair::new(
+        "idlewal",
+        "CREATE TABLE published (id int PRIMARY KEY); CREATE TABLE busy (id bigserial PRIMARY KEY, pad text);",
+    )
+    .await;
+    let pipeline = pair.pipeline(&["public.published"]);
+    let slot = pipeline.slot();
+    let running = start(pipeline);
+    pair.caught_up().await;
+    let before = support::current_lsn(&pair.src).await;
+    for _ in 0..8 {
+        pair.src
+            .batch_execute(
+                "INSERT INTO busy (pad) SELECT repeat('x', 200) FROM generate_series(1, 20000)",
+            )
+            .await
+            .unwrap();
+    }
+    let written: i64 = pair
+        .src
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint",
+            &[&before],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        written > 32 * 1024 * 1024,
+        "the busy table wrote {written} bytes of WAL"
+    );
+    // The slot's restart position follows the confirmed one once the server logs the running
+    // transactions (a checkpoint does): poll, checkpointing, until it has moved past the burst.
+    let bound: i64 = 8 * 1024 * 1024;
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    loop {
+        pair.src.batch_execute("CHECKPOINT").await.unwrap();
+        let retained: i64 = pair
+            .src
+            .query_one(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+                   FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if retained < bound {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot still retains {retained} bytes after a {written}-byte burst elsewhere"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    running.stop().await.unwrap();
+}
+
+async fn applied(client: &tokio_postgres::Client, name: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT rows_applied FROM fig_replication.pipelines WHERE name = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}

@@ -89,9 +89,11 @@ impl Pair {
     }
 }
 
+/// The insert position: with `synchronous_commit = off` (the test clusters) the write position
+/// can trail a committed transaction.
 pub async fn current_lsn(client: &Client) -> String {
     client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await
         .unwrap()
         .get(0)
@@ -134,6 +136,10 @@ pub struct Running {
 }
 
 pub fn start(pipeline: Pipeline) -> Running {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let (stop, rx) = watch::channel(false);
     let metrics = PipelineMetrics::new(&pipeline.name);
     let m = metrics.clone();
@@ -146,6 +152,22 @@ pub fn start(pipeline: Pipeline) -> Running {
 }
 
 impl Running {
+    /// Waits until the pipeline streams (its copy done, any earlier error cleared).
+    pub async fn streaming(&self) {
+        let deadline = Instant::now() + DEADLINE;
+        while self.metrics.phase() != "streaming" {
+            assert!(
+                !self.task.is_finished(),
+                "the pipeline ended before streaming"
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the pipeline did not start streaming"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn stop(self) -> Result<(), PipelineError> {
         let _ = self.stop.send(true);
         tokio::time::timeout(DEADLINE, self.task)
