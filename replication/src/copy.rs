@@ -33,12 +33,50 @@ pub async fn copy_all(
     snapshot: &str,
     jobs: Vec<CopyJob>,
 ) -> Result<i64, PipelineError> {
+    let tables: Vec<QualifiedName> = jobs.iter().map(|j| j.plan.target.clone()).collect();
+    clear_targets(target_url, &tables).await?;
     let results: Vec<i64> = futures_util::stream::iter(jobs)
         .map(|job| copy_table(source_url, target_url, snapshot, job))
         .buffer_unordered(PARALLEL)
         .try_collect()
         .await?;
     Ok(results.iter().sum())
+}
+
+/// Empties the target tables, all in one statement so foreign keys among them don't object;
+/// when a table outside the pipeline refers to one of them, row by row instead (with triggers,
+/// and so foreign-key checks, off: the rows come back with the copy).
+async fn clear_targets(target_url: &str, tables: &[QualifiedName]) -> Result<(), PipelineError> {
+    let to = connect(target_url)
+        .await
+        .map_err(target("connecting to empty the target tables"))?;
+    let list: Vec<String> = tables.iter().map(QualifiedName::quoted).collect();
+    let truncate = format!("TRUNCATE {}", list.join(", "));
+    match to.batch_execute(&truncate).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED) => {
+            let deletes: Vec<String> = list.iter().map(|t| format!("DELETE FROM {t};")).collect();
+            to.batch_execute(&format!(
+                "BEGIN; SET LOCAL session_replication_role = replica; {} COMMIT;",
+                deletes.join(" ")
+            ))
+            .await
+            .map_err(target("emptying the target tables"))
+        }
+        Err(e) => Err(target("emptying the target tables")(e)),
+    }
+}
+
+/// Applies rows the way PostgreSQL's own apply worker does: as a replica, so triggers and
+/// foreign-key checks (which depend on the order tables are copied or batches written) stay
+/// off. Needs superuser; without it the session keeps the default and says so.
+pub async fn act_as_replica(client: &Client) {
+    if let Err(e) = client
+        .batch_execute("SET session_replication_role = replica")
+        .await
+    {
+        tracing::warn!(error = %e, "could not set session_replication_role = replica: foreign keys between copied tables may reject rows arriving out of order");
+    }
 }
 
 async fn copy_table(
@@ -60,6 +98,7 @@ async fn copy_table(
     let to = connect(target_url)
         .await
         .map_err(target("connecting for the initial copy"))?;
+    act_as_replica(&to).await;
 
     let mut source_list = Vec::new();
     let mut target_list = Vec::new();
@@ -85,9 +124,9 @@ async fn copy_table(
         target_list.join(", ")
     );
     tracing::info!(table = %plan.source, into = %plan.target, estimate = job.estimate, binary = job.same_types, "initial copy started");
-    to.batch_execute(&format!("BEGIN; TRUNCATE {}", plan.target.quoted()))
+    to.batch_execute("BEGIN")
         .await
-        .map_err(target(format!("emptying {}", plan.target)))?;
+        .map_err(target(format!("copying into {}", plan.target)))?;
     let rows = pump(&from, &to, &read, &write, &plan.target).await?;
     to.batch_execute("COMMIT")
         .await

@@ -107,6 +107,7 @@ async fn run_with(
         ))
         .await
         .map_err(target("naming the session"))?;
+    copy::act_as_replica(&target_client).await;
     let deadline = Instant::now() + RELEASE_WAIT;
     loop {
         match src::use_origin(&target_client, &pipeline.origin()).await {
