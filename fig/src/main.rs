@@ -1,6 +1,6 @@
 //! `fig`: the operator CLI of the strangler-fig toolkit.
 
-mod copy;
+mod replicate;
 mod toggle;
 mod up;
 
@@ -24,6 +24,40 @@ enum Command {
     Up(up::UpArgs),
     /// Flip and inspect the router's toggles through its admin API.
     Toggle(toggle::ToggleArgs),
+    /// Operate replication pipelines: run, status, drop, verify.
+    Replication {
+        #[command(subcommand)]
+        command: replication::cli::Command,
+    },
+    /// Run the pipelines of a file until Ctrl-C (same as `fig replication run`).
+    Replicate {
+        #[command(flatten)]
+        select: replication::cli::Select,
+        /// Serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
+    },
+    /// Compare pipelines' source and target tables (same as `fig replication verify`).
+    Verify {
+        #[command(flatten)]
+        select: replication::cli::Select,
+        /// At most this many differing keys per table.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+/// Runs a replication command on a fresh runtime and exits with its code when it is not 0.
+fn replication(command: replication::cli::Command) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let code = runtime.block_on(replication::cli::main(command));
+    if code != 0 {
+        std::process::exit(i32::from(code));
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +71,16 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up(args) => up::run(args),
         Command::Toggle(args) => toggle::run(args),
+        Command::Replication { command } => replication(command),
+        Command::Replicate {
+            select,
+            metrics_listen,
+        } => replication(replication::cli::Command::Run {
+            select,
+            metrics_listen,
+        }),
+        Command::Verify { select, limit } => {
+            replication(replication::cli::Command::Verify { select, limit })
+        }
     }
 }

@@ -11,7 +11,7 @@ use monolith::seed::{self, SeedSize};
 use monolith::{Backend, Integrations};
 use platform::{PoolConfig, WriteMode};
 
-use crate::copy::seed_service_copy;
+use crate::replicate;
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
@@ -39,6 +39,13 @@ pub struct UpArgs {
     /// Where the router's admin API listens.
     #[arg(long, env = "FIG_ADMIN_ADDR", default_value = "127.0.0.1:7100")]
     admin_addr: SocketAddr,
+    /// Where the replication pipelines' Prometheus metrics are served.
+    #[arg(
+        long,
+        env = "FIG_REPLICATION_METRICS_ADDR",
+        default_value = "127.0.0.1:7200"
+    )]
+    replication_metrics_addr: SocketAddr,
     /// Run as after cutover: the services own their writes, and the monolith's orders take
     /// stock from the catalog service (saga) and remove wishlist items through the wishlist
     /// service (outbox). Default: the services are read replicas and the monolith owns writes.
@@ -64,6 +71,7 @@ struct Listeners {
     wishlist: TcpListener,
     router: TcpListener,
     admin: TcpListener,
+    replication_metrics: TcpListener,
 }
 
 /// Every service's base URL.
@@ -116,20 +124,24 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         migrated.with_context(|| format!("migrating the {what} database"))?;
     }
     let seeded = seed_if_empty(&cluster, &args)?;
-    seed_service_copy(
-        &cluster,
-        "catalog",
-        MONOLITH_DB,
-        CATALOG_DB,
-        "catalog.albums",
+    // The services' databases follow the monolith's through the default replication pipelines
+    // (or, after cutover, stream back to it): started in `serve`, written down here for
+    // `fig replication ... --config`.
+    let pipelines = replicate::musiccorp(
+        &cluster.url(MONOLITH_DB),
+        &cluster.url(CATALOG_DB),
+        &cluster.url(WISHLIST_DB),
     )?;
-    seed_service_copy(
-        &cluster,
-        "wishlist",
-        MONOLITH_DB,
-        WISHLIST_DB,
-        "wishlist.items",
-    )?;
+    let config_dir = tempfile::Builder::new()
+        .prefix("fig-replication-")
+        .tempdir()
+        .context("creating a directory for the replication config")?;
+    let effective: Vec<replication::config::Pipeline> = if args.cutover {
+        pipelines.iter().map(replicate::reverse).collect()
+    } else {
+        pipelines.clone()
+    };
+    let config_file = replicate::write_config(config_dir.path(), &effective)?;
     ensure_toggles(&cluster, args.cutover)?;
 
     let listeners = Listeners {
@@ -138,6 +150,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         wishlist: bind(args.wishlist_addr, "wishlist service", "--wishlist-addr")?,
         router: bind(args.router_addr, "router", "--router-addr")?,
         admin: bind(args.admin_addr, "router admin API", "--admin-addr")?,
+        replication_metrics: bind(
+            args.replication_metrics_addr,
+            "replication metrics",
+            "--replication-metrics-addr",
+        )?,
     };
     let urls = Urls {
         monolith: url(&listeners.monolith)?,
@@ -169,6 +186,24 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  monolith   {}", urls.monolith);
     println!("  catalog    {}", urls.catalog);
     println!("  wishlist   {}", urls.wishlist);
+    println!(
+        "  replication {} ({}; metrics http://{}/metrics)",
+        effective
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if args.cutover {
+            "services -> monolith"
+        } else {
+            "monolith -> services"
+        },
+        listeners.replication_metrics.local_addr()?
+    );
+    println!(
+        "     fig replication status --config {}",
+        config_file.display()
+    );
     println!("Try: curl '{}/catalog/albums?limit=3'", urls.router);
     println!(
         "     fig toggle --admin-url {} --token {token} enable catalog.reads --reason demo",
@@ -176,7 +211,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("Press Ctrl-C to stop.");
 
-    let served = serve(&cluster, listeners, &args, &urls, token);
+    let served = serve(&cluster, listeners, &args, &urls, token, &pipelines);
     // Stop PostgreSQL even when serving failed.
     let stopped = cluster.stop().context("stopping PostgreSQL");
     served?;
@@ -260,6 +295,7 @@ fn serve(
     args: &UpArgs,
     urls: &Urls,
     token: String,
+    pipelines: &[replication::config::Pipeline],
 ) -> anyhow::Result<()> {
     let pool = |db: &str| platform::build_pool(&cluster.url(db), PoolConfig::default());
     let (monolith_pool, catalog_pool, wishlist_pool) =
@@ -325,6 +361,23 @@ fn serve(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Replication first: the services answer from their databases, so those should hold
+        // the monolith's data (the initial copy done) before anyone can ask.
+        let limit = Duration::from_secs(300);
+        let replicating = if args.cutover {
+            replicate::cutover(pipelines, limit).await?
+        } else {
+            let r = replicate::start(pipelines);
+            r.streaming(limit).await?;
+            r
+        };
+        listeners.replication_metrics.set_nonblocking(true)?;
+        let metrics_listener = tokio::net::TcpListener::from_std(listeners.replication_metrics)?;
+        let metrics_server = tokio::spawn(replication::metrics::serve(
+            metrics_listener,
+            replicating.metrics().to_vec(),
+        ));
+        eprintln!("fig: replication streaming");
         let router =
             router::run::start_on(router_config, listeners.router, listeners.admin).await?;
         let servers = [
@@ -343,6 +396,8 @@ fn serve(
         for server in running {
             server.await??;
         }
+        metrics_server.abort();
+        replicating.stop().await;
         anyhow::Ok(())
     })
 }

@@ -33,6 +33,8 @@ impl Stack {
                 "127.0.0.1:0",
                 "--admin-addr",
                 "127.0.0.1:0",
+                "--replication-metrics-addr",
+                "127.0.0.1:0",
             ])
             .args(extra)
             .stdout(Stdio::piped())
@@ -92,6 +94,16 @@ impl Stack {
                 "fig did not exit within {timeout:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Stack {
+    /// A failed test must not leave its stack running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -383,4 +395,95 @@ fn a_killed_fig_leaves_no_server_behind() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn patch(url: &str, body: serde_json::Value) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        reqwest::Client::new()
+            .patch(url)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+            .status()
+            .as_u16()
+    })
+}
+
+fn text(url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { reqwest::get(url).await.unwrap().text().await.unwrap() })
+}
+
+#[test]
+fn the_services_follow_the_monolith_through_replication() {
+    let stack = Stack::start(&[]);
+    let monolith = stack.value("monolith");
+    let catalog = stack.value("catalog");
+    assert_eq!(
+        patch(
+            &format!("{monolith}/catalog/albums/1"),
+            serde_json::json!({"stock": 4242})
+        ),
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, album) = get(&format!("{catalog}/catalog/albums/1"));
+        if album["stock"] == 4242 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the catalog service still shows {album}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let config = stack.value("fig replication status --config");
+    let status = Command::new(env!("CARGO_BIN_EXE_fig"))
+        .args(["replication", "status", "--config", &config])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{out}");
+    for pipeline in ["catalog", "wishlist"] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(pipeline) && l.contains("streaming")),
+            "{out}"
+        );
+    }
+    let verify = Command::new(env!("CARGO_BIN_EXE_fig"))
+        .args(["verify", "--config", &config])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{report}");
+    assert!(
+        report.contains("catalog.albums -> catalog.albums"),
+        "{report}"
+    );
+
+    let line = stack
+        .banner
+        .iter()
+        .find(|l| l.contains("/metrics"))
+        .expect("a metrics line");
+    let start = line.find("http://").unwrap();
+    let end = line[start..].find(')').unwrap() + start;
+    let metrics = text(&line[start..end]);
+    assert!(
+        metrics.contains("fig_replication_up{pipeline=\"catalog\",phase=\"streaming\"} 1"),
+        "{metrics}"
+    );
+    stack.signal(Signal::SIGINT);
+    assert!(stack.wait(Duration::from_secs(60)).success());
 }

@@ -1,7 +1,6 @@
 //! The command line, shared by the `replication` binary and `fig replication ...`.
 
 use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -104,18 +103,21 @@ pub fn stop_on_signal() -> watch::Receiver<bool> {
     rx
 }
 
-pub async fn main(cli: Cli) -> ExitCode {
-    match run(cli).await {
-        Ok(code) => code,
+/// Runs a command; the process exit code: 0 success, 1 pipelines failed or differ, 2 usage or
+/// setup error.
+pub async fn main(command: Command) -> u8 {
+    match run(command).await {
+        Ok(true) => 0,
+        Ok(false) => 1,
         Err(message) => {
             eprintln!("error: {message}");
-            ExitCode::from(2)
+            2
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, String> {
-    match cli.command {
+async fn run(command: Command) -> Result<bool, String> {
+    match command {
         Command::Run {
             select,
             metrics_listen,
@@ -137,11 +139,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             for (name, e) in &failures {
                 eprintln!("pipeline {name}: {e}");
             }
-            Ok(if failures.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(failures.is_empty())
         }
         Command::Status { select } => {
             let pipelines = pipelines(&select)?;
@@ -151,7 +149,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             {
                 println!("{s}");
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(true)
         }
         Command::Drop { select } => {
             let pipelines = pipelines(&select)?;
@@ -167,7 +165,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                     p.origin()
                 );
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(true)
         }
         Command::Verify { select, limit } => {
             let pipelines = pipelines(&select)?;
@@ -179,11 +177,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 println!("pipeline {}:\n{report}", p.name);
                 equal &= report.equal();
             }
-            Ok(if equal {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(equal)
         }
     }
 }

@@ -13,5 +13,5 @@ use clap::Parser;
 async fn main() -> ExitCode {
     replication::cli::init_logging();
     let cli = replication::cli::Cli::parse();
-    replication::cli::main(cli).await
+    ExitCode::from(replication::cli::main(cli.command).await)
 }

@@ -1,0 +1,198 @@
+//! Replication in `fig up`: the services' databases kept as live copies of the monolith's
+//! tables by the default pipelines (data-first split), or after cutover the reverse: the
+//! services' changes streamed back to the monolith, so a rollback loses nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use replication::config::{self, InitialCopy, Pipeline, Table};
+use replication::error::PipelineError;
+use replication::metrics::PipelineMetrics;
+use tokio::sync::watch;
+
+/// The MusicCorp pipelines for a cluster's databases.
+pub fn musiccorp(monolith: &str, catalog: &str, wishlist: &str) -> anyhow::Result<Vec<Pipeline>> {
+    Ok(config::parse(config::MUSICCORP, |name| match name {
+        "FIG_MONOLITH_DATABASE_URL" => Some(monolith.to_string()),
+        "FIG_CATALOG_DATABASE_URL" => Some(catalog.to_string()),
+        "FIG_WISHLIST_DATABASE_URL" => Some(wishlist.to_string()),
+        _ => None,
+    })?)
+}
+
+/// The stream in the other direction: the service's tables back into the monolith, from now
+/// on (no copy: the monolith already holds the data), ignoring what the forward stream applied.
+pub fn reverse(forward: &Pipeline) -> Pipeline {
+    Pipeline {
+        name: format!("{}_reverse", forward.name),
+        source: forward.target.clone(),
+        target: forward.source.clone(),
+        publication: None,
+        slot: None,
+        initial_copy: InitialCopy::None,
+        skip_origins_of: vec![forward.name.clone()],
+        batch_rows: forward.batch_rows,
+        retained_wal_warn_mib: forward.retained_wal_warn_mib,
+        tables: forward
+            .tables
+            .iter()
+            .map(|t| Table {
+                source: t.target_name().to_string(),
+                target: Some(t.source.clone()),
+                columns: t.columns.as_ref().map(|cols| {
+                    cols.iter()
+                        .filter_map(|c| t.target_column(c).map(str::to_string))
+                        .collect()
+                }),
+                rename: t
+                    .rename
+                    .iter()
+                    .map(|(from, to)| (to.clone(), from.clone()))
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Pipelines running in this process.
+pub struct Replicating {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), PipelineError>>>,
+    metrics: Vec<Arc<PipelineMetrics>>,
+}
+
+pub fn start(pipelines: &[Pipeline]) -> Replicating {
+    let (stop, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut metrics = Vec::new();
+    for p in pipelines {
+        let m = PipelineMetrics::new(&p.name);
+        let (p, rx, task_metrics) = (p.clone(), rx.clone(), m.clone());
+        tasks.push(tokio::spawn(async move {
+            let result = replication::pipeline::run(&p, rx, task_metrics).await;
+            if let Err(e) = &result {
+                tracing::error!(pipeline = %p.name, error = %e, "replication pipeline stopped");
+                eprintln!("fig: replication pipeline {} stopped: {e}", p.name);
+            }
+            result
+        }));
+        metrics.push(m);
+    }
+    Replicating {
+        stop,
+        tasks,
+        metrics,
+    }
+}
+
+impl Replicating {
+    /// Waits until every pipeline streams (its initial copy done).
+    pub async fn streaming(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        for (m, task) in self.metrics.iter().zip(&self.tasks) {
+            while m.phase() != "streaming" {
+                if task.is_finished() {
+                    anyhow::bail!("replication pipeline {} stopped before streaming", m.name);
+                }
+                if Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "replication pipeline {} is still {} after {limit:?}",
+                        m.name,
+                        m.phase()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn metrics(&self) -> &[Arc<PipelineMetrics>] {
+        &self.metrics
+    }
+
+    /// Stops every pipeline cleanly (what is applied stays applied).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// After cutover: make sure the services hold the data once (the forward copy, unless the
+/// reverse stream already exists, which means the services own newer data), retire the
+/// forward stream, and start the reverse ones.
+pub async fn cutover(forward: &[Pipeline], limit: Duration) -> anyhow::Result<Replicating> {
+    let reverse: Vec<Pipeline> = forward.iter().map(reverse).collect();
+    let mut copy_first = Vec::new();
+    for (f, r) in forward.iter().zip(&reverse) {
+        if !has_state(&r.target, &r.name).await? {
+            copy_first.push(f.clone());
+        }
+    }
+    if !copy_first.is_empty() {
+        let copying = start(&copy_first);
+        copying.streaming(limit).await?;
+        copying.stop().await;
+        for f in &copy_first {
+            replication::ops::drop(f)
+                .await
+                .with_context(|| format!("retiring the forward pipeline {}", f.name))?;
+        }
+    }
+    Ok(start(&reverse))
+}
+
+async fn has_state(url: &str, pipeline: &str) -> anyhow::Result<bool> {
+    let client = replication::source::connect(url).await?;
+    let row = client
+        .query_one(
+            "SELECT to_regclass('fig_replication.pipelines') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    if !row.get::<_, bool>(0) {
+        return Ok(false);
+    }
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM fig_replication.pipelines WHERE name = $1",
+            &[&pipeline],
+        )
+        .await?
+        .is_some())
+}
+
+/// The effective pipeline file, for `fig replication ... --config`.
+pub fn write_config(
+    dir: &std::path::Path,
+    pipelines: &[Pipeline],
+) -> anyhow::Result<std::path::PathBuf> {
+    let mut text = String::from("# Written by `fig up`: the pipelines it runs.\n");
+    for p in pipelines {
+        text.push_str(&format!(
+            "\n[[pipelines]]\nname = {:?}\nsource = {:?}\ntarget = {:?}\n",
+            p.name, p.source, p.target
+        ));
+        if p.initial_copy == InitialCopy::None {
+            text.push_str("initial_copy = \"none\"\n");
+        }
+        if !p.skip_origins_of.is_empty() {
+            text.push_str(&format!("skip_origins_of = {:?}\n", p.skip_origins_of));
+        }
+        for t in &p.tables {
+            text.push_str(&format!(
+                "\n[[pipelines.tables]]\nsource = {:?}\n",
+                t.source
+            ));
+            if let Some(target) = &t.target {
+                text.push_str(&format!("target = {target:?}\n"));
+            }
+        }
+    }
+    let path = dir.join("pipelines.toml");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
