@@ -173,7 +173,7 @@ async fn status_metrics_and_drop_report_and_clean_up() {
     assert!(status[0].retained_wal_bytes.is_some(), "{line}");
     assert!(status[0].lag_bytes.is_some_and(|b| b >= 0), "{line}");
 
-    let text = replication::metrics::render(&[running.metrics.clone()]);
+    let text = replication::metrics::render(std::slice::from_ref(&running.metrics));
     let name = &pipeline.name;
     assert!(
         text.contains(&format!(
