@@ -1,4 +1,4 @@
-//! Starting a router instance: the data port (hyper), the admin port (actix-web), and the toggle
+//! Starting a router instance: the data port (our HTTP/1.1 core), the admin port (actix-web), and the toggle
 //! sync, all on the current Tokio runtime.
 
 use std::net::SocketAddr;
