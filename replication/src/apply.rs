@@ -5,16 +5,16 @@
 //! crash the target holds either all of a source transaction and its LSN, or neither (ADR 0008).
 //!
 //! Rows are batched: consecutive changes of one kind to one table go out together, as a
-//! pipelined run of prepared statements, or for large batches as one `COPY` (inserts) or a
+//! run of statements sent with the rest of the transaction in one round trip, or for large batches
+//! as one `COPY` (inserts) or a
 //! `COPY` into a staging table and one set-based `UPDATE`/`DELETE`. Values travel in pgoutput's
 //! text form and are cast to the target column's type by the database, so every type works.
 
 use std::collections::{HashMap, HashSet};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::{SinkExt, future::try_join_all};
-use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Statement};
+use futures_util::SinkExt;
+use tokio_postgres::Client;
 
 use crate::config::quote_ident;
 use crate::error::{PipelineError, target};
@@ -24,6 +24,16 @@ use crate::state;
 
 /// Batches at least this large take the COPY path.
 const BULK_ROWS: usize = 256;
+/// Gathered statements are sent once they reach this size, even mid-transaction.
+const SQL_FLUSH_BYTES: usize = 1 << 20;
+
+/// A SQL string literal (standard_conforming_strings: only quotes are doubled), or NULL.
+fn literal(value: Option<&str>) -> String {
+    match value {
+        None => "NULL".to_string(),
+        Some(v) => format!("'{}'", v.replace('\'', "''")),
+    }
+}
 
 /// One row change, values still in pgoutput form.
 #[derive(Debug, Clone)]
@@ -58,7 +68,9 @@ pub struct Applier {
     pipeline: String,
     batch_rows: usize,
     plans: HashMap<u32, RelPlan>,
-    statements: HashMap<StatementKey, Statement>,
+    /// Statements not yet sent: a whole group of small source transactions, BEGIN to COMMIT,
+    /// goes to the target in one round trip.
+    sql: String,
     batch: Vec<Row>,
     batch_key: Option<StatementKey>,
     /// Identity values in the current batch: a second change to the same row starts a new
@@ -95,7 +107,7 @@ impl Applier {
             pipeline: pipeline.to_string(),
             batch_rows,
             plans: HashMap::new(),
-            statements: HashMap::new(),
+            sql: String::new(),
             batch: Vec::new(),
             batch_key: None,
             batch_identities: HashSet::new(),
@@ -120,7 +132,6 @@ impl Applier {
         {
             self.flush().await?;
         }
-        self.statements.retain(|k, _| k.relation != relation);
         self.plans.insert(relation, plan);
         Ok(())
     }
@@ -139,14 +150,23 @@ impl Applier {
 
     async fn begin(&mut self) -> Result<(), PipelineError> {
         if !self.in_transaction {
-            self.client
-                .batch_execute("BEGIN")
-                .await
-                .map_err(target("beginning a transaction"))?;
+            self.sql.push_str("BEGIN;\n");
             self.in_transaction = true;
             self.rows_in_transaction = 0;
         }
         Ok(())
+    }
+
+    /// Sends the statements gathered so far (one round trip).
+    async fn send_sql(&mut self) -> Result<(), PipelineError> {
+        if self.sql.is_empty() {
+            return Ok(());
+        }
+        let sql = std::mem::take(&mut self.sql);
+        self.client
+            .batch_execute(&sql)
+            .await
+            .map_err(target("applying changes"))
     }
 
     /// Adds one change; writes the batch when it is full or the change does not fit it.
@@ -241,10 +261,8 @@ impl Applier {
             },
             if cascade { " CASCADE" } else { "" }
         );
-        self.client
-            .batch_execute(&sql)
-            .await
-            .map_err(target(format!("applying {sql}")))?;
+        self.sql.push_str(&sql);
+        self.sql.push_str(";\n");
         self.rows_in_transaction += 1;
         Ok(())
     }
@@ -271,19 +289,17 @@ impl Applier {
         let Some((lsn, commit_time)) = self.pending.take() else {
             return Ok(None);
         };
-        state::record_applied(
-            &self.client,
+        self.sql.push_str(&state::applied_sql(
             &self.pipeline,
             lsn,
             commit_time,
             self.rows_in_transaction,
-        )
-        .await?;
-        self.client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(target("committing"))?;
+        ));
+        self.sql.push_str("COMMIT;\n");
+        // The transaction ends here whether or not the round trip succeeds: on failure the
+        // pipeline stops and the target rolled back.
         self.in_transaction = false;
+        self.send_sql().await?;
         Ok(Some(lsn))
     }
 
@@ -299,56 +315,33 @@ impl Applier {
         }
         let plan = self.plans[&key.relation].clone();
         let bulk = rows.len() >= BULK_ROWS && !plan.full_identity;
-        match (&key.kind, bulk) {
-            (Kind::Insert, true) => self.copy_insert(&plan, &rows).await,
-            (Kind::Update(untouched), true) => self.staged(&plan, &rows, Some(untouched)).await,
-            (Kind::Delete, true) => self.staged(&plan, &rows, None).await,
-            _ => self.per_row(&key, &plan, &rows).await,
+        if !bulk {
+            return self.append_rows(&key, &plan, &rows).await;
+        }
+        // COPY and the staging statements use the extended protocol: what is gathered goes first.
+        self.send_sql().await?;
+        match &key.kind {
+            Kind::Insert => self.copy_insert(&plan, &rows).await,
+            Kind::Update(untouched) => self.staged(&plan, &rows, Some(untouched)).await,
+            Kind::Delete => self.staged(&plan, &rows, None).await,
         }
     }
 
-    /// A pipelined run of one prepared statement per row.
-    async fn per_row(
+    /// One statement per row, values as quoted literals, added to what goes out at commit.
+    async fn append_rows(
         &mut self,
         key: &StatementKey,
         plan: &RelPlan,
         rows: &[Row],
     ) -> Result<(), PipelineError> {
-        let statement = match self.statements.get(key) {
-            Some(s) => s.clone(),
-            None => {
-                let (sql, params) = statement_sql(plan, &key.kind);
-                let s = self
-                    .client
-                    .prepare_typed(&sql, &vec![Type::TEXT; params])
-                    .await
-                    .map_err(target(format!("preparing {sql}")))?;
-                self.statements.insert(key.clone(), s.clone());
-                s
-            }
-        };
-        let mut calls = Vec::with_capacity(rows.len());
         for row in rows {
             let params = row_params(&key.kind, row)?;
-            let client = &self.client;
-            let statement = &statement;
-            calls.push(async move {
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                    .collect();
-                client.execute(statement, &refs).await
-            });
+            let (sql, _) = statement_sql(plan, &key.kind, &|n| literal(params[n - 1].as_deref()));
+            self.sql.push_str(&sql);
+            self.sql.push_str(";\n");
         }
-        let counts = try_join_all(calls)
-            .await
-            .map_err(target(format!("applying changes to {}", plan.target)))?;
-        if key.kind != Kind::Insert {
-            let missing = counts.iter().filter(|&&n| n == 0).count() as u64;
-            if missing > 0 {
-                self.missing_rows += missing;
-                tracing::warn!(table = %plan.target, missing, "rows to update or delete were not on the target");
-            }
+        if self.sql.len() >= SQL_FLUSH_BYTES {
+            self.send_sql().await?;
         }
         Ok(())
     }
@@ -527,11 +520,12 @@ fn identity_values(plan: &RelPlan, tuple: &Tuple) -> Vec<Option<Bytes>> {
     }
 }
 
-/// The SQL for one row of `kind`, and how many parameters it takes.
-fn statement_sql(plan: &RelPlan, kind: &Kind) -> (String, usize) {
+/// The SQL for one row of `kind` with parameter `n` (1-based) rendered by `param`, and how many
+/// parameters it takes.
+fn statement_sql(plan: &RelPlan, kind: &Kind, param: &dyn Fn(usize) -> String) -> (String, usize) {
     let table = plan.target.quoted();
     let column = |i: usize| quote_ident(&plan.target_columns[i].0);
-    let cast = |n: usize, i: usize| format!("CAST(${n} AS {})", plan.target_columns[i].1);
+    let cast = |n: usize, i: usize| format!("CAST({} AS {})", param(n), plan.target_columns[i].1);
     // Identity columns, as target column indices.
     let identity: Vec<usize> = if plan.full_identity {
         (0..plan.target_columns.len()).collect()
@@ -659,25 +653,36 @@ mod tests {
         }
     }
 
+    fn placeholder(n: usize) -> String {
+        format!("${n}")
+    }
+
+    #[test]
+    fn literals_double_quotes_and_spell_null() {
+        assert_eq!(literal(Some("it's")), "'it''s'");
+        assert_eq!(literal(Some("back\\slash")), "'back\\slash'");
+        assert_eq!(literal(None), "NULL");
+    }
+
     #[test]
     fn statements_cast_text_parameters_to_the_target_types() {
         let p = plan(false);
         assert_eq!(
-            statement_sql(&p, &Kind::Insert),
+            statement_sql(&p, &Kind::Insert, &placeholder),
             (
                 "INSERT INTO \"d\".\"t\" (\"id\", \"title\") VALUES (CAST($1 AS bigint), CAST($2 AS text))".into(),
                 2
             )
         );
         assert_eq!(
-            statement_sql(&p, &Kind::Update(vec![false, true])),
+            statement_sql(&p, &Kind::Update(vec![false, true]), &placeholder),
             (
                 "UPDATE \"d\".\"t\" SET \"id\" = CAST($1 AS bigint) WHERE \"id\" = CAST($2 AS bigint)".into(),
                 2
             )
         );
         assert_eq!(
-            statement_sql(&p, &Kind::Delete),
+            statement_sql(&p, &Kind::Delete, &placeholder),
             (
                 "DELETE FROM \"d\".\"t\" WHERE \"id\" = CAST($1 AS bigint)".into(),
                 1
@@ -687,7 +692,7 @@ mod tests {
 
     #[test]
     fn without_a_key_one_identical_row_is_matched() {
-        let (sql, n) = statement_sql(&plan(true), &Kind::Delete);
+        let (sql, n) = statement_sql(&plan(true), &Kind::Delete, &placeholder);
         assert_eq!(n, 2);
         assert!(
             sql.contains("ctid = (SELECT ctid FROM \"d\".\"t\" WHERE \"id\" IS NOT DISTINCT FROM"),

@@ -11,6 +11,9 @@ use crate::error::{PipelineError, source, target};
 use crate::schema::RelPlan;
 use crate::source::connect;
 
+/// Bytes gathered before each write to the target.
+const COPY_CHUNK: usize = 256 * 1024;
+
 /// How many tables are copied at once.
 pub const PARALLEL: usize = 4;
 
@@ -153,9 +156,20 @@ async fn pump(
         .map_err(target(format!("writing {table}")))?;
     futures_util::pin_mut!(out);
     futures_util::pin_mut!(sink);
+    // COPY OUT hands over one row per message: gather them, so the target gets large writes
+    // rather than a flush per row.
+    let mut pending = bytes::BytesMut::with_capacity(COPY_CHUNK);
     while let Some(chunk) = out.next().await {
         let chunk = chunk.map_err(source(format!("reading {table}")))?;
-        sink.send(chunk)
+        pending.extend_from_slice(&chunk);
+        if pending.len() >= COPY_CHUNK {
+            sink.send(pending.split().freeze())
+                .await
+                .map_err(target(format!("writing {table}")))?;
+        }
+    }
+    if !pending.is_empty() {
+        sink.send(pending.freeze())
             .await
             .map_err(target(format!("writing {table}")))?;
     }

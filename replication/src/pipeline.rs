@@ -25,8 +25,9 @@ use crate::wire::{
 
 /// Status updates go out at least this often, so the server never times us out while idle.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
-/// A target transaction spanning several source transactions commits after this long...
-const GROUP_COMMIT_AGE: Duration = Duration::from_millis(200);
+/// A target transaction spanning several source transactions commits after this long (it adds
+/// at most this to the lag of the first)...
+const GROUP_COMMIT_AGE: Duration = Duration::from_millis(10);
 /// ...or this many rows, whichever comes first.
 const GROUP_COMMIT_ROWS: u64 = 50_000;
 /// How often an idle pipeline records the end of WAL it confirms.

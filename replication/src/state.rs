@@ -107,26 +107,16 @@ pub async fn start_streaming(
     Ok(())
 }
 
-/// Moves the position, inside the caller's open transaction.
-pub async fn record_applied(
-    client: &Client,
-    pipeline: &str,
-    lsn: u64,
-    commit_time: i64,
-    rows: u64,
-) -> Result<(), PipelineError> {
+/// The statement that moves the position, for the end of the applying transaction.
+pub fn applied_sql(pipeline: &str, lsn: u64, commit_time: i64, rows: u64) -> String {
     let unix_seconds = commit_time as f64 / 1e6 + PG_EPOCH_OFFSET_SECS;
-    client
-        .execute(
-            "UPDATE fig_replication.pipelines
-                SET applied_lsn = $2::text::pg_lsn, applied_commit_time = to_timestamp($3),
-                    rows_applied = rows_applied + $4, updated_at = now()
-              WHERE name = $1",
-            &[&pipeline, &format_lsn(lsn), &unix_seconds, &(rows as i64)],
-        )
-        .await
-        .map_err(target("recording the applied position"))?;
-    Ok(())
+    format!(
+        "UPDATE fig_replication.pipelines SET applied_lsn = '{}', \
+         applied_commit_time = to_timestamp({unix_seconds:.6}), rows_applied = rows_applied + {rows}, \
+         updated_at = now() WHERE name = '{}';\n",
+        format_lsn(lsn),
+        pipeline.replace('\'', "''")
+    )
 }
 
 /// Moves the position with nothing applied: the source's WAL moved on in tables this pipeline
