@@ -135,6 +135,17 @@ pub async fn cutover(forward: &[Pipeline], limit: Duration) -> anyhow::Result<Re
     if !copy_first.is_empty() {
         let copying = start(&copy_first);
         copying.streaming(limit).await?;
+        // A forward stream resumed from an earlier run may still be behind: it retires only
+        // once it has everything, or those changes would be lost with its slot.
+        for f in &copy_first {
+            if !replication::ops::caught_up(f, limit).await? {
+                copying.stop().await;
+                anyhow::bail!(
+                    "the forward pipeline {} did not catch up within {limit:?}",
+                    f.name
+                );
+            }
+        }
         copying.stop().await;
         for f in &copy_first {
             replication::ops::drop(f)
@@ -143,6 +154,23 @@ pub async fn cutover(forward: &[Pipeline], limit: Duration) -> anyhow::Result<Re
         }
     }
     Ok(start(&reverse))
+}
+
+/// Before cutover (or after rolling back from it): the forward streams, after retiring reverse
+/// streams an earlier `--cutover` run left (their changes are in the monolith already; their
+/// slots would otherwise hold the services' WAL forever).
+pub async fn forward(pipelines: &[Pipeline], limit: Duration) -> anyhow::Result<Replicating> {
+    for p in pipelines {
+        let r = reverse(p);
+        if has_state(&r.target, &r.name).await? {
+            replication::ops::drop(&r)
+                .await
+                .with_context(|| format!("retiring the reverse pipeline {}", r.name))?;
+        }
+    }
+    let running = start(pipelines);
+    running.streaming(limit).await?;
+    Ok(running)
 }
 
 async fn has_state(url: &str, pipeline: &str) -> anyhow::Result<bool> {

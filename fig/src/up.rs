@@ -367,9 +367,7 @@ fn serve(
         let replicating = if args.cutover {
             replicate::cutover(pipelines, limit).await?
         } else {
-            let r = replicate::start(pipelines);
-            r.streaming(limit).await?;
-            r
+            replicate::forward(pipelines, limit).await?
         };
         listeners.replication_metrics.set_nonblocking(true)?;
         let metrics_listener = tokio::net::TcpListener::from_std(listeners.replication_metrics)?;

@@ -72,7 +72,7 @@ pub enum InitialCopy {
 }
 
 fn default_batch_rows() -> usize {
-    5_000
+    20_000
 }
 
 fn default_retained_wal_warn_mib() -> u64 {

@@ -207,6 +207,41 @@ pub async fn drop(pipeline: &Pipeline) -> Result<(), PipelineError> {
     Ok(())
 }
 
+/// Waits (up to `wait`) until a streaming pipeline's target has applied everything the source
+/// has now; returns whether it got there.
+pub async fn caught_up(pipeline: &Pipeline, wait: Duration) -> Result<bool, PipelineError> {
+    let s = src::connect(&pipeline.source)
+        .await
+        .map_err(source("connecting"))?;
+    let t = src::connect(&pipeline.target)
+        .await
+        .map_err(target("connecting"))?;
+    wait_caught_up(&s, &t, &pipeline.name, wait).await
+}
+
+async fn wait_caught_up(
+    s: &tokio_postgres::Client,
+    t: &tokio_postgres::Client,
+    name: &str,
+    wait: Duration,
+) -> Result<bool, PipelineError> {
+    let goal = src::current_lsn(s).await?;
+    let deadline = Instant::now() + wait;
+    loop {
+        let Some(p) = progress(t, name).await else {
+            return Ok(false);
+        };
+        let applied = parse_lsn(&p.applied).unwrap_or(0);
+        if applied >= goal {
+            return Ok(true);
+        }
+        if p.phase != "streaming" || Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Compares source and target table by table. When the pipeline is streaming, it first waits
 /// (up to `wait`) until the target has applied everything the source had when asked, so both
 /// sides are compared at the same point.
@@ -221,15 +256,7 @@ pub async fn verify(
     let t = src::connect(&pipeline.target)
         .await
         .map_err(target("connecting"))?;
-    let goal = src::current_lsn(&s).await?;
-    let deadline = Instant::now() + wait;
-    while let Some(p) = progress(&t, &pipeline.name).await {
-        let applied = parse_lsn(&p.applied).unwrap_or(0);
-        if applied >= goal || p.phase != "streaming" || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_caught_up(&s, &t, &pipeline.name, wait).await?;
     let mut pairs = Vec::new();
     for mapping in &pipeline.tables {
         let source_name = mapping.source_name();

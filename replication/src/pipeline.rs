@@ -27,7 +27,7 @@ use crate::wire::{
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// A target transaction spanning several source transactions commits after this long (it adds
 /// at most this to the lag of the first)...
-const GROUP_COMMIT_AGE: Duration = Duration::from_millis(10);
+const GROUP_COMMIT_AGE: Duration = Duration::from_millis(2);
 /// ...or this many rows, whichever comes first.
 const GROUP_COMMIT_ROWS: u64 = 50_000;
 /// How often an idle pipeline records the end of WAL it confirms.
