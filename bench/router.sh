@@ -2,7 +2,7 @@
 # The router against HAProxy and nginx, on this machine, in one run; then how fast a toggle flip
 # reaches three router instances. See bench/README.md.
 #
-#   bench/router.sh                 # D=8 s per wrk run, ROUNDS=2, FLIPS=40
+#   bench/router.sh                 # D=8 s per wrk run, ROUNDS=3, FLIPS=40
 #   D=5 ROUNDS=2 FLIPS=40 bench/router.sh
 #
 # Everything it starts (PostgreSQL, nginx x2, HAProxy, routers) lives in one temp dir, listens on
@@ -10,7 +10,7 @@
 set -euo pipefail
 
 D=${D:-8}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 FLIPS=${FLIPS:-40}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -212,8 +212,9 @@ backend b
   server s1 127.0.0.1:$UP_PORT
 CONF
     haproxy -db -f "$W/haproxy.cfg" >"$W/haproxy.log" 2>&1 &
-    PIDS+=($!)
-    wait_http "http://127.0.0.1:$HA_PORT/" 10 "$!"
+    HA_PID=$!
+    PIDS+=("$HA_PID")
+    wait_http "http://127.0.0.1:$HA_PORT/" 10 "$HA_PID"
 }
 
 start_router() { # instance data-port admin-port: one router, one data-path thread
@@ -282,19 +283,36 @@ to_us() { # wrk latency ("812.00us", "1.23ms", "1.01s", "1.00m") to microseconds
         if (m < 0) { print "NaN"; exit } ; printf "%.0f", n * m }'
 }
 
-measure() { # name port round: one wrk run, one result line; raw output kept for errors
-    local name=$1 port=$2 round=$3 out rps p50 p99 non2xx sockerr
+cpu_ticks() { # pid: user+system clock ticks of a process and its children (nginx's worker)
+    local pid total=0 p
+    for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+        [[ -r /proc/$p/stat ]] || continue
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$total"
+}
+
+measure() { # name port round [pid]: one wrk run, one result line; raw output kept for errors
+    local name=$1 port=$2 round=$3 pid=${4:-} out rps p50 p99 non2xx sockerr before=0 after=0 requests cpu=NaN
+    [[ -n $pid ]] && before=$(cpu_ticks "$pid")
     out=$(wrk -t1 -c32 -d"${D}s" --latency -H "$USER_HEADER" "http://127.0.0.1:$port$REQ_PATH" 2>&1)
+    [[ -n $pid ]] && after=$(cpu_ticks "$pid")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
+    # CPU time the proxy spent per request: what "throughput at the same core budget" comes
+    # down to, and far steadier than requests/s when anything else shares the 2 cores.
+    if [[ -n $pid && ${requests:-0} -gt 0 ]]; then
+        cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+    fi
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
     sockerr=$(awk -F'errors: ' '/Socket errors/ {print $2}' <<<"$out")
     [[ -n $rps ]] || die "wrk against $name gave no result: $out"
-    printf 'round %s  %-8s rps=%-10s p50=%-9s p99=%-9s non2xx=%s%s\n' "$round" "$name" "$rps" "$p50" "$p99" \
-        "${non2xx:-0}" "${sockerr:+  socket errors: $sockerr}"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$rps" "$(to_us "$p50")" "$(to_us "$p99")" \
-        "${non2xx:-0}" "${sockerr:-none}" >>"$W/results.tsv"
+    printf 'round %s  %-8s rps=%-10s p50=%-9s p99=%-9s cpu/req=%-8s non2xx=%s%s\n' "$round" "$name" "$rps" "$p50" "$p99" \
+        "${cpu}us" "${non2xx:-0}" "${sockerr:+  socket errors: $sockerr}"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$rps" "$(to_us "$p50")" "$(to_us "$p99")" \
+        "${non2xx:-0}" "${sockerr:-none}" "$cpu" >>"$W/results.tsv"
 }
 
 summary() {
@@ -303,7 +321,14 @@ summary() {
     echo "   (p50/p99 are from each target's best-throughput round; 'added p99' is target p99 - direct p99)"
     awk -F'\t' '
         { if (!($1 in best) || $3 > best[$1]) { best[$1] = $3; p50[$1] = $4; p99[$1] = $5 }
-          if ($6 + 0 > 0) non[$1] += $6 }
+          if ($6 + 0 > 0) non[$1] += $6
+          if ($8 != "NaN") { cpu[$1] += $8; cpus[$1]++ }
+          cnt[$1]++; rpsv[$1, cnt[$1]] = $3; p99v[$1, cnt[$1]] = $5 }
+        function median(values, t, count,    i, j, x, a) {
+            for (i = 1; i <= count; i++) a[i] = values[t, i]
+            for (i = 2; i <= count; i++) { x = a[i]; for (j = i - 1; j >= 1 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+            return (count % 2) ? a[(count + 1) / 2] : (a[count / 2] + a[count / 2 + 1]) / 2
+        }
         END {
             n = split("direct haproxy nginx router", order, " ")
             for (i = 1; i <= n; i++) { t = order[i]
@@ -315,6 +340,20 @@ summary() {
                 best["router"] / best["haproxy"], best["router"] / best["nginx"]
             printf "  added p99: router %+.0fus vs HAProxy %+.0fus (router adds %+.0fus more)\n",
                 p99["router"] - p99["direct"], p99["haproxy"] - p99["direct"], p99["router"] - p99["haproxy"]
+            # Medians over rounds: one lucky or unlucky round on a shared 2-core machine moves
+            # "best of" a lot; the median does not.
+            mr = median(rpsv, "router", cnt["router"]); mh = median(rpsv, "haproxy", cnt["haproxy"])
+            pr = median(p99v, "router", cnt["router"]); ph = median(p99v, "haproxy", cnt["haproxy"])
+            pd = median(p99v, "direct", cnt["direct"])
+            printf "  medians over %d rounds: router %.0f rps, HAProxy %.0f rps (router/HAProxy %.2f); p99 router %.0fus, HAProxy %.0fus, direct %.0fus\n",
+                cnt["router"], mr, mh, mr / mh, pr, ph, pd
+            printf "  median added p99: router %+.0fus vs HAProxy %+.0fus\n", pr - pd, ph - pd
+            if (cpus["router"] > 0 && cpus["haproxy"] > 0) {
+                r = cpu["router"] / cpus["router"]; h = cpu["haproxy"] / cpus["haproxy"]
+                g = (cpus["nginx"] > 0) ? cpu["nginx"] / cpus["nginx"] : 0
+                printf "  CPU per request (mean of rounds, user+system): router %.2fus, HAProxy %.2fus, nginx %.2fus\n", r, h, g
+                printf "  requests per CPU-second, router/HAProxy: %.2f (the same core budget, steady under noise)\n", h / r
+            }
         }' "$W/results.tsv"
 }
 
@@ -449,6 +488,7 @@ main() {
     start_upstream
     start_haproxy
     start_nginx_proxy
+    NGX_PROXY_PID=$LAST_PID
 
     local r_port r_admin
     r_port=$(free_port)
@@ -470,6 +510,7 @@ main() {
 
     local name port round warns
     declare -A TARGETS=([direct]=$UP_PORT [haproxy]=$HA_PORT [nginx]=$NGX_PORT [router]=$r_port)
+    declare -A PROC=([haproxy]=$HA_PID [nginx]=$NGX_PROXY_PID [router]=$ROUTER_BENCH_PID)
     if ((ROUNDS > 0)); then # ROUNDS=0: only the flip measurement
         # On 2 cores any other busy process skews everything: say so in the output.
         quiet_check "proxy runs"
@@ -480,7 +521,7 @@ main() {
         : >"$W/results.tsv"
         for round in $(seq 1 "$ROUNDS"); do
             for name in direct haproxy nginx router; do
-                measure "$name" "${TARGETS[$name]}" "$round"
+                measure "$name" "${TARGETS[$name]}" "$round" "${PROC[$name]:-}"
             done
         done
         summary

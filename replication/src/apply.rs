@@ -410,6 +410,12 @@ impl Applier {
         });
         self.copy_rows(&copy_sql, lines, &plan.target.to_string())
             .await?;
+        // The staging table has no statistics, and a hash join would scan the whole target once
+        // per batch: probe the target's key index row by row instead (for this transaction).
+        self.client
+            .batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+            .await
+            .map_err(target("planning a staged batch"))?;
         let join: Vec<String> = key_columns
             .iter()
             .enumerate()
