@@ -279,9 +279,11 @@ impl Applier {
         Ok(())
     }
 
-    /// Commits the target transaction together with the pipeline's new position; returns the
-    /// LSN now durable on the target, if anything was committed.
-    pub async fn commit(&mut self) -> Result<Option<u64>, PipelineError> {
+    /// Commits the target transaction together with the pipeline's new position. Returns that
+    /// source position and the target's WAL position just past the commit (the commit is
+    /// asynchronous: the caller confirms the source position once the target has flushed that
+    /// far).
+    pub async fn commit(&mut self) -> Result<Option<(u64, u64)>, PipelineError> {
         if !self.in_transaction {
             return Ok(None);
         }
@@ -295,12 +297,27 @@ impl Applier {
             commit_time,
             self.rows_in_transaction,
         ));
-        self.sql.push_str("COMMIT;\n");
+        self.sql
+            .push_str("COMMIT;\nSELECT pg_current_wal_insert_lsn()::text;\n");
         // The transaction ends here whether or not the round trip succeeds: on failure the
         // pipeline stops and the target rolled back.
         self.in_transaction = false;
-        self.send_sql().await?;
-        Ok(Some(lsn))
+        let sql = std::mem::take(&mut self.sql);
+        let messages = self
+            .client
+            .simple_query(&sql)
+            .await
+            .map_err(target("applying changes"))?;
+        let target_lsn = messages
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .and_then(|text| crate::wire::parse_lsn(&text).ok())
+            .ok_or_else(|| PipelineError::Protocol("the target reported no WAL position".into()))?;
+        Ok(Some((lsn, target_lsn)))
     }
 
     /// Writes the current batch.

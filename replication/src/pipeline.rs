@@ -109,6 +109,13 @@ async fn run_with(
         .await
         .map_err(target("naming the session"))?;
     copy::act_as_replica(&target_client).await;
+    // Commits need not wait for the target's disk, as with PostgreSQL's own subscriptions: the
+    // source is told to forget a change only once the target has flushed its commit
+    // (`Streamer::refresh_durable`), so a crash of the target server loses nothing either.
+    target_client
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .map_err(target("setting synchronous_commit"))?;
     let deadline = Instant::now() + RELEASE_WAIT;
     loop {
         match src::use_origin(&target_client, &pipeline.origin()).await {
@@ -174,7 +181,9 @@ async fn run_with(
             .map(|n| origin_of(n))
             .collect(),
         received: start_lsn,
-        flushed: start_lsn,
+        applied: start_lsn,
+        durable: start_lsn,
+        unflushed: std::collections::VecDeque::new(),
         in_source_transaction: false,
         skipping: false,
         group_started: None,
@@ -357,8 +366,12 @@ struct Streamer<'a> {
     skip_origins: Vec<String>,
     /// The furthest WAL position the server has told us about.
     received: u64,
-    /// The position durable on the target: all the server may forget.
-    flushed: u64,
+    /// The position committed on the target (visible there).
+    applied: u64,
+    /// The position whose commit the target has flushed: all the source may forget.
+    durable: u64,
+    /// Committed positions not yet known flushed: (source position, target WAL position).
+    unflushed: std::collections::VecDeque<(u64, u64)>,
     in_source_transaction: bool,
     /// The current source transaction is not applied (already applied, or an echo).
     skipping: bool,
@@ -416,8 +429,9 @@ impl Streamer<'_> {
     }
 
     async fn commit(&mut self) -> Result<(), PipelineError> {
-        if let Some(lsn) = self.applier.commit().await? {
-            self.flushed = self.flushed.max(lsn);
+        if let Some((lsn, target_lsn)) = self.applier.commit().await? {
+            self.applied = self.applied.max(lsn);
+            self.unflushed.push_back((lsn, target_lsn));
             self.metrics.applied(lsn);
         }
         self.group_started = None;
@@ -427,9 +441,33 @@ impl Streamer<'_> {
         Ok(())
     }
 
+    /// Records `lsn` on the target with nothing applied (the source moved on in tables this
+    /// pipeline does not carry, or in transactions it skips).
+    async fn record_position(&mut self, lsn: u64) -> Result<(), PipelineError> {
+        state::record_idle(self.applier.client(), &self.pipeline.name, lsn).await?;
+        let target_lsn = state::target_lsn(self.applier.client(), false).await?;
+        self.unflushed.push_back((lsn, target_lsn));
+        self.applied = lsn;
+        self.last_idle_record = Instant::now();
+        Ok(())
+    }
+
+    /// Moves `durable` past every commit the target has flushed since.
+    async fn refresh_durable(&mut self) -> Result<(), PipelineError> {
+        if self.unflushed.is_empty() {
+            return Ok(());
+        }
+        let flushed = state::target_lsn(self.applier.client(), true).await?;
+        if let Some(source) = durable_after(&mut self.unflushed, flushed) {
+            self.durable = self.durable.max(source);
+        }
+        Ok(())
+    }
+
     async fn send_status(&mut self, reply: bool) -> Result<(), PipelineError> {
+        self.refresh_durable().await?;
         self.stream
-            .send_status_update(self.received, self.flushed, self.flushed, reply)
+            .send_status_update(self.received, self.durable, self.durable, reply)
             .await?;
         self.last_status = Instant::now();
         Ok(())
@@ -439,11 +477,9 @@ impl Streamer<'_> {
         // Skipped transactions (echoes, already applied) leave nothing to commit: once idle,
         // confirm past them too, or the slot would hold their WAL until the next keepalive.
         let idle = !self.in_source_transaction && !self.applier.in_transaction();
-        if idle && self.received > self.flushed {
-            state::record_idle(self.applier.client(), &self.pipeline.name, self.received).await?;
-            tracing::debug!(pipeline = %self.pipeline.name, lsn = %format_lsn(self.received), "confirmed while idle");
-            self.flushed = self.received;
-            self.last_idle_record = Instant::now();
+        if idle && self.received > self.applied {
+            self.record_position(self.received).await?;
+            tracing::debug!(pipeline = %self.pipeline.name, lsn = %format_lsn(self.received), "recorded while idle");
             self.send_status(false).await?;
         }
         if self.last_status.elapsed() >= STATUS_EVERY {
@@ -494,13 +530,11 @@ impl Streamer<'_> {
                 // target never lags what the slot has confirmed.
                 let idle = !self.in_source_transaction && !self.applier.in_transaction();
                 if idle
-                    && wal_end > self.flushed
+                    && wal_end > self.applied
                     && (reply_requested || self.last_idle_record.elapsed() >= IDLE_RECORD_EVERY)
                 {
-                    state::record_idle(self.applier.client(), &self.pipeline.name, wal_end).await?;
-                    tracing::debug!(pipeline = %self.pipeline.name, lsn = %format_lsn(wal_end), "confirmed the idle end of WAL");
-                    self.flushed = wal_end;
-                    self.last_idle_record = Instant::now();
+                    self.record_position(wal_end).await?;
+                    tracing::debug!(pipeline = %self.pipeline.name, lsn = %format_lsn(wal_end), "recorded the idle end of WAL");
                 }
                 if reply_requested {
                     self.send_status(false).await?;
@@ -515,7 +549,7 @@ impl Streamer<'_> {
             LogicalMessage::Begin(begin) => {
                 self.in_source_transaction = true;
                 // Applied before a crash: the position committed with it is past this commit.
-                self.skipping = begin.final_lsn < self.flushed;
+                self.skipping = begin.final_lsn < self.applied;
                 tracing::debug!(pipeline = %self.pipeline.name, xid = begin.xid, final_lsn = %format_lsn(begin.final_lsn), skipping = self.skipping, "begin");
                 if self.group_started.is_none() {
                     self.group_started = Some(Instant::now());
@@ -607,5 +641,51 @@ impl Streamer<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Of the commits awaiting the target's disk (source position, target WAL position after the
+/// commit, in commit order), removes those the target has flushed (`flushed`) and returns the
+/// furthest source position among them: what the source may now forget.
+fn durable_after(
+    unflushed: &mut std::collections::VecDeque<(u64, u64)>,
+    flushed: u64,
+) -> Option<u64> {
+    let mut durable = None;
+    while let Some(&(source, target)) = unflushed.front() {
+        if target > flushed {
+            break;
+        }
+        durable = Some(source);
+        unflushed.pop_front();
+    }
+    durable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (pending commits, the target's flush position, durable source position, commits left)
+    type Case<'a> = (&'a [(u64, u64)], u64, Option<u64>, usize);
+
+    #[test]
+    fn only_commits_the_target_has_flushed_become_durable() {
+        let cases: [Case; 4] = [
+            (&[], 100, None, 0),
+            (&[(10, 200)], 100, None, 1),
+            (&[(10, 50), (20, 150), (30, 250)], 150, Some(20), 1),
+            (&[(10, 50), (20, 150)], 1_000, Some(20), 0),
+        ];
+        for (pending, flushed, want, left) in cases {
+            let mut queue: std::collections::VecDeque<(u64, u64)> =
+                pending.iter().copied().collect();
+            assert_eq!(
+                durable_after(&mut queue, flushed),
+                want,
+                "{pending:?} at {flushed}"
+            );
+            assert_eq!(queue.len(), left);
+        }
     }
 }

@@ -134,6 +134,22 @@ pub async fn record_idle(client: &Client, pipeline: &str, lsn: u64) -> Result<()
     Ok(())
 }
 
+/// The target's WAL position: `insert` is just past anything committed so far; `flush` is what
+/// survives a crash of the target server.
+pub async fn target_lsn(client: &Client, flush: bool) -> Result<u64, PipelineError> {
+    let sql = if flush {
+        "SELECT pg_current_wal_flush_lsn()::text"
+    } else {
+        "SELECT pg_current_wal_insert_lsn()::text"
+    };
+    let row = client
+        .query_one(sql, &[])
+        .await
+        .map_err(target("reading the WAL position"))?;
+    crate::wire::parse_lsn(row.get::<_, &str>(0))
+        .map_err(|_| PipelineError::Protocol("the target reported a malformed WAL position".into()))
+}
+
 /// Best effort: the reason a pipeline stopped, for `fig replication status`.
 pub async fn record_error(client: &Client, pipeline: &str, error: &str) {
     let _ = client
