@@ -434,10 +434,9 @@ impl Streamer<'_> {
             self.unflushed.push_back((lsn, target_lsn));
             self.metrics.applied(lsn);
         }
+        // No status update here: it costs a round trip to the target (to learn what is flushed),
+        // and the once-a-second update and keepalive replies keep the slot moving.
         self.group_started = None;
-        if self.last_status.elapsed() >= Duration::from_millis(100) {
-            self.send_status(false).await?;
-        }
         Ok(())
     }
 
