@@ -123,6 +123,19 @@ async fn progress(client: &tokio_postgres::Client, name: &str) -> Option<Progres
     })
 }
 
+/// Ordinary SQL connections to a pipeline's source and target.
+async fn connect_both(
+    pipeline: &Pipeline,
+) -> Result<(tokio_postgres::Client, tokio_postgres::Client), PipelineError> {
+    let s = src::connect(&pipeline.source)
+        .await
+        .map_err(source("connecting"))?;
+    let t = src::connect(&pipeline.target)
+        .await
+        .map_err(target("connecting"))?;
+    Ok((s, t))
+}
+
 /// Each pipeline's state, lag, throughput (sampled over `window`) and slot.
 pub async fn status(
     pipelines: &[Pipeline],
@@ -130,12 +143,7 @@ pub async fn status(
 ) -> Result<Vec<Status>, PipelineError> {
     let mut clients = Vec::new();
     for p in pipelines {
-        let s = src::connect(&p.source)
-            .await
-            .map_err(source("connecting"))?;
-        let t = src::connect(&p.target)
-            .await
-            .map_err(target("connecting"))?;
+        let (s, t) = connect_both(p).await?;
         let before = progress(&t, &p.name).await.map(|p| p.rows);
         clients.push((s, t, before));
     }
@@ -210,12 +218,7 @@ pub async fn drop(pipeline: &Pipeline) -> Result<(), PipelineError> {
 /// Waits (up to `wait`) until a streaming pipeline's target has applied everything the source
 /// has now; returns whether it got there.
 pub async fn caught_up(pipeline: &Pipeline, wait: Duration) -> Result<bool, PipelineError> {
-    let s = src::connect(&pipeline.source)
-        .await
-        .map_err(source("connecting"))?;
-    let t = src::connect(&pipeline.target)
-        .await
-        .map_err(target("connecting"))?;
+    let (s, t) = connect_both(pipeline).await?;
     wait_caught_up(&s, &t, &pipeline.name, wait).await
 }
 
@@ -250,12 +253,7 @@ pub async fn verify(
     limit: usize,
     wait: Duration,
 ) -> Result<Report, PipelineError> {
-    let s = src::connect(&pipeline.source)
-        .await
-        .map_err(source("connecting"))?;
-    let t = src::connect(&pipeline.target)
-        .await
-        .map_err(target("connecting"))?;
+    let (s, t) = connect_both(pipeline).await?;
     wait_caught_up(&s, &t, &pipeline.name, wait).await?;
     let mut pairs = Vec::new();
     for mapping in &pipeline.tables {

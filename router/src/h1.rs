@@ -60,55 +60,77 @@ fn map_parse_error(e: httparse::Error) -> HeadError {
     }
 }
 
+/// How long the head at the front of `buf` is, from httparse's answer: `Ok(None)` while it is
+/// incomplete (and may still fit).
+fn head_length(
+    parsed: Result<httparse::Status<usize>, httparse::Error>,
+    buffered: usize,
+) -> Result<Option<usize>, HeadError> {
+    match parsed {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) if buffered >= MAX_HEAD => Err(HeadError::TooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(map_parse_error(e)),
+    }
+}
+
+/// Takes the head's `len` bytes off `buf`; the offsets were computed against `buf` as it was.
+fn take_head(
+    buf: &mut BytesMut,
+    len: usize,
+    start_line: (Range<usize>, Range<usize>),
+    minor: u8,
+    status: u16,
+    fields: Vec<(Range<usize>, Range<usize>)>,
+) -> Head {
+    Head {
+        bytes: buf.split_to(len).freeze(),
+        method: start_line.0,
+        target: start_line.1,
+        minor,
+        status,
+        fields,
+    }
+}
+
+fn field_offsets(
+    base: &[u8],
+    fields: &[httparse::Header<'_>],
+) -> Vec<(Range<usize>, Range<usize>)> {
+    fields
+        .iter()
+        .map(|f| (offset(base, f.name.as_bytes()), offset(base, f.value)))
+        .collect()
+}
+
 /// Parses a request head from the front of `buf`: `Ok(None)` while it is incomplete; on success
 /// the head's bytes are taken off `buf` (what follows is body or the next request).
 pub fn parse_request(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut storage);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(map_parse_error(e)),
+    let Some(len) = head_length(req.parse(buf), buf.len())? else {
+        return Ok(None);
     };
-    if len > MAX_HEAD {
-        return Err(HeadError::TooLarge);
-    }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed("incomplete request line"));
     };
     let base: &[u8] = buf;
-    let head = Head {
-        method: offset(base, method.as_bytes()),
-        target: offset(base, target.as_bytes()),
-        minor,
-        status: 0,
-        fields: req
-            .headers
-            .iter()
-            .map(|f| (offset(base, f.name.as_bytes()), offset(base, f.value)))
-            .collect(),
-        bytes: Bytes::new(),
-    };
-    Ok(Some(Head {
-        bytes: buf.split_to(len).freeze(),
-        ..head
-    }))
+    let start_line = (
+        offset(base, method.as_bytes()),
+        offset(base, target.as_bytes()),
+    );
+    let fields = field_offsets(base, req.headers);
+    Ok(Some(take_head(buf, len, start_line, minor, 0, fields)))
 }
 
 /// Parses a response head from the front of `buf`, like [`parse_request`].
 pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut res = httparse::Response::new(&mut storage);
-    let len = match res.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(map_parse_error(e)),
+    let Some(len) = head_length(res.parse(buf), buf.len())? else {
+        return Ok(None);
     };
-    if len > MAX_HEAD {
-        return Err(HeadError::TooLarge);
-    }
     let (Some(status), Some(minor)) = (res.code, res.version) else {
         return Err(HeadError::Malformed("incomplete status line"));
     };
@@ -117,22 +139,15 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
         .reason
         .map(|r| offset(base, r.as_bytes()))
         .unwrap_or(0..0);
-    let head = Head {
-        method: 0..0,
-        target: reason,
+    let fields = field_offsets(base, res.headers);
+    Ok(Some(take_head(
+        buf,
+        len,
+        (0..0, reason),
         minor,
         status,
-        fields: res
-            .headers
-            .iter()
-            .map(|f| (offset(base, f.name.as_bytes()), offset(base, f.value)))
-            .collect(),
-        bytes: Bytes::new(),
-    };
-    Ok(Some(Head {
-        bytes: buf.split_to(len).freeze(),
-        ..head
-    }))
+        fields,
+    )))
 }
 
 impl Head {
