@@ -20,6 +20,8 @@ TIMEOUT=${TIMEOUT:-180}        # seconds any single wait may take before the run
 # KEEP=1 keeps the temp dir (logs, configs, the stopped clusters) instead of removing it on exit.
 SIDES=${SIDES:-native ours}    # which sides to run, in this order
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
 export NO_COLOR=1 # plain engine logs (tracing), so they can be grepped and shown
 
@@ -34,8 +36,6 @@ ENGINE_PID=0
 HELPER_PID=0      # the timing helper while one runs
 INVALID=""        # sides whose target did not end up equal to the source
 
-log() { echo "[bench] $*" >&2; }
-die() { echo "[bench] ERROR: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------------
 # Cleanup: runs on every exit. No `set -e` surprises here: every step may fail harmlessly.
@@ -91,43 +91,16 @@ install_missing() {
     pg_bindir >/dev/null || pkgs+=(postgresql postgresql-client)
     command -v python3 >/dev/null || pkgs+=(python3)
     pick_python || pkgs+=(python3-psycopg2)
-    ((${#pkgs[@]})) || return 0
-    [[ $EUID -eq 0 ]] || die "missing ${pkgs[*]}: run as root, or install them first"
-    log "installing ${pkgs[*]}"
-    # Debian's postinst scripts start what they install (a 'main' PostgreSQL cluster). A
-    # policy-rc.d that answers 101 forbids that, so the install leaves nothing running.
-    local policy=/usr/sbin/policy-rc.d created=0 rc=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod 755 "$policy"
-        created=1
-    fi
-    { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null; } || rc=$?
-    ((created)) && rm -f "$policy"
-    ((rc == 0)) || die "apt-get install ${pkgs[*]} failed ($rc)"
+    apt_install "${pkgs[@]}"
 }
 
 # ---------------------------------------------------------------------------------------------
 # 2. Our engine's binary
 
-build_replication() {
-    log "building the engine (cargo build --release -p replication)"
-    (cd "$ROOT" && cargo build --release -q -p replication) || die "cargo build failed"
-    # cargo metadata honours CARGO_TARGET_DIR and .cargo/config; `target/` is the fallback.
-    local target
-    target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])') || target="$ROOT/target"
-    REPL_BIN="$target/release/replication"
-    [[ -x $REPL_BIN ]] || die "no replication binary at $REPL_BIN"
-}
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 
-as_pg() { # PostgreSQL refuses to run as root: as root, run its tools as the postgres user
-    if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
 
 sql() { # cluster db [psql args...]: one psql call, unaligned tuples only, stops at the first error
     local c=$1 db=$2
@@ -148,26 +121,7 @@ position_name() { # side: what says how far that side has applied
 
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$W/results.tsv"; }
 
-cpu_busy() { # percent of both cores busy over one second, before we load them ourselves
-    local a b
-    a=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
-    sleep 1
-    b=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ")
-        busy = y[1] - x[1]; idle = y[2] - x[2]
-        printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
-}
 
-quiet_check() { # phase: says how busy the machine is before a phase (our servers are idle then)
-    local busy
-    busy=$(cpu_busy)
-    if ((busy > 10)); then
-        echo "   WARNING: the machine was ${busy}% busy before the $1 with our servers idle:"
-        echo "   something else is using the CPU (a build, tests); numbers below will be noisy."
-    else
-        echo "   machine ${busy}% busy before the $1 (our servers idle)"
-    fi
-}
 
 # ---------------------------------------------------------------------------------------------
 # 3. Clusters: each in its own dir with its own socket dir, no TCP port at all (so nothing can
@@ -756,7 +710,7 @@ main() {
     if [[ $EUID -eq 0 ]]; then
         id postgres >/dev/null 2>&1 || die "no postgres user (install the postgresql package)"
     fi
-    [[ $SIDES == *ours* ]] && build_replication
+    if [[ $SIDES == *ours* ]]; then REPL_BIN=$(release_binary replication); fi
 
     W=$(mktemp -d /tmp/replication-bench.XXXXXX)
     chmod 755 "$W" # the postgres user must traverse it to reach its data dirs and sockets

@@ -13,6 +13,8 @@ D=${D:-8}
 ROUNDS=${ROUNDS:-3}
 FLIPS=${FLIPS:-40}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # The upstream's answer for every path: the same body the proxy anchors were measured with, so the
@@ -29,8 +31,6 @@ PIDS=()           # processes we started (nginx masters, HAProxy, routers), stop
 PG_STARTED=0
 USED_PORTS=" "
 
-log() { echo "[bench] $*" >&2; }
-die() { echo "[bench] ERROR: $*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------------------------
 # Cleanup: runs on every exit. No `set -e` surprises here: every step may fail harmlessly.
@@ -76,36 +76,12 @@ install_missing() {
     command -v haproxy >/dev/null || pkgs+=(haproxy)
     command -v curl >/dev/null || pkgs+=(curl)
     pg_bindir >/dev/null || pkgs+=(postgresql)
-    ((${#pkgs[@]})) || return 0
-    [[ $EUID -eq 0 ]] || die "missing ${pkgs[*]}: run as root, or install them first"
-    log "installing ${pkgs[*]}"
-    # Debian's postinst scripts start what they install (nginx on :80, a 'main' PostgreSQL
-    # cluster). A policy-rc.d that answers 101 forbids that, so the install leaves nothing running.
-    local policy=/usr/sbin/policy-rc.d created=0 rc=0
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy"
-        chmod 755 "$policy"
-        created=1
-    fi
-    { DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null; } || rc=$?
-    ((created)) && rm -f "$policy"
-    ((rc == 0)) || die "apt-get install ${pkgs[*]} failed ($rc)"
+    apt_install "${pkgs[@]}"
 }
 
 # ---------------------------------------------------------------------------------------------
 # 2. The router binary
 
-build_router() {
-    log "building the router (cargo build --release -p router)"
-    (cd "$ROOT" && cargo build --release -q -p router) || die "cargo build failed"
-    # cargo metadata honours CARGO_TARGET_DIR and .cargo/config; `target/` is the fallback.
-    local target
-    target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])') || target="$ROOT/target"
-    ROUTER_BIN="$target/release/router"
-    [[ -x $ROUTER_BIN ]] || die "no router binary at $ROUTER_BIN"
-}
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -129,9 +105,6 @@ wait_http() { # url seconds pid: until the url gives any HTTP answer; fails earl
     done
 }
 
-as_pg() { # PostgreSQL refuses to run as root: as root, run its tools as the postgres user
-    if [[ $EUID -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
 
 # ---------------------------------------------------------------------------------------------
 # 3. The router's toggle database: a throwaway cluster on a unix socket only (no TCP port at all,
@@ -252,26 +225,7 @@ put_toggle() { # admin-port json
     admin "$1" PUT "/admin/toggles/$TOGGLE" -H 'Content-Type: application/json' --data-binary "$2" >/dev/null
 }
 
-cpu_busy() { # percent of both cores busy over one second, before we load them ourselves
-    local a b
-    a=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
-    sleep 1
-    b=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ")
-        busy = y[1] - x[1]; idle = y[2] - x[2]
-        printf "%.0f", (busy + idle > 0) ? 100 * busy / (busy + idle) : 0 }'
-}
 
-quiet_check() { # phase: says how busy the machine is before a phase (our servers are idle then)
-    local busy
-    busy=$(cpu_busy)
-    if ((busy > 10)); then
-        echo "   WARNING: the machine was ${busy}% busy before the $1 with our servers idle:"
-        echo "   something else is using the CPU (a build, tests); numbers below will be noisy."
-    else
-        echo "   machine ${busy}% busy before the $1 (our servers idle)"
-    fi
-}
 
 # ---------------------------------------------------------------------------------------------
 # 6. Throughput and latency
@@ -478,7 +432,7 @@ main() {
     for t in wrk nginx haproxy curl python3 cargo git; do
         command -v "$t" >/dev/null || die "$t not found"
     done
-    build_router
+    ROUTER_BIN=$(release_binary router)
 
     W=$(mktemp -d /tmp/router-bench.XXXXXX)
     chmod 755 "$W" # the postgres user must traverse it to reach its data dir and socket
