@@ -302,13 +302,14 @@ impl Router {
                 )
                 .await;
         };
-        let plan = self.plan(&RequestHead {
+        let request_head = RequestHead {
             method: head.method(),
             path: &decoded_path,
             user_id: head.get(USER_HEADER),
             session_id: head.get(SESSION_HEADER),
             remote_addr: Some(&conn.client_ip),
-        });
+        };
+        let plan = self.plan(&request_head);
         let timeout = plan
             .capability
             .map(|c| self.table.capabilities[c].timeout)
@@ -317,7 +318,7 @@ impl Router {
         // monolith still owns writes (after cutover its copy goes stale).
         let fallback = plan.capability.and_then(|c| {
             let cap = &self.table.capabilities[c];
-            (is_read(head.method())
+            (request_head.is_read()
                 && cap.write_owner == WriteOwner::Legacy
                 && plan.primary == cap.extracted
                 && cap.legacy != cap.extracted)
@@ -1056,10 +1057,6 @@ fn origin_form(target: &str) -> Option<&str> {
         .strip_prefix("http://")
         .or_else(|| target.strip_prefix("https://"))?;
     Some(rest.find('/').map_or("/", |i| &rest[i..]))
-}
-
-fn is_read(method: &str) -> bool {
-    matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
 
 fn is_idempotent(method: &str) -> bool {
