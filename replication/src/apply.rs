@@ -353,7 +353,7 @@ impl Applier {
     ) -> Result<(), PipelineError> {
         for row in rows {
             let params = row_params(&key.kind, row)?;
-            let (sql, _) = statement_sql(plan, &key.kind, &|n| literal(params[n - 1].as_deref()));
+            let (sql, _) = statement_sql(plan, &key.kind, &|n| literal(params[n - 1]));
             self.sql.push_str(&sql);
             self.sql.push_str(";\n");
         }
@@ -616,32 +616,21 @@ fn statement_sql(plan: &RelPlan, kind: &Kind, param: &dyn Fn(usize) -> String) -
     }
 }
 
-fn row_params(kind: &Kind, row: &Row) -> Result<Vec<Option<String>>, PipelineError> {
-    let owned = |v: &Option<Bytes>| as_str(v).map(|s| s.map(str::to_string));
-    let mut params = Vec::new();
-    match kind {
-        Kind::Insert => {
-            for v in &row.values {
-                params.push(owned(v)?);
-            }
-        }
-        Kind::Update(untouched) => {
-            for (i, v) in row.values.iter().enumerate() {
-                if !untouched[i] {
-                    params.push(owned(v)?);
-                }
-            }
-            for v in &row.key {
-                params.push(owned(v)?);
-            }
-        }
-        Kind::Delete => {
-            for v in &row.key {
-                params.push(owned(v)?);
-            }
-        }
-    }
-    Ok(params)
+/// The row's values in parameter order, borrowed from the decoded message.
+fn row_params<'a>(kind: &Kind, row: &'a Row) -> Result<Vec<Option<&'a str>>, PipelineError> {
+    let values: Box<dyn Iterator<Item = &Option<Bytes>>> = match kind {
+        Kind::Insert => Box::new(row.values.iter()),
+        Kind::Update(untouched) => Box::new(
+            row.values
+                .iter()
+                .zip(untouched)
+                .filter(|(_, untouched)| !**untouched)
+                .map(|(v, _)| v)
+                .chain(&row.key),
+        ),
+        Kind::Delete => Box::new(row.key.iter()),
+    };
+    values.map(as_str).collect()
 }
 
 /// COPY's text format: backslash, tab, newline and carriage return are escaped.
