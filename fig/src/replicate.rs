@@ -175,22 +175,7 @@ pub async fn forward(pipelines: &[Pipeline], limit: Duration) -> anyhow::Result<
 
 async fn has_state(url: &str, pipeline: &str) -> anyhow::Result<bool> {
     let client = replication::source::connect(url).await?;
-    let row = client
-        .query_one(
-            "SELECT to_regclass('fig_replication.pipelines') IS NOT NULL",
-            &[],
-        )
-        .await?;
-    if !row.get::<_, bool>(0) {
-        return Ok(false);
-    }
-    Ok(client
-        .query_opt(
-            "SELECT 1 FROM fig_replication.pipelines WHERE name = $1",
-            &[&pipeline],
-        )
-        .await?
-        .is_some())
+    Ok(replication::state::exists(&client, pipeline).await?)
 }
 
 /// The effective pipeline file, for `fig replication ... --config`.

@@ -201,15 +201,7 @@ pub async fn drop(pipeline: &Pipeline) -> Result<(), PipelineError> {
         .await
         .map_err(target("connecting"))?;
     src::drop_origin(&t, &pipeline.origin()).await?;
-    let has_state = t
-        .query_opt(
-            "SELECT to_regclass('fig_replication.pipelines') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(target("looking for the pipeline state"))?
-        .is_some_and(|r| r.get::<_, bool>(0));
-    if has_state {
+    if crate::state::exists(&t, &pipeline.name).await? {
         crate::state::forget(&t, &pipeline.name).await?;
     }
     Ok(())

@@ -129,14 +129,28 @@ pub async fn drop_publication(client: &Client, name: &str) -> Result<(), Pipelin
         .map_err(source(format!("dropping publication {name}")))
 }
 
-/// The source's current end of WAL: the insert position, which (unlike the write position) is
-/// past every committed transaction even with `synchronous_commit = off`.
+/// A server's WAL position: the insert position (just past everything committed, even with
+/// `synchronous_commit = off`, unlike the write position), or with `flush` what survives a crash
+/// of that server. `None` if the server's answer is not an LSN.
+pub async fn wal_position(
+    client: &Client,
+    flush: bool,
+) -> Result<Option<u64>, tokio_postgres::Error> {
+    let sql = if flush {
+        "SELECT pg_current_wal_flush_lsn()::text"
+    } else {
+        "SELECT pg_current_wal_insert_lsn()::text"
+    };
+    let row = client.query_one(sql, &[]).await?;
+    Ok(parse_lsn(row.get::<_, &str>(0)).ok())
+}
+
+/// The source's current end of WAL (its insert position).
 pub async fn current_lsn(client: &Client) -> Result<u64, PipelineError> {
-    let row = client
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+    let lsn = wal_position(client, false)
         .await
         .map_err(source("reading the current WAL position"))?;
-    Ok(parse_lsn(row.get::<_, &str>(0)).unwrap_or(0))
+    Ok(lsn.unwrap_or(0))
 }
 
 /// Creates the replication origin if needed and makes this session's changes carry it, so a

@@ -137,17 +137,36 @@ pub async fn record_idle(client: &Client, pipeline: &str, lsn: u64) -> Result<()
 /// The target's WAL position: `insert` is just past anything committed so far; `flush` is what
 /// survives a crash of the target server.
 pub async fn target_lsn(client: &Client, flush: bool) -> Result<u64, PipelineError> {
-    let sql = if flush {
-        "SELECT pg_current_wal_flush_lsn()::text"
-    } else {
-        "SELECT pg_current_wal_insert_lsn()::text"
-    };
-    let row = client
-        .query_one(sql, &[])
+    crate::source::wal_position(client, flush)
         .await
-        .map_err(target("reading the WAL position"))?;
-    crate::wire::parse_lsn(row.get::<_, &str>(0))
-        .map_err(|_| PipelineError::Protocol("the target reported a malformed WAL position".into()))
+        .map_err(target("reading the WAL position"))?
+        .ok_or_else(|| {
+            PipelineError::Protocol("the target reported a malformed WAL position".into())
+        })
+}
+
+/// Whether the target holds a recorded position for `pipeline` (false too when the engine's
+/// schema was never created there).
+pub async fn exists(client: &Client, pipeline: &str) -> Result<bool, PipelineError> {
+    let has_table = client
+        .query_one(
+            "SELECT to_regclass('fig_replication.pipelines') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(target("looking for the pipeline state"))?
+        .get::<_, bool>(0);
+    if !has_table {
+        return Ok(false);
+    }
+    Ok(client
+        .query_opt(
+            "SELECT 1 FROM fig_replication.pipelines WHERE name = $1",
+            &[&pipeline],
+        )
+        .await
+        .map_err(target("looking for the pipeline state"))?
+        .is_some())
 }
 
 /// Best effort: the reason a pipeline stopped, for `fig replication status`.
