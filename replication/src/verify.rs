@@ -398,11 +398,8 @@ async fn differing_keys(
     let mut keys = Vec::new();
     while keys.len() < limit {
         tokio::try_join!(s.fill(), t.fill())?;
-        let order = match (s.peek_key(), t.peek_key()) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(a), Some(b)) => a.as_bytes().cmp(b.as_bytes()),
+        let Some(order) = merge_order(s.peek_key(), t.peek_key()) else {
+            break;
         };
         match order {
             Ordering::Less => keys.push(s.take_group().await?.display(&key_names)),
@@ -417,6 +414,17 @@ async fn differing_keys(
     }
     tokio::try_join!(s.close(), t.close())?;
     Ok(keys)
+}
+
+/// Which of two sorted streams' next keys comes first (byte order, as both sides sort);
+/// `None` when both are exhausted, and an exhausted side counts as last.
+fn merge_order(source: Option<&str>, target: Option<&str>) -> Option<Ordering> {
+    match (source, target) {
+        (None, None) => None,
+        (Some(_), None) => Some(Ordering::Less),
+        (None, Some(_)) => Some(Ordering::Greater),
+        (Some(a), Some(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+    }
 }
 
 /// Compares the multisets of row md5s: (rows only in source, rows only in target).
@@ -434,11 +442,8 @@ async fn multiset_difference(
     let (mut only_src, mut only_tgt) = (0i64, 0i64);
     loop {
         tokio::try_join!(s.fill(), t.fill())?;
-        let order = match (s.peek_key(), t.peek_key()) {
-            (None, None) => break,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some(a), Some(b)) => a.as_bytes().cmp(b.as_bytes()),
+        let Some(order) = merge_order(s.peek_key(), t.peek_key()) else {
+            break;
         };
         match order {
             Ordering::Less => only_src += s.pop_count()?,

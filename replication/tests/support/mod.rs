@@ -15,11 +15,7 @@ use tokio_postgres::Client;
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
 pub async fn client(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
+    replication::source::connect(url).await.unwrap()
 }
 
 /// A source and a target database with `ddl` run in both.
