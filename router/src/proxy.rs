@@ -266,7 +266,8 @@ impl Router {
             }
         };
         // Until its body is read, the connection cannot carry another request.
-        let close_after_error = framing != Framing::None || !head.keep_alive();
+        let keep_alive = head.keep_alive();
+        let close_after_error = framing != Framing::None || !keep_alive;
         if headers::has_passed(head.list("via"), &self.token) {
             return conn
                 .answer_error(
@@ -329,6 +330,7 @@ impl Router {
         self.retries.deposit();
         let request = Request {
             head,
+            keep_alive,
             framing,
             target,
             plan,
@@ -423,7 +425,7 @@ impl Router {
             code,
             &message,
             Some(name),
-            close || !request.head.keep_alive(),
+            close || !request.keep_alive,
         )
         .await
     }
@@ -729,7 +731,7 @@ impl Router {
             return Relayed::Failed(Failure::Broken(upstream));
         };
         // Whether the client connection can carry another request afterwards.
-        let close = !head.keep_alive() || framing == Framing::UntilClose;
+        let close = !request.keep_alive || framing == Framing::UntilClose;
         self.write_response_head(
             to_client,
             &answer,
@@ -821,6 +823,8 @@ enum Relayed {
 /// One request in flight.
 struct Request<'a> {
     head: &'a Head,
+    /// Whether the client wants its connection kept after this exchange.
+    keep_alive: bool,
     framing: Framing,
     /// The origin-form target, forwarded unchanged.
     target: &'a str,
