@@ -304,8 +304,10 @@ def cmd_timed(a):
     position(src, dst)  # connections open before the clock starts
     dst.one("SELECT 1")
     if a.sql:
+        started = time.time()
         src.rows(a.sql)  # autocommit: returns once committed
         t0 = time.time()
+        print(f"statement_s={t0 - started:.3f}")
     elif a.cmd:
         with open(a.out, "w") as f:
             cmd = subprocess.Popen(a.cmd, stdout=f, stderr=subprocess.STDOUT)
@@ -589,6 +591,9 @@ run_side() { # side
     record "$side" bulk_rows_per_s "$rps"
     record "$side" bulk_position_s "$(kv position_s "$out")"
     printf '   bulk apply: %d rows, source commit -> all visible on the target in %.2f s = %d rows/s\n' "$accounts" "$secs" "$rps"
+    v=$(kv statement_s "$out")
+    record "$side" bulk_statement_s "$v"
+    printf '      (the UPDATE itself took %.2f s on the source: %.2f s from its start to all visible)\n' "$v" "$(awk -v a="$v" -v b="$secs" 'BEGIN { print a + b }')"
     printf '      (%s confirmed applied up to %s at %.2f s)\n' "$(position_name "$side")" "$(kv lsn "$out")" "$(kv position_s "$out")"
 
     # 3. Catch-up: an unthrottled burst, then the time from its end until the target has it all.

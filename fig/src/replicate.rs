@@ -34,6 +34,8 @@ pub fn reverse(forward: &Pipeline) -> Pipeline {
         skip_origins_of: vec![forward.name.clone()],
         batch_rows: forward.batch_rows,
         retained_wal_warn_mib: forward.retained_wal_warn_mib,
+        stream_after_kib: forward.stream_after_kib,
+        max_streams: forward.max_streams,
         tables: forward
             .tables
             .iter()

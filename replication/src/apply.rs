@@ -11,6 +11,7 @@
 //! text form and are cast to the target column's type by the database, so every type works.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
@@ -64,7 +65,14 @@ struct Row {
 }
 
 pub struct Applier {
-    client: Client,
+    /// Shared with the task writing the batch in flight.
+    client: Arc<Client>,
+    /// Large batches go to a writer task, so the target works while the stream is read and
+    /// decoded (and the server keeps decoding). Settled before anything else goes to the
+    /// target, so statements keep their order.
+    writer: tokio::sync::mpsc::Sender<Job>,
+    /// Batches were queued since the last settle.
+    writes_queued: bool,
     pipeline: String,
     batch_rows: usize,
     plans: HashMap<u32, RelPlan>,
@@ -73,9 +81,12 @@ pub struct Applier {
     sql: String,
     batch: Vec<Row>,
     batch_key: Option<StatementKey>,
-    /// Identity values in the current batch: a second change to the same row starts a new
-    /// batch, since a set-based statement would apply only one of them.
-    batch_identities: HashSet<Vec<Option<Bytes>>>,
+    /// Hashes of the identities in the current batch: a second change to the same row starts a
+    /// new batch, since a set-based statement would apply only one of them. (A hash collision
+    /// only starts a batch early.)
+    batch_identities: HashSet<u64, BuildIdentity>,
+    /// Reused for each update's unchanged-columns mask, so a row allocates none.
+    scratch_untouched: Vec<bool>,
     in_transaction: bool,
     rows_in_transaction: u64,
     /// The end LSN and commit time of the last source transaction applied in the open
@@ -102,15 +113,19 @@ fn as_str(value: &Option<Bytes>) -> Result<Option<&str>, PipelineError> {
 
 impl Applier {
     pub fn new(client: Client, pipeline: &str, batch_rows: usize) -> Applier {
+        let client = Arc::new(client);
         Applier {
+            writer: spawn_writer(client.clone()),
             client,
+            writes_queued: false,
             pipeline: pipeline.to_string(),
             batch_rows,
             plans: HashMap::new(),
             sql: String::new(),
             batch: Vec::new(),
             batch_key: None,
-            batch_identities: HashSet::new(),
+            batch_identities: HashSet::default(),
+            scratch_untouched: Vec::new(),
             in_transaction: false,
             rows_in_transaction: 0,
             pending: None,
@@ -140,6 +155,48 @@ impl Applier {
         self.plans.contains_key(&relation)
     }
 
+    /// The plans of `other`, for an applier joining after the Relation messages went by.
+    pub fn adopt_plans(&mut self, other: &Applier) {
+        self.plans.clone_from(&other.plans);
+    }
+
+    /// Starts a savepoint (a source subtransaction) at this point of the change sequence.
+    pub async fn savepoint(&mut self, name: &str) -> Result<(), PipelineError> {
+        self.flush().await?;
+        self.begin().await?;
+        self.sql
+            .push_str(&format!("SAVEPOINT {};\n", quote_ident(name)));
+        Ok(())
+    }
+
+    /// Undoes everything since the savepoint `name` (a source subtransaction aborted).
+    pub async fn rollback_to(&mut self, name: &str) -> Result<(), PipelineError> {
+        // What is batched is written first, so it is undone in order with the rest.
+        self.flush().await?;
+        self.sql
+            .push_str(&format!("ROLLBACK TO SAVEPOINT {};\n", quote_ident(name)));
+        Ok(())
+    }
+
+    /// Discards the open target transaction (a source transaction aborted, or was already
+    /// applied): nothing of it is written.
+    pub async fn rollback(&mut self) -> Result<(), PipelineError> {
+        self.settle().await?;
+        self.batch.clear();
+        self.batch_key = None;
+        self.batch_identities.clear();
+        self.pending = None;
+        self.sql.clear();
+        // (If BEGIN never reached the server, ROLLBACK only draws a warning.)
+        if std::mem::take(&mut self.in_transaction) {
+            self.client
+                .batch_execute("ROLLBACK")
+                .await
+                .map_err(target("rolling back"))?;
+        }
+        Ok(())
+    }
+
     pub fn in_transaction(&self) -> bool {
         self.in_transaction
     }
@@ -157,8 +214,24 @@ impl Applier {
         Ok(())
     }
 
+    /// Waits until every queued batch is written; fails with the first write's error.
+    async fn settle(&mut self) -> Result<(), PipelineError> {
+        if !std::mem::take(&mut self.writes_queued) {
+            return Ok(());
+        }
+        let (reply, done) = tokio::sync::oneshot::channel();
+        let gone = || PipelineError::Protocol("the batch writer stopped".into());
+        self.writer
+            .send(Job::Barrier(reply))
+            .await
+            .map_err(|_| gone())?;
+        self.missing_rows += done.await.map_err(|_| gone())??;
+        Ok(())
+    }
+
     /// Sends the statements gathered so far (one round trip).
     async fn send_sql(&mut self) -> Result<(), PipelineError> {
+        self.settle().await?;
         if self.sql.is_empty() {
             return Ok(());
         }
@@ -176,7 +249,8 @@ impl Applier {
             PipelineError::Protocol(format!("change for unknown relation {relation}"))
         })?;
         let width = plan.target_columns.len();
-        let (kind, row) = match change {
+        let mut untouched = std::mem::take(&mut self.scratch_untouched);
+        let (tag, row) = match change {
             Change::Insert { new } => {
                 let mut values = vec![None; width];
                 for (cell, slot) in new.0.iter().zip(&plan.slots) {
@@ -185,7 +259,7 @@ impl Applier {
                     }
                 }
                 (
-                    Kind::Insert,
+                    Tag::Insert,
                     Row {
                         values,
                         key: Vec::new(),
@@ -194,7 +268,8 @@ impl Applier {
             }
             Change::Update { old, new } => {
                 let mut values = vec![None; width];
-                let mut untouched = vec![true; width];
+                untouched.clear();
+                untouched.resize(width, true);
                 for (cell, slot) in new.0.iter().zip(&plan.slots) {
                     if let Some(t) = slot
                         && !matches!(cell, Cell::UnchangedToast)
@@ -207,12 +282,12 @@ impl Applier {
                 // changed, or REPLICA IDENTITY FULL), else from the new row.
                 let identity = old.as_ref().map(OldTuple::tuple).unwrap_or(&new);
                 let key = identity_values(plan, identity);
-                (Kind::Update(untouched), Row { values, key })
+                (Tag::Update, Row { values, key })
             }
             Change::Delete { old } => {
                 let key = identity_values(plan, old.tuple());
                 (
-                    Kind::Delete,
+                    Tag::Delete,
                     Row {
                         values: Vec::new(),
                         key,
@@ -220,14 +295,28 @@ impl Applier {
                 )
             }
         };
-        let key = StatementKey { relation, kind };
-        let repeats = !row.key.is_empty() && self.batch_identities.contains(&row.key);
-        if self.batch_key.as_ref() != Some(&key) || repeats || self.batch.len() >= self.batch_rows {
+        let fits = self.batch_key.as_ref().is_some_and(|k| {
+            k.relation == relation
+                && match (&k.kind, tag) {
+                    (Kind::Insert, Tag::Insert) | (Kind::Delete, Tag::Delete) => true,
+                    (Kind::Update(u), Tag::Update) => *u == untouched,
+                    _ => false,
+                }
+        });
+        let identity = (!row.key.is_empty()).then(|| identity_hash(&row.key));
+        let repeats = identity.is_some_and(|h| self.batch_identities.contains(&h));
+        if !fits || repeats || self.batch.len() >= self.batch_rows {
             self.flush().await?;
-            self.batch_key = Some(key);
+            let kind = match tag {
+                Tag::Insert => Kind::Insert,
+                Tag::Update => Kind::Update(untouched.clone()),
+                Tag::Delete => Kind::Delete,
+            };
+            self.batch_key = Some(StatementKey { relation, kind });
         }
-        if !row.key.is_empty() {
-            self.batch_identities.insert(row.key.clone());
+        self.scratch_untouched = untouched;
+        if let Some(h) = identity {
+            self.batch_identities.insert(h);
         }
         self.batch.push(row);
         self.rows_in_transaction += 1;
@@ -302,6 +391,7 @@ impl Applier {
         // The transaction ends here whether or not the round trip succeeds: on failure the
         // pipeline stops and the target rolled back.
         self.in_transaction = false;
+        self.settle().await?;
         let sql = std::mem::take(&mut self.sql);
         let messages = self
             .client
@@ -335,13 +425,18 @@ impl Applier {
         if !bulk {
             return self.append_rows(&key, &plan, &rows).await;
         }
-        // COPY and the staging statements use the extended protocol: what is gathered goes first.
+        // COPY and the staging statements use the extended protocol: what is gathered goes
+        // first (and the batch before this one).
         self.send_sql().await?;
-        match &key.kind {
-            Kind::Insert => self.copy_insert(&plan, &rows).await,
-            Kind::Update(untouched) => self.staged(&plan, &rows, Some(untouched)).await,
-            Kind::Delete => self.staged(&plan, &rows, None).await,
-        }
+        self.writes_queued = true;
+        self.writer
+            .send(Job::Write(Box::new(Batch {
+                kind: key.kind,
+                plan,
+                rows,
+            })))
+            .await
+            .map_err(|_| PipelineError::Protocol("the batch writer stopped".into()))
     }
 
     /// One statement per row, values as quoted literals, added to what goes out at commit.
@@ -362,165 +457,264 @@ impl Applier {
         }
         Ok(())
     }
+}
 
-    /// Inserts by `COPY ... FROM STDIN` in text format.
-    async fn copy_insert(&mut self, plan: &RelPlan, rows: &[Row]) -> Result<(), PipelineError> {
-        let columns: Vec<String> = plan
-            .target_columns
-            .iter()
-            .map(|(n, _)| quote_ident(n))
-            .collect();
-        let sql = format!(
-            "COPY {} ({}) FROM STDIN",
-            plan.target.quoted(),
-            columns.join(", ")
-        );
-        self.copy_rows(
-            &sql,
-            rows.iter().map(|r| r.values.iter()),
-            &plan.target.to_string(),
-        )
+/// Inserts by `COPY ... FROM STDIN` in text format.
+async fn copy_insert(client: &Client, plan: &RelPlan, rows: &[Row]) -> Result<(), PipelineError> {
+    let columns: Vec<String> = plan
+        .target_columns
+        .iter()
+        .map(|(n, _)| quote_ident(n))
+        .collect();
+    let sql = format!(
+        "COPY {} ({}) FROM STDIN",
+        plan.target.quoted(),
+        columns.join(", ")
+    );
+    copy_rows(
+        client,
+        &sql,
+        rows.iter().map(|r| r.values.iter()),
+        &plan.target.to_string(),
+    )
+    .await
+}
+
+/// Large updates and deletes: the rows go into a temporary staging table by COPY, then one
+/// statement joins it to the target on the identity.
+async fn staged(
+    client: &Client,
+    plan: &RelPlan,
+    rows: &[Row],
+    untouched: Option<&Vec<bool>>,
+) -> Result<u64, PipelineError> {
+    let key_columns: Vec<(String, String)> = plan
+        .key
+        .iter()
+        .filter_map(|&k| plan.slots[k])
+        .map(|t| plan.target_columns[t].clone())
+        .collect();
+    let set: Vec<usize> = match untouched {
+        Some(u) => (0..plan.target_columns.len()).filter(|&i| !u[i]).collect(),
+        None => Vec::new(),
+    };
+    let mut stage_columns: Vec<String> = (0..key_columns.len())
+        .map(|i| format!("k{i} text"))
+        .collect();
+    stage_columns.extend(set.iter().map(|i| format!("v{i} text")));
+    // All staging columns are text, so one table serves every batch of the same shape.
+    let stage = format!(
+        "fig_stage_{:016x}",
+        fnv1a(stage_columns.join(",").as_bytes())
+    );
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} ({}) ON COMMIT DELETE ROWS; TRUNCATE {stage}",
+            stage_columns.join(", ")
+        ))
         .await
-    }
-
-    /// Large updates and deletes: the rows go into a temporary staging table by COPY, then one
-    /// statement joins it to the target on the identity.
-    async fn staged(
-        &mut self,
-        plan: &RelPlan,
-        rows: &[Row],
-        untouched: Option<&Vec<bool>>,
-    ) -> Result<(), PipelineError> {
-        let key_columns: Vec<(String, String)> = plan
-            .key
+        .map_err(target("creating a staging table"))?;
+    let copy_sql = format!("COPY {stage} FROM STDIN");
+    let lines = rows.iter().map(|r| {
+        r.key
             .iter()
-            .filter_map(|&k| plan.slots[k])
-            .map(|t| plan.target_columns[t].clone())
-            .collect();
-        let set: Vec<usize> = match untouched {
-            Some(u) => (0..plan.target_columns.len()).filter(|&i| !u[i]).collect(),
-            None => Vec::new(),
-        };
-        let mut stage_columns: Vec<String> = (0..key_columns.len())
-            .map(|i| format!("k{i} text"))
-            .collect();
-        stage_columns.extend(set.iter().map(|i| format!("v{i} text")));
-        // All staging columns are text, so one table serves every batch of the same shape.
-        let stage = format!(
-            "fig_stage_{:016x}",
-            fnv1a(stage_columns.join(",").as_bytes())
-        );
-        self.client
-            .batch_execute(&format!(
-                "CREATE TEMP TABLE IF NOT EXISTS {stage} ({}) ON COMMIT DELETE ROWS; TRUNCATE {stage}",
-                stage_columns.join(", ")
-            ))
-            .await
-            .map_err(target("creating a staging table"))?;
-        let copy_sql = format!("COPY {stage} FROM STDIN");
-        let lines = rows.iter().map(|r| {
-            r.key
+            .chain(set.iter().map(|&i| &r.values[i]))
+            .collect::<Vec<_>>()
+            .into_iter()
+    });
+    copy_rows(client, &copy_sql, lines, &plan.target.to_string()).await?;
+    // The staging table has no statistics, and a hash join would scan the whole target once
+    // per batch: probe the target's key index row by row instead (for this transaction).
+    client
+        .batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+        .await
+        .map_err(target("planning a staged batch"))?;
+    let join: Vec<String> = key_columns
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ty))| format!("t.{} = CAST(s.k{i} AS {ty})", quote_ident(name)))
+        .collect();
+    let sql = match untouched {
+        Some(_) => {
+            let assignments: Vec<String> = set
                 .iter()
-                .chain(set.iter().map(|&i| &r.values[i]))
-                .collect::<Vec<_>>()
-                .into_iter()
-        });
-        self.copy_rows(&copy_sql, lines, &plan.target.to_string())
-            .await?;
-        // The staging table has no statistics, and a hash join would scan the whole target once
-        // per batch: probe the target's key index row by row instead (for this transaction).
-        self.client
-            .batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-            .await
-            .map_err(target("planning a staged batch"))?;
-        let join: Vec<String> = key_columns
-            .iter()
-            .enumerate()
-            .map(|(i, (name, ty))| format!("t.{} = CAST(s.k{i} AS {ty})", quote_ident(name)))
-            .collect();
-        let sql = match untouched {
-            Some(_) => {
-                let assignments: Vec<String> = set
-                    .iter()
-                    .map(|&i| {
-                        let (name, ty) = &plan.target_columns[i];
-                        format!("{} = CAST(s.v{i} AS {ty})", quote_ident(name))
-                    })
-                    .collect();
-                format!(
-                    "UPDATE {} t SET {} FROM {stage} s WHERE {}",
-                    plan.target.quoted(),
-                    assignments.join(", "),
-                    join.join(" AND ")
-                )
-            }
-            None => format!(
-                "DELETE FROM {} t USING {stage} s WHERE {}",
+                .map(|&i| {
+                    let (name, ty) = &plan.target_columns[i];
+                    format!("{} = CAST(s.v{i} AS {ty})", quote_ident(name))
+                })
+                .collect();
+            format!(
+                "UPDATE {} t SET {} FROM {stage} s WHERE {}",
                 plan.target.quoted(),
+                assignments.join(", "),
                 join.join(" AND ")
-            ),
-        };
-        let changed = self
-            .client
-            .execute(&sql, &[])
-            .await
-            .map_err(target(format!("applying changes to {}", plan.target)))?;
-        let missing = (rows.len() as u64).saturating_sub(changed);
-        if missing > 0 {
-            self.missing_rows += missing;
-            tracing::warn!(table = %plan.target, missing, "rows to update or delete were not on the target");
+            )
         }
-        Ok(())
+        None => format!(
+            "DELETE FROM {} t USING {stage} s WHERE {}",
+            plan.target.quoted(),
+            join.join(" AND ")
+        ),
+    };
+    let changed = client
+        .execute(&sql, &[])
+        .await
+        .map_err(target(format!("applying changes to {}", plan.target)))?;
+    let missing = (rows.len() as u64).saturating_sub(changed);
+    if missing > 0 {
+        tracing::warn!(table = %plan.target, missing, "rows to update or delete were not on the target");
     }
+    Ok(missing)
+}
 
-    async fn copy_rows<'a, I, R>(
-        &self,
-        sql: &str,
-        rows: I,
-        table: &str,
-    ) -> Result<(), PipelineError>
-    where
-        I: Iterator<Item = R>,
-        R: Iterator<Item = &'a Option<Bytes>>,
-    {
-        let sink = self
-            .client
-            .copy_in::<_, Bytes>(sql)
-            .await
-            .map_err(target(format!("starting {sql}")))?;
-        futures_util::pin_mut!(sink);
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        for row in rows {
-            for (i, value) in row.enumerate() {
-                if i > 0 {
-                    buf.put_u8(b'\t');
-                }
-                match value {
-                    None => buf.put_slice(b"\\N"),
-                    Some(v) => escape_copy_text(v, &mut buf),
-                }
+async fn copy_rows<'a, I, R>(
+    client: &Client,
+    sql: &str,
+    rows: I,
+    table: &str,
+) -> Result<(), PipelineError>
+where
+    I: Iterator<Item = R>,
+    R: Iterator<Item = &'a Option<Bytes>>,
+{
+    let sink = client
+        .copy_in::<_, Bytes>(sql)
+        .await
+        .map_err(target(format!("starting {sql}")))?;
+    futures_util::pin_mut!(sink);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    for row in rows {
+        for (i, value) in row.enumerate() {
+            if i > 0 {
+                buf.put_u8(b'\t');
             }
-            buf.put_u8(b'\n');
-            if buf.len() >= 60 * 1024 {
-                sink.send(buf.split().freeze())
-                    .await
-                    .map_err(target(format!("copying rows into {table}")))?;
+            match value {
+                None => buf.put_slice(b"\\N"),
+                Some(v) => escape_copy_text(v, &mut buf),
             }
         }
-        if !buf.is_empty() {
-            sink.send(buf.freeze())
+        buf.put_u8(b'\n');
+        if buf.len() >= 60 * 1024 {
+            sink.send(buf.split().freeze())
                 .await
                 .map_err(target(format!("copying rows into {table}")))?;
         }
-        sink.finish()
+    }
+    if !buf.is_empty() {
+        sink.send(buf.freeze())
             .await
             .map_err(target(format!("copying rows into {table}")))?;
-        Ok(())
+    }
+    sink.finish()
+        .await
+        .map_err(target(format!("copying rows into {table}")))?;
+    Ok(())
+}
+
+/// Batches queued for the writer task at most: bounds memory while the target catches up.
+const WRITES_QUEUED: usize = 2;
+
+/// Work for an applier's writer task.
+enum Job {
+    Write(Box<Batch>),
+    /// Answers once every earlier job is done: the rows found missing since the last barrier,
+    /// or the first error (after which writes are skipped: the transaction is lost anyway).
+    Barrier(tokio::sync::oneshot::Sender<Result<u64, PipelineError>>),
+}
+
+/// A batch for the writer: rows of one kind for one table.
+struct Batch {
+    kind: Kind,
+    plan: RelPlan,
+    rows: Vec<Row>,
+}
+
+/// Writes batches in order on `client` until the applier drops its sender.
+fn spawn_writer(client: Arc<Client>) -> tokio::sync::mpsc::Sender<Job> {
+    let (sender, mut jobs) = tokio::sync::mpsc::channel(WRITES_QUEUED);
+    tokio::spawn(async move {
+        let mut missing = 0;
+        let mut failed = None;
+        while let Some(job) = jobs.recv().await {
+            match job {
+                Job::Write(_) if failed.is_some() => {}
+                Job::Write(batch) => {
+                    let Batch { kind, plan, rows } = *batch;
+                    let written = match &kind {
+                        Kind::Insert => copy_insert(&client, &plan, &rows).await.map(|()| 0),
+                        Kind::Update(untouched) => {
+                            staged(&client, &plan, &rows, Some(untouched)).await
+                        }
+                        Kind::Delete => staged(&client, &plan, &rows, None).await,
+                    };
+                    match written {
+                        Ok(m) => missing += m,
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                Job::Barrier(reply) => {
+                    let _ = reply.send(match failed.take() {
+                        Some(e) => Err(e),
+                        None => Ok(std::mem::take(&mut missing)),
+                    });
+                }
+            }
+        }
+    });
+    sender
+}
+
+/// Which kind of change a row is, before its batch key is settled.
+#[derive(Debug, Clone, Copy)]
+enum Tag {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// A hash of an identity's values (NULL distinct from every value, values delimited).
+fn identity_hash(key: &[Option<Bytes>]) -> u64 {
+    key.iter().fold(0xcbf2_9ce4_8422_2325, |h, value| {
+        let h = match value {
+            None => h ^ 0xff,
+            Some(v) => fnv1a_from(h ^ v.len() as u64, v),
+        };
+        h.wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The hasher of `batch_identities`: its keys are hashes already.
+#[derive(Default, Clone, Copy)]
+struct BuildIdentity;
+
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = fnv1a_from(self.0, bytes);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl std::hash::BuildHasher for BuildIdentity {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
     }
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+    fnv1a_from(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+fn fnv1a_from(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(seed, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
@@ -633,17 +827,24 @@ fn row_params<'a>(kind: &Kind, row: &'a Row) -> Result<Vec<Option<&'a str>>, Pip
     values.map(as_str).collect()
 }
 
-/// COPY's text format: backslash, tab, newline and carriage return are escaped.
+/// COPY's text format: backslash, tab, newline and carriage return are escaped. Runs without
+/// them are copied whole (most values have none).
 pub fn escape_copy_text(value: &[u8], out: &mut BytesMut) {
-    for &b in value {
-        match b {
-            b'\\' => out.put_slice(b"\\\\"),
-            b'\t' => out.put_slice(b"\\t"),
-            b'\n' => out.put_slice(b"\\n"),
-            b'\r' => out.put_slice(b"\\r"),
-            _ => out.put_u8(b),
-        }
+    let mut rest = value;
+    while let Some(i) = rest
+        .iter()
+        .position(|&b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
+    {
+        out.put_slice(&rest[..i]);
+        out.put_slice(match rest[i] {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            _ => b"\\r",
+        });
+        rest = &rest[i + 1..];
     }
+    out.put_slice(rest);
 }
 
 #[cfg(test)]

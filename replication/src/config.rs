@@ -60,6 +60,14 @@ pub struct Pipeline {
     /// Warn when the slot retains more WAL than this (MiB).
     #[serde(default = "default_retained_wal_warn_mib")]
     pub retained_wal_warn_mib: u64,
+    /// A source transaction whose decoded changes pass this (KiB) is streamed while still in
+    /// progress and applied as it arrives, so its commit on the target follows the source's
+    /// closely (the walsender's `logical_decoding_work_mem`). 0 turns streaming off.
+    #[serde(default = "default_stream_after_kib")]
+    pub stream_after_kib: u32,
+    /// Streamed transactions open at once; each holds its own target connection.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
     pub tables: Vec<Table>,
 }
 
@@ -77,6 +85,14 @@ fn default_batch_rows() -> usize {
 
 fn default_retained_wal_warn_mib() -> u64 {
     1_024
+}
+
+fn default_stream_after_kib() -> u32 {
+    4_096
+}
+
+fn default_max_streams() -> usize {
+    16
 }
 
 /// One table: `schema.table` on each side, optionally a column subset and renames.
@@ -177,11 +193,27 @@ impl Pipeline {
     pub fn origin(&self) -> String {
         origin_of(&self.name)
     }
+
+    /// The origin of the pipeline's `n`th streaming session: only one session may use an
+    /// origin at a time, and streamed transactions are applied on sessions of their own.
+    pub fn stream_origin(&self, n: usize) -> String {
+        format!("{}.s{n}", self.origin())
+    }
 }
 
 /// The replication origin of the pipeline named `name`.
 pub fn origin_of(name: &str) -> String {
     format!("fig_{name}")
+}
+
+/// Whether `origin` is one the pipeline named `pipeline` applies with: its own or one of its
+/// streaming sessions' (pipeline names have no '.', so no other pipeline's can match).
+pub fn is_origin_of(origin: &str, pipeline: &str) -> bool {
+    let own = origin_of(pipeline);
+    origin == own
+        || origin
+            .strip_prefix(own.as_str())
+            .is_some_and(|rest| rest.starts_with(".s"))
 }
 
 /// Parses a config file's text, replacing `${NAME}` with `lookup(NAME)`.
@@ -262,6 +294,15 @@ fn validate(pipelines: &[Pipeline]) -> Result<(), ConfigError> {
                 ));
             }
         }
+        if p.stream_after_kib != 0 && p.stream_after_kib < 64 {
+            return Err(invalid(
+                at("stream_after_kib"),
+                "must be 0 (no streaming) or at least 64 (the server's minimum)",
+            ));
+        }
+        if p.max_streams == 0 {
+            return Err(invalid(at("max_streams"), "must be at least 1"));
+        }
         if p.batch_rows == 0 {
             return Err(invalid(at("batch_rows"), "must be at least 1"));
         }
@@ -308,6 +349,27 @@ mod tests {
 
     fn env(name: &str) -> Option<String> {
         Some(format!("postgresql://x/{}", name.to_lowercase()))
+    }
+
+    #[test]
+    fn a_pipeline_recognises_its_own_origins_only() {
+        let cases = [
+            ("fig_catalog", "catalog", true),
+            ("fig_catalog.s0", "catalog", true),
+            ("fig_catalog.s12", "catalog", true),
+            ("fig_catalog_reverse", "catalog", false),
+            ("fig_catalog_reverse.s1", "catalog", false),
+            ("fig_catalogx", "catalog", false),
+            ("fig_catalog.", "catalog", false),
+            ("pg_16384", "catalog", false),
+        ];
+        for (origin, pipeline, want) in cases {
+            assert_eq!(
+                is_origin_of(origin, pipeline),
+                want,
+                "{origin} of {pipeline}"
+            );
+        }
     }
 
     #[test]

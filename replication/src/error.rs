@@ -31,6 +31,10 @@ pub enum PipelineError {
         confirmed: String,
         applied: String,
     },
+    #[error(
+        "more than {max} streamed transactions are in progress on the source at once, each needing its own target session; raise max_streams for this pipeline (or stream_after_kib, so fewer transactions are streamed)"
+    )]
+    TooManyStreams { max: usize },
     #[error("replication slot {slot:?} is in use by another process (pid {pid})")]
     SlotInUse { slot: String, pid: i32 },
     #[error("source database: {context}: {source}")]

@@ -5,7 +5,8 @@
 //!   stream of XLogData and keepalives, standby status updates);
 //! - [`pgoutput`]: decoding the logical messages carried inside XLogData;
 //! - [`pipeline`]: one source → target stream: publication, slot, initial copy ([`copy`]),
-//!   then applying changes ([`apply`]) with the position kept in the target ([`state`]);
+//!   then applying changes ([`apply`]) with the position kept in the target ([`state`]), large
+//!   transactions while still in progress on the source ([`streamed`]);
 //! - [`config`] for the pipeline file, [`verify`] to compare both sides, [`metrics`].
 
 pub mod apply;
@@ -20,5 +21,6 @@ pub mod pipeline;
 pub mod schema;
 pub mod source;
 pub mod state;
+pub mod streamed;
 pub mod verify;
 pub mod wire;

@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 
 use crate::apply::{Applier, Change};
-use crate::config::{InitialCopy, Pipeline, QualifiedName, origin_of};
+use crate::config::{InitialCopy, Pipeline, QualifiedName, is_origin_of};
 use crate::copy::{self, CopyJob};
 use crate::error::{PipelineError, source, target};
 use crate::metrics::PipelineMetrics;
@@ -18,6 +18,7 @@ use crate::pgoutput::{self, LogicalMessage};
 use crate::schema::{self, RelPlan, TableInfo};
 use crate::source as src;
 use crate::state::{self, Phase};
+use crate::streamed::InProgress;
 use crate::wire::{
     ReplicationConfig, ReplicationConnection, ReplicationMessage, ReplicationStream,
     SnapshotAction, format_lsn, publication_names_option,
@@ -101,38 +102,25 @@ async fn run_with(
     let tables = resolve(pipeline, &source_client, &target_client).await?;
     let names: Vec<QualifiedName> = tables.iter().map(|t| t.source.name.clone()).collect();
     src::ensure_publication(&source_client, &pipeline.publication(), &names).await?;
-    target_client
-        .batch_execute(&format!(
-            "SET application_name = 'fig-replication-{}'",
-            pipeline.name
-        ))
-        .await
-        .map_err(target("naming the session"))?;
-    copy::act_as_replica(&target_client).await;
-    // Commits need not wait for the target's disk, as with PostgreSQL's own subscriptions: the
-    // source is told to forget a change only once the target has flushed its commit
-    // (`Streamer::refresh_durable`), so a crash of the target server loses nothing either.
-    target_client
-        .batch_execute("SET synchronous_commit = off")
-        .await
-        .map_err(target("setting synchronous_commit"))?;
-    let deadline = Instant::now() + RELEASE_WAIT;
-    loop {
-        match src::use_origin(&target_client, &pipeline.origin()).await {
-            Err(PipelineError::Target { source, .. })
-                if source.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
-                    && Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => break other?,
-        }
-    }
+    let session_name = format!("fig-replication-{}", pipeline.name);
+    prepare_apply_session(&target_client, &session_name, &pipeline.origin()).await?;
     wait_slot_released(&source_client, &pipeline.slot()).await?;
 
     let slot = pipeline.slot();
-    let replication_config = ReplicationConfig::from_url(&pipeline.source)?
+    let mut replication_config = ReplicationConfig::from_url(&pipeline.source)?
         .with_application_name(format!("fig-replication-{}", pipeline.name));
+    if pipeline.stream_after_kib > 0 {
+        // The walsender streams a transaction once its decoded changes pass this.
+        let setting = format!(
+            "-c logical_decoding_work_mem={}kB",
+            pipeline.stream_after_kib
+        );
+        let options = match replication_config.options() {
+            Some(given) => format!("{given} {setting}"),
+            None => setting,
+        };
+        replication_config = replication_config.with_options(options);
+    }
     let existing = state::load(&target_client, &pipeline.name).await?;
     let (connection, start_lsn) = match existing {
         Some(s) if s.phase == Phase::Streaming && s.slot == slot => {
@@ -153,14 +141,20 @@ async fn run_with(
         }
     };
     let publication = publication_names_option(&[pipeline.publication().as_str()]);
+    let streaming = pipeline.stream_after_kib > 0
+        && connection
+            .parameter("server_version")
+            .is_some_and(|v| major_version(v) >= 14);
+    let mut options = vec![("publication_names", publication.as_str())];
+    options.extend(if streaming {
+        [("proto_version", "2"), ("streaming", "on")].as_slice()
+    } else {
+        [("proto_version", "1")].as_slice()
+    });
     let stream = connection
-        .start_logical_replication(
-            &slot,
-            start_lsn,
-            &[("proto_version", "1"), ("publication_names", &publication)],
-        )
+        .start_logical_replication(&slot, start_lsn, &options)
         .await?;
-    tracing::info!(pipeline = %pipeline.name, from = %format_lsn(start_lsn), "streaming");
+    tracing::info!(pipeline = %pipeline.name, from = %format_lsn(start_lsn), streaming, "streaming");
     state::clear_error(&target_client, &pipeline.name).await?;
     metrics.set_phase("streaming");
     let applier = Applier::new(target_client, &pipeline.name, pipeline.batch_rows);
@@ -175,11 +169,8 @@ async fn run_with(
         mappings,
         metrics: metrics.clone(),
         source_client,
-        skip_origins: pipeline
-            .skip_origins_of
-            .iter()
-            .map(|n| origin_of(n))
-            .collect(),
+        in_progress: InProgress::new(),
+        block: None,
         received: start_lsn,
         applied: start_lsn,
         durable: start_lsn,
@@ -192,6 +183,49 @@ async fn run_with(
         last_slot_check: Instant::now() - SLOT_CHECK_EVERY,
     };
     streamer.run(stop).await
+}
+
+/// Readies a target session to apply: named `application_name`, applying as a replica,
+/// committing asynchronously, its changes marked with `origin` (waiting while a killed
+/// predecessor still holds it).
+pub(crate) async fn prepare_apply_session(
+    client: &tokio_postgres::Client,
+    application_name: &str,
+    origin: &str,
+) -> Result<(), PipelineError> {
+    client
+        .batch_execute(&format!("SET application_name = '{application_name}'"))
+        .await
+        .map_err(target("naming the session"))?;
+    copy::act_as_replica(client).await;
+    // Commits need not wait for the target's disk, as with PostgreSQL's own subscriptions: the
+    // source is told to forget a change only once the target has flushed its commit
+    // (`Streamer::refresh_durable`), so a crash of the target server loses nothing either.
+    client
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .map_err(target("setting synchronous_commit"))?;
+    let deadline = Instant::now() + RELEASE_WAIT;
+    loop {
+        match src::use_origin(client, origin).await {
+            Err(PipelineError::Target { source, .. })
+                if source.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The major version in a `server_version` ("15.4 (Debian 15.4-1)" → 15), 0 if unreadable.
+fn major_version(server_version: &str) -> u32 {
+    let digits: String = server_version
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().unwrap_or(0)
 }
 
 /// Checks every mapped table on both sides and plans its columns from the catalogs.
@@ -363,7 +397,10 @@ struct Streamer<'a> {
     mappings: HashMap<QualifiedName, Resolved>,
     metrics: Arc<PipelineMetrics>,
     source_client: tokio_postgres::Client,
-    skip_origins: Vec<String>,
+    /// Streamed transactions being applied, each on its own session.
+    in_progress: InProgress,
+    /// Inside a stream block: the streamed transaction its changes belong to.
+    block: Option<u32>,
     /// The furthest WAL position the server has told us about.
     received: u64,
     /// The position committed on the target (visible there).
@@ -514,7 +551,7 @@ impl Streamer<'_> {
             ReplicationMessage::XLogData { wal_end, data, .. } => {
                 self.received = self.received.max(wal_end);
                 self.metrics.source_lsn(wal_end);
-                let decoded = pgoutput::decode_bytes(data, false)?;
+                let decoded = pgoutput::decode_bytes(data, self.block.is_some())?;
                 self.logical(decoded).await
             }
             ReplicationMessage::PrimaryKeepAlive {
@@ -543,6 +580,27 @@ impl Streamer<'_> {
         }
     }
 
+    /// Whether `origin` marks changes this pipeline must not apply (the other half of a pair).
+    fn skips_origin(&self, origin: &str) -> bool {
+        self.pipeline
+            .skip_origins_of
+            .iter()
+            .any(|p| is_origin_of(origin, p))
+    }
+
+    /// The session a data message is applied on: the main one, or inside a stream block its
+    /// transaction's (with the savepoint of its subtransaction opened). `None`: not applied.
+    async fn session_for(
+        &mut self,
+        xid: Option<u32>,
+    ) -> Result<Option<&mut Applier>, PipelineError> {
+        match self.block {
+            Some(top) => self.in_progress.session(top, xid).await,
+            None if self.skipping => Ok(None),
+            None => Ok(Some(&mut self.applier)),
+        }
+    }
+
     async fn logical(&mut self, message: LogicalMessage) -> Result<(), PipelineError> {
         match message {
             LogicalMessage::Begin(begin) => {
@@ -556,8 +614,11 @@ impl Streamer<'_> {
             }
             LogicalMessage::Origin(origin) => {
                 tracing::debug!(pipeline = %self.pipeline.name, origin = %origin.name, "origin");
-                if self.skip_origins.contains(&origin.name) {
-                    self.skipping = true;
+                if self.skips_origin(&origin.name) {
+                    match self.block {
+                        Some(top) => self.in_progress.skip(top)?,
+                        None => self.skipping = true,
+                    }
                 }
             }
             LogicalMessage::Relation(relation) => {
@@ -573,39 +634,36 @@ impl Streamer<'_> {
                         detail: "is published but not in the pipeline's table mapping".into(),
                     })?;
                 let plan = schema::plan_relation(&relation, &resolved.mapping, &resolved.target)?;
+                self.in_progress.set_plan(relation.id, &plan).await?;
                 self.applier.set_plan(relation.id, plan).await?;
             }
             LogicalMessage::Type(_) | LogicalMessage::Message(_) => {}
             LogicalMessage::Insert(insert) => {
-                if !self.skipping {
-                    self.applier
+                if let Some(applier) = self.session_for(insert.xid).await? {
+                    applier
                         .change(insert.relation_id, Change::Insert { new: insert.new })
                         .await?;
                 }
             }
             LogicalMessage::Update(update) => {
-                if !self.skipping {
-                    self.applier
-                        .change(
-                            update.relation_id,
-                            Change::Update {
-                                old: update.old,
-                                new: update.new,
-                            },
-                        )
-                        .await?;
+                if let Some(applier) = self.session_for(update.xid).await? {
+                    let change = Change::Update {
+                        old: update.old,
+                        new: update.new,
+                    };
+                    applier.change(update.relation_id, change).await?;
                 }
             }
             LogicalMessage::Delete(delete) => {
-                if !self.skipping {
-                    self.applier
+                if let Some(applier) = self.session_for(delete.xid).await? {
+                    applier
                         .change(delete.relation_id, Change::Delete { old: delete.old })
                         .await?;
                 }
             }
             LogicalMessage::Truncate(truncate) => {
-                if !self.skipping {
-                    self.applier
+                if let Some(applier) = self.session_for(truncate.xid).await? {
+                    applier
                         .truncate(
                             &truncate.relation_ids,
                             truncate.cascade(),
@@ -629,14 +687,41 @@ impl Streamer<'_> {
                     .await?;
                 self.metrics.commit_seen(commit.commit_time);
             }
-            LogicalMessage::StreamStart(_)
-            | LogicalMessage::StreamStop
-            | LogicalMessage::StreamCommit(_)
-            | LogicalMessage::StreamAbort(_) => {
-                return Err(PipelineError::Protocol(
-                    "a streamed in-progress transaction arrived, but streaming was not requested"
-                        .into(),
-                ));
+            LogicalMessage::StreamStart(start) => {
+                if start.first_segment {
+                    tracing::debug!(pipeline = %self.pipeline.name, xid = start.xid, "streaming an in-progress transaction");
+                }
+                self.in_progress
+                    .start(start.xid, start.first_segment, self.pipeline, &self.applier)
+                    .await?;
+                self.block = Some(start.xid);
+            }
+            LogicalMessage::StreamStop => self.block = None,
+            LogicalMessage::StreamAbort(abort) => {
+                tracing::debug!(pipeline = %self.pipeline.name, xid = abort.xid, subxid = abort.subxid, "streamed transaction aborted");
+                self.in_progress.abort(abort.xid, abort.subxid).await?;
+            }
+            LogicalMessage::StreamCommit(commit) => {
+                let mut streamed = self.in_progress.finish(commit.xid)?;
+                // Source transactions that committed before it come first on the target too:
+                // the position only ever moves forward.
+                self.commit().await?;
+                if streamed.skipping || commit.commit_lsn < self.applied {
+                    streamed.applier.rollback().await?;
+                } else {
+                    streamed
+                        .applier
+                        .source_commit(commit.end_lsn, commit.commit_time)
+                        .await?;
+                    if let Some((lsn, target_lsn)) = streamed.applier.commit().await? {
+                        self.applied = self.applied.max(lsn);
+                        self.unflushed.push_back((lsn, target_lsn));
+                        self.metrics.applied(lsn);
+                    }
+                    self.metrics.commit_seen(commit.commit_time);
+                }
+                tracing::debug!(pipeline = %self.pipeline.name, xid = commit.xid, end_lsn = %format_lsn(commit.end_lsn), skipped = streamed.skipping, "streamed transaction committed");
+                self.in_progress.recycle(streamed);
             }
         }
         Ok(())

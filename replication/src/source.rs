@@ -173,11 +173,12 @@ pub async fn use_origin(client: &Client, origin: &str) -> Result<(), PipelineErr
     Ok(())
 }
 
+/// Drops the replication origin `origin` and those of its streaming sessions (`origin.sN`).
 pub async fn drop_origin(client: &Client, origin: &str) -> Result<(), PipelineError> {
     client
         .execute(
-            "SELECT pg_replication_origin_drop($1)
-              WHERE EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+            "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin
+              WHERE roname = $1 OR left(roname, length($1) + 2) = $1 || '.s'",
             &[&origin],
         )
         .await

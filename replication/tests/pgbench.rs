@@ -118,8 +118,8 @@ fn config_file(dir: &std::path::Path, p: &Pipeline) -> std::path::PathBuf {
         .map(|t| format!("[[pipelines.tables]]\nsource = \"{}\"\n", t.source))
         .collect();
     let text = format!(
-        "[[pipelines]]\nname = \"{}\"\nsource = \"{}\"\ntarget = \"{}\"\nbatch_rows = 500\n{tables}",
-        p.name, p.source, p.target
+        "[[pipelines]]\nname = \"{}\"\nsource = \"{}\"\ntarget = \"{}\"\nbatch_rows = 500\nstream_after_kib = {}\n{tables}",
+        p.name, p.source, p.target, p.stream_after_kib
     );
     let path = dir.join("pipelines.toml");
     std::fs::write(&path, text).unwrap();
@@ -130,7 +130,10 @@ fn engine(config: &std::path::Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_replication"))
         .args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("ENGINE_LOG").unwrap_or("warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -170,18 +173,40 @@ async fn until(client: &tokio_postgres::Client, sql: &str, name: &str, child: &m
 #[tokio::test]
 async fn killed_at_random_moments_the_target_still_ends_identical() {
     let pair = pgbench_pair("crash").await;
-    let pipeline = pair.pipeline(&TABLES);
+    let mut pipeline = pair.pipeline(&TABLES);
+    // Every 4th transaction below is streamed while in progress.
+    pipeline.stream_after_kib = 64;
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path(), &pipeline);
 
-    // Source traffic throughout: multi-row transactions of every kind.
+    // Source traffic throughout: multi-row transactions of every kind, and large ones with a
+    // subtransaction rolled back.
     let traffic_client = support::client(pair.source.url()).await;
     let (stop_traffic, mut stopped) = tokio::sync::watch::channel(false);
     let traffic = tokio::spawn(async move {
         let mut round: i64 = 0;
         while !*stopped.borrow_and_update() {
             round += 1;
+            // Paced, so the engine (a debug build here) is not left minutes behind at the end.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             let low = (round * 997) % 90_000 + 1;
+            if round % 4 == 0 {
+                traffic_client
+                    .batch_execute(&format!(
+                        "BEGIN;
+                         UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid BETWEEN {low} AND {low} + 3000;
+                         SAVEPOINT s;
+                         UPDATE pgbench_branches SET bbalance = bbalance + 1000;
+                         DELETE FROM pgbench_accounts WHERE aid BETWEEN {low} AND {low} + 100;
+                         ROLLBACK TO SAVEPOINT s;
+                         INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)
+                           SELECT 1 + g % 10, 1, g, -{round}, now() FROM generate_series(1, 1000) g;
+                         COMMIT;"
+                    ))
+                    .await
+                    .unwrap();
+                continue;
+            }
             traffic_client
                 .batch_execute(&format!(
                     "BEGIN;
@@ -201,6 +226,7 @@ async fn killed_at_random_moments_the_target_still_ends_identical() {
     let mut seed = 0x5eed_u64;
     let mut during_copy = 0;
     let mut inside_transaction = 0;
+    let mut inside_streamed = 0;
     for round in 0..10 {
         let mut child = engine(&config);
         let hit = if round < 3 {
@@ -214,6 +240,20 @@ async fn killed_at_random_moments_the_target_still_ends_identical() {
             )
             .await;
             during_copy += usize::from(h);
+            h
+        } else if round >= 8 {
+            // While a streamed transaction is being applied, before its source commit.
+            let h = until(
+                &pair.dst,
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = '{app}-stream'
+                        AND backend_xid IS NOT NULL AND $1::text IS NOT NULL)"
+                ),
+                &name,
+                &mut child,
+            )
+            .await;
+            inside_streamed += usize::from(h);
             h
         } else {
             // While the engine has a target transaction open: right after a BEGIN, or inside
@@ -236,7 +276,10 @@ async fn killed_at_random_moments_the_target_still_ends_identical() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
-    assert_eq!((during_copy, inside_transaction), (3, 7));
+    assert_eq!(
+        (during_copy, inside_transaction, inside_streamed),
+        (3, 5, 2)
+    );
 
     stop_traffic.send(true).unwrap();
     traffic.await.unwrap();

@@ -15,7 +15,7 @@ use super::WireError;
 /// CopyBothResponse, which `postgres-protocol`'s `Message::parse` does not know.
 const COPY_BOTH_RESPONSE_TAG: u8 = b'W';
 /// Smallest read: enough for many small messages (keepalives, rows) per system call.
-const MIN_READ: usize = 8 * 1024;
+const MIN_READ: usize = 64 * 1024;
 /// Largest single reservation ahead of data actually arriving, so a corrupt or hostile length
 /// field cannot make us allocate gigabytes up front; large frames grow in steps as bytes arrive.
 const MAX_RESERVE: usize = 1024 * 1024;

@@ -67,6 +67,8 @@ impl Pair {
             skip_origins_of: Vec::new(),
             batch_rows: 5_000,
             retained_wal_warn_mib: 1_024,
+            stream_after_kib: 4_096,
+            max_streams: 16,
             tables: tables
                 .iter()
                 .map(|t| Table {
