@@ -1,7 +1,10 @@
 //! The initial copy: every table read at the slot's exported snapshot, so the copy and the
 //! stream that follows (from the slot's consistent point) meet with no row missed or doubled.
-//! Tables are copied in parallel, each in one target transaction (TRUNCATE, then COPY), binary
-//! when both sides have the same column types.
+//! Tables are copied in parallel, each in one target transaction, binary when both sides have
+//! the same column types. Where it is safe, that transaction loads the table the way pg_restore
+//! does: emptied in the same transaction (so COPY can FREEZE), its indexes dropped before the
+//! rows and built again after them, which costs far less than maintaining them row by row. All of
+//! it commits or rolls back together, so a crash never leaves a table without its indexes.
 
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use tokio_postgres::Client;
@@ -121,22 +124,131 @@ async fn copy_table(
         source_list.join(", "),
         plan.source.quoted()
     );
-    let write = format!(
-        "COPY {} ({}) FROM STDIN{format}",
-        plan.target.quoted(),
-        target_list.join(", ")
-    );
-    tracing::info!(table = %plan.source, into = %plan.target, estimate = job.estimate, binary = job.same_types, "initial copy started");
     to.batch_execute("BEGIN")
         .await
         .map_err(target(format!("copying into {}", plan.target)))?;
+    let load = prepare_load(&to, &plan.target).await?;
+    let options = match (job.same_types, load.freeze) {
+        (true, true) => " (FORMAT binary, FREEZE)",
+        (true, false) => " (FORMAT binary)",
+        (false, true) => " (FREEZE)",
+        (false, false) => "",
+    };
+    let write = format!(
+        "COPY {} ({}) FROM STDIN{options}",
+        plan.target.quoted(),
+        target_list.join(", ")
+    );
+    tracing::info!(table = %plan.source, into = %plan.target, estimate = job.estimate, binary = job.same_types,
+        freeze = load.freeze, indexes_rebuilt = load.rebuild.len(), "initial copy started");
     let rows = pump(&from, &to, &read, &write, &plan.target).await?;
+    for statement in &load.rebuild {
+        to.batch_execute(statement).await.map_err(target(format!(
+            "rebuilding an index of {}: {statement}",
+            plan.target
+        )))?;
+    }
     to.batch_execute("COMMIT")
         .await
         .map_err(target(format!("committing the copy of {}", plan.target)))?;
     from.batch_execute("COMMIT").await.ok();
     tracing::info!(table = %plan.source, rows, "initial copy finished");
     Ok(rows as i64)
+}
+
+/// How a table is loaded inside its copy transaction.
+#[derive(Debug, Default)]
+struct Load {
+    /// Emptied in this transaction: COPY may write the rows frozen.
+    freeze: bool,
+    /// Statements that rebuild the indexes dropped for the load, to run after the rows.
+    rebuild: Vec<String>,
+}
+
+/// In the open copy transaction: empties `table` again and drops the indexes it is safe to
+/// rebuild, when nothing refers to the table (a TRUNCATE of it alone would be refused, and a
+/// referenced key cannot be dropped) and it is a plain table. Kept as they are: indexes backing
+/// the replica identity, clustered, in their own tablespace or with a comment (a rebuild from
+/// their definition would lose that). If any of it is refused (e.g. not the owner), the table
+/// is loaded as it is.
+async fn prepare_load(to: &Client, table: &QualifiedName) -> Result<Load, PipelineError> {
+    let context = || format!("preparing {table} for the copy");
+    let eligible: bool = to
+        .query_one(
+            "SELECT c.relkind = 'r' AND NOT c.relispartition
+                    AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = c.oid)
+               FROM pg_class c WHERE c.oid = $1::text::regclass",
+            &[&table.quoted()],
+        )
+        .await
+        .map_err(target(context()))?
+        .get(0);
+    if !eligible {
+        return Ok(Load::default());
+    }
+    let indexes = to
+        .query(
+            "SELECT ic.relname, con.conname, pg_get_constraintdef(con.oid), pg_get_indexdef(i.indexrelid)
+               FROM pg_index i
+               JOIN pg_class ic ON ic.oid = i.indexrelid
+               LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+                                          AND con.contype IN ('p', 'u', 'x')
+              WHERE i.indrelid = $1::text::regclass
+                AND i.indisvalid AND NOT i.indisreplident AND NOT i.indisclustered
+                AND ic.reltablespace = 0
+                AND NOT EXISTS (SELECT 1 FROM pg_description d
+                                 WHERE d.objoid IN (i.indexrelid, coalesce(con.oid, 0)))
+              ORDER BY con.contype = 'p' DESC NULLS LAST, ic.relname",
+            &[&table.quoted()],
+        )
+        .await
+        .map_err(target(context()))?;
+    let mut drop = vec![format!("TRUNCATE ONLY {}", table.quoted())];
+    let mut rebuild = Vec::new();
+    for row in &indexes {
+        let index: &str = row.get(0);
+        match (row.get::<_, Option<&str>>(1), row.get::<_, Option<&str>>(2)) {
+            (Some(constraint), Some(definition)) => {
+                drop.push(format!(
+                    "ALTER TABLE {} DROP CONSTRAINT {}",
+                    table.quoted(),
+                    quote_ident(constraint)
+                ));
+                rebuild.push(format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {} {definition}",
+                    table.quoted(),
+                    quote_ident(constraint)
+                ));
+            }
+            _ => {
+                drop.push(format!(
+                    "DROP INDEX {}.{}",
+                    quote_ident(&table.schema),
+                    quote_ident(index)
+                ));
+                rebuild.push(row.get::<_, &str>(3).to_string());
+            }
+        }
+    }
+    // Index builds sort in memory: give them room, for this transaction only.
+    drop.push("SET LOCAL maintenance_work_mem = '256MB'".into());
+    let sql = format!(
+        "SAVEPOINT fig_load; {}; RELEASE SAVEPOINT fig_load",
+        drop.join("; ")
+    );
+    match to.batch_execute(&sql).await {
+        Ok(()) => Ok(Load {
+            freeze: true,
+            rebuild,
+        }),
+        Err(e) => {
+            tracing::info!(table = %table, error = %e, "loading with the indexes in place");
+            to.batch_execute("ROLLBACK TO SAVEPOINT fig_load")
+                .await
+                .map_err(target(context()))?;
+            Ok(Load::default())
+        }
+    }
 }
 
 async fn pump(

@@ -174,8 +174,9 @@ async fn until(client: &tokio_postgres::Client, sql: &str, name: &str, child: &m
 async fn killed_at_random_moments_the_target_still_ends_identical() {
     let pair = pgbench_pair("crash").await;
     let mut pipeline = pair.pipeline(&TABLES);
-    // Every 4th transaction below is streamed while in progress.
-    pipeline.stream_after_kib = 64;
+    // Every 6th transaction below (a few MB of changes) is streamed while in progress; the
+    // others (a few hundred kB) are not.
+    pipeline.stream_after_kib = 1024;
     let dir = tempfile::tempdir().unwrap();
     let config = config_file(dir.path(), &pipeline);
 
@@ -188,13 +189,13 @@ async fn killed_at_random_moments_the_target_still_ends_identical() {
         while !*stopped.borrow_and_update() {
             round += 1;
             // Paced, so the engine (a debug build here) is not left minutes behind at the end.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
             let low = (round * 997) % 90_000 + 1;
-            if round % 4 == 0 {
+            if round % 6 == 0 {
                 traffic_client
                     .batch_execute(&format!(
                         "BEGIN;
-                         UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid BETWEEN {low} AND {low} + 3000;
+                         UPDATE pgbench_accounts SET abalance = abalance - 1 WHERE aid BETWEEN {low} AND {low} + 8000;
                          SAVEPOINT s;
                          UPDATE pgbench_branches SET bbalance = bbalance + 1000;
                          DELETE FROM pgbench_accounts WHERE aid BETWEEN {low} AND {low} + 100;

@@ -512,10 +512,10 @@ async fn unknown_database_is_a_server_error() {
 
 #[tokio::test]
 async fn closed_port_fails_fast_with_an_io_error() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Bound but never listening: the port stays ours (no other test can take it) and refuses.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
     let config =
         ReplicationConfig::from_url(&format!("postgresql://postgres@127.0.0.1:{port}/db")).unwrap();
     let started = Instant::now();
