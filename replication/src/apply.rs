@@ -14,8 +14,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::SinkExt;
-use tokio_postgres::Client;
+use futures_util::{FutureExt, SinkExt};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Statement};
 
 use crate::config::quote_ident;
 use crate::error::{PipelineError, target};
@@ -25,15 +26,15 @@ use crate::state;
 
 /// Batches at least this large take the COPY path.
 const BULK_ROWS: usize = 256;
-/// Gathered statements are sent once they reach this size, even mid-transaction.
-const SQL_FLUSH_BYTES: usize = 1 << 20;
+/// Gathered statements are sent once this many are queued, even mid-transaction.
+const QUEUED_FLUSH: usize = 2_000;
 
-/// A SQL string literal (standard_conforming_strings: only quotes are doubled), or NULL.
-fn literal(value: Option<&str>) -> String {
-    match value {
-        None => "NULL".to_string(),
-        Some(v) => format!("'{}'", v.replace('\'', "''")),
-    }
+/// Something to send to the target with the rest of the transaction, in order.
+enum Queued {
+    /// Statements without parameters (BEGIN, SAVEPOINT, TRUNCATE, the position update...).
+    Sql(String),
+    /// One row's prepared statement and its values (checked to be UTF-8 when queued).
+    Row(Statement, Vec<Option<Bytes>>),
 }
 
 /// One row change, values still in pgoutput form.
@@ -77,8 +78,12 @@ pub struct Applier {
     batch_rows: usize,
     plans: HashMap<u32, RelPlan>,
     /// Statements not yet sent: a whole group of small source transactions, BEGIN to COMMIT,
-    /// goes to the target in one round trip.
-    sql: String,
+    /// goes to the target in one round trip (pipelined).
+    queued: Vec<Queued>,
+    /// Prepared per table and change shape: the target parses and plans each once per session.
+    statements: HashMap<StatementKey, Statement>,
+    /// `SELECT pg_current_wal_insert_lsn()`, prepared.
+    insert_lsn: Option<Statement>,
     batch: Vec<Row>,
     batch_key: Option<StatementKey>,
     /// Hashes of the identities in the current batch: a second change to the same row starts a
@@ -121,7 +126,9 @@ impl Applier {
             pipeline: pipeline.to_string(),
             batch_rows,
             plans: HashMap::new(),
-            sql: String::new(),
+            queued: Vec::new(),
+            statements: HashMap::new(),
+            insert_lsn: None,
             batch: Vec::new(),
             batch_key: None,
             batch_identities: HashSet::default(),
@@ -148,6 +155,7 @@ impl Applier {
             self.flush().await?;
         }
         self.plans.insert(relation, plan);
+        self.statements.retain(|key, _| key.relation != relation);
         Ok(())
     }
 
@@ -164,8 +172,7 @@ impl Applier {
     pub async fn savepoint(&mut self, name: &str) -> Result<(), PipelineError> {
         self.flush().await?;
         self.begin().await?;
-        self.sql
-            .push_str(&format!("SAVEPOINT {};\n", quote_ident(name)));
+        self.queue_sql(&format!("SAVEPOINT {};\n", quote_ident(name)));
         Ok(())
     }
 
@@ -173,8 +180,7 @@ impl Applier {
     pub async fn rollback_to(&mut self, name: &str) -> Result<(), PipelineError> {
         // What is batched is written first, so it is undone in order with the rest.
         self.flush().await?;
-        self.sql
-            .push_str(&format!("ROLLBACK TO SAVEPOINT {};\n", quote_ident(name)));
+        self.queue_sql(&format!("ROLLBACK TO SAVEPOINT {};\n", quote_ident(name)));
         Ok(())
     }
 
@@ -186,7 +192,7 @@ impl Applier {
         self.batch_key = None;
         self.batch_identities.clear();
         self.pending = None;
-        self.sql.clear();
+        self.queued.clear();
         // (If BEGIN never reached the server, ROLLBACK only draws a warning.)
         if std::mem::take(&mut self.in_transaction) {
             self.client
@@ -207,7 +213,7 @@ impl Applier {
 
     async fn begin(&mut self) -> Result<(), PipelineError> {
         if !self.in_transaction {
-            self.sql.push_str("BEGIN;\n");
+            self.queue_sql("BEGIN;\n");
             self.in_transaction = true;
             self.rows_in_transaction = 0;
         }
@@ -229,16 +235,24 @@ impl Applier {
         Ok(())
     }
 
+    /// Adds statements to what is sent next, joining the text before them if it is text too.
+    fn queue_sql(&mut self, sql: &str) {
+        match self.queued.last_mut() {
+            Some(Queued::Sql(text)) => text.push_str(sql),
+            _ => self.queued.push(Queued::Sql(sql.to_string())),
+        }
+    }
+
     /// Sends the statements gathered so far (one round trip).
     async fn send_sql(&mut self) -> Result<(), PipelineError> {
         self.settle().await?;
-        if self.sql.is_empty() {
+        if self.queued.is_empty() {
             return Ok(());
         }
-        let sql = std::mem::take(&mut self.sql);
-        self.client
-            .batch_execute(&sql)
+        let queued = std::mem::take(&mut self.queued);
+        send_queued(&self.client, &queued, None)
             .await
+            .map(|_| ())
             .map_err(target("applying changes"))
     }
 
@@ -350,8 +364,7 @@ impl Applier {
             },
             if cascade { " CASCADE" } else { "" }
         );
-        self.sql.push_str(&sql);
-        self.sql.push_str(";\n");
+        self.queue_sql(&format!("{sql};\n"));
         self.rows_in_transaction += 1;
         Ok(())
     }
@@ -380,31 +393,30 @@ impl Applier {
         let Some((lsn, commit_time)) = self.pending.take() else {
             return Ok(None);
         };
-        self.sql.push_str(&state::applied_sql(
-            &self.pipeline,
-            lsn,
-            commit_time,
-            self.rows_in_transaction,
-        ));
-        self.sql
-            .push_str("COMMIT;\nSELECT pg_current_wal_insert_lsn()::text;\n");
+        let position =
+            state::applied_sql(&self.pipeline, lsn, commit_time, self.rows_in_transaction);
+        self.queue_sql(&position);
+        self.queue_sql("COMMIT;\n");
         // The transaction ends here whether or not the round trip succeeds: on failure the
         // pipeline stops and the target rolled back.
         self.in_transaction = false;
         self.settle().await?;
-        let sql = std::mem::take(&mut self.sql);
-        let messages = self
-            .client
-            .simple_query(&sql)
+        let insert_lsn = match &self.insert_lsn {
+            Some(statement) => statement.clone(),
+            None => {
+                let statement = self
+                    .client
+                    .prepare("SELECT pg_current_wal_insert_lsn()::text")
+                    .await
+                    .map_err(target("preparing a statement"))?;
+                self.insert_lsn.insert(statement).clone()
+            }
+        };
+        let queued = std::mem::take(&mut self.queued);
+        let text = send_queued(&self.client, &queued, Some(&insert_lsn))
             .await
             .map_err(target("applying changes"))?;
-        let target_lsn = messages
-            .iter()
-            .rev()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-                _ => None,
-            })
+        let target_lsn = text
             .and_then(|text| crate::wire::parse_lsn(&text).ok())
             .ok_or_else(|| PipelineError::Protocol("the target reported no WAL position".into()))?;
         Ok(Some((lsn, target_lsn)))
@@ -439,20 +451,32 @@ impl Applier {
             .map_err(|_| PipelineError::Protocol("the batch writer stopped".into()))
     }
 
-    /// One statement per row, values as quoted literals, added to what goes out at commit.
+    /// One prepared statement per row, added to what goes out at commit.
     async fn append_rows(
         &mut self,
         key: &StatementKey,
         plan: &RelPlan,
         rows: &[Row],
     ) -> Result<(), PipelineError> {
+        let statement = match self.statements.get(key) {
+            Some(statement) => statement.clone(),
+            None => {
+                let (sql, n) = statement_sql(plan, &key.kind, &|n| format!("${n}"));
+                // Every value travels as text and is cast by the statement itself.
+                let statement = self
+                    .client
+                    .prepare_typed(&sql, &vec![Type::TEXT; n])
+                    .await
+                    .map_err(target(format!("preparing a statement for {}", plan.target)))?;
+                self.statements.insert(key.clone(), statement.clone());
+                statement
+            }
+        };
         for row in rows {
             let params = row_params(&key.kind, row)?;
-            let (sql, _) = statement_sql(plan, &key.kind, &|n| literal(params[n - 1]));
-            self.sql.push_str(&sql);
-            self.sql.push_str(";\n");
+            self.queued.push(Queued::Row(statement.clone(), params));
         }
-        if self.sql.len() >= SQL_FLUSH_BYTES {
+        if self.queued.len() >= QUEUED_FLUSH {
             self.send_sql().await?;
         }
         Ok(())
@@ -810,8 +834,8 @@ fn statement_sql(plan: &RelPlan, kind: &Kind, param: &dyn Fn(usize) -> String) -
     }
 }
 
-/// The row's values in parameter order, borrowed from the decoded message.
-fn row_params<'a>(kind: &Kind, row: &'a Row) -> Result<Vec<Option<&'a str>>, PipelineError> {
+/// The row's values in parameter order (shared with the decoded message), checked to be UTF-8.
+fn row_params(kind: &Kind, row: &Row) -> Result<Vec<Option<Bytes>>, PipelineError> {
     let values: Box<dyn Iterator<Item = &Option<Bytes>>> = match kind {
         Kind::Insert => Box::new(row.values.iter()),
         Kind::Update(untouched) => Box::new(
@@ -824,7 +848,59 @@ fn row_params<'a>(kind: &Kind, row: &'a Row) -> Result<Vec<Option<&'a str>>, Pip
         ),
         Kind::Delete => Box::new(row.key.iter()),
     };
-    values.map(as_str).collect()
+    values.map(|v| as_str(v).map(|_| v.clone())).collect()
+}
+
+/// Sends `queued` in one pipeline (every request written before any answer is awaited), then
+/// `last`'s single text value if given. Stops at the first error.
+async fn send_queued(
+    client: &Client,
+    queued: &[Queued],
+    last: Option<&Statement>,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    type Sent<'a> = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>,
+    >;
+    let mut sends: Vec<Sent<'_>> = queued
+        .iter()
+        .map(|q| -> Sent<'_> {
+            match q {
+                Queued::Sql(sql) => Box::pin(client.batch_execute(sql)),
+                Queued::Row(statement, values) => Box::pin(async move {
+                    // Checked when queued, so nothing is replaced here.
+                    let values = values.iter().map(|v| {
+                        v.as_deref()
+                            .map(|b| std::str::from_utf8(b).unwrap_or_default())
+                    });
+                    client.execute_raw(statement, values).await.map(|_| ())
+                }),
+            }
+        })
+        .collect();
+    let mut last = last.map(|statement| Box::pin(client.query_one(statement, &[])));
+    // A request is written when its future is first polled: poll each once, in order, so they
+    // reach the server in order and back to back; then collect the answers (awaiting polls
+    // them again, with a real waker).
+    let mut done = Vec::with_capacity(sends.len());
+    for send in &mut sends {
+        done.push(send.now_or_never());
+    }
+    let mut answer = last.as_mut().and_then(|query| query.now_or_never());
+    for (send, early) in sends.into_iter().zip(done) {
+        match early {
+            Some(result) => result?,
+            None => send.await?,
+        }
+    }
+    if let Some(query) = last
+        && answer.is_none()
+    {
+        answer = Some(query.await);
+    }
+    match answer {
+        None => Ok(None),
+        Some(row) => Ok(row?.get::<_, Option<String>>(0)),
+    }
 }
 
 /// COPY's text format: backslash, tab, newline and carriage return are escaped. Runs without
@@ -868,13 +944,6 @@ mod tests {
 
     fn placeholder(n: usize) -> String {
         format!("${n}")
-    }
-
-    #[test]
-    fn literals_double_quotes_and_spell_null() {
-        assert_eq!(literal(Some("it's")), "'it''s'");
-        assert_eq!(literal(Some("back\\slash")), "'back\\slash'");
-        assert_eq!(literal(None), "NULL");
     }
 
     #[test]
