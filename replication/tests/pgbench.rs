@@ -230,48 +230,35 @@ async fn killed_at_random_moments_the_target_still_ends_identical() {
     let mut inside_streamed = 0;
     for round in 0..10 {
         let mut child = engine(&config);
-        let hit = if round < 3 {
+        let (moment, count) = if round < 3 {
             // During the initial copy (each restart before streaming starts the copy again).
-            let h = until(
-                &pair.dst,
+            (
                 "SELECT EXISTS (SELECT 1 FROM fig_replication.pipelines WHERE name = $1 AND phase = 'copying')
-                    AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY%' AND state = 'active')",
-                &name,
-                &mut child,
+                    AND EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'COPY%' AND state = 'active')".to_string(),
+                &mut during_copy,
             )
-            .await;
-            during_copy += usize::from(h);
-            h
         } else if round >= 8 {
             // While a streamed transaction is being applied, before its source commit.
-            let h = until(
-                &pair.dst,
-                &format!(
+            (
+                format!(
                     "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = '{app}-stream'
                         AND backend_xid IS NOT NULL AND $1::text IS NOT NULL)"
                 ),
-                &name,
-                &mut child,
+                &mut inside_streamed,
             )
-            .await;
-            inside_streamed += usize::from(h);
-            h
         } else {
             // While the engine has a target transaction open: right after a BEGIN, or inside
             // a batch of rows.
-            let h = until(
-                &pair.dst,
-                &format!(
+            (
+                format!(
                     "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = '{app}'
                         AND xact_start IS NOT NULL AND $1::text IS NOT NULL)"
                 ),
-                &name,
-                &mut child,
+                &mut inside_transaction,
             )
-            .await;
-            inside_transaction += usize::from(h);
-            h
         };
+        let hit = until(&pair.dst, &moment, &name, &mut child).await;
+        *count += usize::from(hit);
         assert!(hit, "round {round}: the moment to kill never came");
         tokio::time::sleep(Duration::from_micros(next(&mut seed) % 20_000)).await;
         child.kill().unwrap();

@@ -141,21 +141,8 @@ async fn a_two_way_pair_converges_without_echo() {
         .batch_execute("INSERT INTO shop.albums (id, title) VALUES (1, 'from the monolith')")
         .await
         .unwrap();
-    let forward_name = format!("{}_f", pair.name);
-    let reverse_name = format!("{}_r", pair.name);
-    let mut forward = pair.pipeline(&["shop.albums"]);
-    forward.name = forward_name.clone();
-    forward.skip_origins_of = vec![reverse_name.clone()];
-    let mut reverse = forward.clone();
-    reverse.name = reverse_name.clone();
-    reverse.source = pair.target.url().to_string();
-    reverse.target = pair.source.url().to_string();
-    reverse.initial_copy = replication::config::InitialCopy::None;
-    reverse.skip_origins_of = vec![forward_name.clone()];
-    let f = start(forward);
-    support::caught_up(&pair.src, &pair.dst, &forward_name).await;
-    let r = start(reverse);
-    support::caught_up(&pair.dst, &pair.src, &reverse_name).await;
+    let (forward, f, reverse, r) = pair.start_two_way(pair.pipeline(&["shop.albums"])).await;
+    let (forward_name, reverse_name) = (forward.name, reverse.name);
 
     let writes = [
         (
@@ -270,18 +257,13 @@ async fn applied(client: &tokio_postgres::Client, name: &str) -> i64 {
 
 /// Every index and index-backed constraint of the `shop` tables, as their definitions.
 async fn index_definitions(client: &tokio_postgres::Client) -> Vec<String> {
-    client
-        .query(
-            "SELECT tablename || ': ' || indexdef || coalesce(' -- ' || obj_description(
-                        (schemaname || '.' || indexname)::regclass, 'pg_class'), '')
-               FROM pg_indexes WHERE schemaname = 'shop' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    support::texts(
+        client,
+        "SELECT tablename || ': ' || indexdef || coalesce(' -- ' || obj_description(
+                (schemaname || '.' || indexname)::regclass, 'pg_class'), '')
+           FROM pg_indexes WHERE schemaname = 'shop' ORDER BY 1",
+    )
+    .await
 }
 
 /// Each `shop` index's name and oid (a rebuilt index has a new oid).

@@ -39,6 +39,26 @@ fn applying_in_progress(name: &str) -> String {
     )
 }
 
+/// Starts a streaming pipeline for `pair`, then runs `sql` on a source session of its own (a
+/// transaction left open), and waits until the target applies it while still open.
+async fn open_while_streaming(
+    pair: &Pair,
+    sql: &str,
+) -> (support::Running, tokio_postgres::Client) {
+    let running = start(streaming_pipeline(pair));
+    running.streaming().await;
+    pair.caught_up().await;
+    let big = support::client(pair.source.url()).await;
+    big.batch_execute(sql).await.unwrap();
+    until(
+        &pair.dst,
+        &applying_in_progress(&pair.name),
+        "the open transaction is applied on the target",
+    )
+    .await;
+    (running, big)
+}
+
 async fn applied(client: &tokio_postgres::Client, name: &str) -> i64 {
     let sql = format!("SELECT rows_applied FROM fig_replication.pipelines WHERE name = '{name}'");
     count(client, &sql).await
@@ -51,13 +71,9 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
 #[tokio::test]
 async fn a_large_transaction_is_applied_while_in_progress_and_commits_with_the_source() {
     let pair = Pair::new("stream_commit", ITEMS).await;
-    let running = start(streaming_pipeline(&pair));
-    running.streaming().await;
-    pair.caught_up().await;
-
     // A big transaction with subtransactions, left open.
-    let big = support::client(pair.source.url()).await;
-    big.batch_execute(
+    let (running, big) = open_while_streaming(
+        &pair,
         "BEGIN;
          INSERT INTO shop.items SELECT g, 'item ' || g, 0 FROM generate_series(1, 20000) g;
          SAVEPOINT a;
@@ -71,13 +87,6 @@ async fn a_large_transaction_is_applied_while_in_progress_and_commits_with_the_s
          UPDATE shop.items SET n = -1;
          ROLLBACK TO SAVEPOINT c;
          INSERT INTO shop.items SELECT g, 'late ' || g, 2 FROM generate_series(20001, 25000) g;",
-    )
-    .await
-    .unwrap();
-    until(
-        &pair.dst,
-        &applying_in_progress(&pair.name),
-        "the open transaction is applied on the target",
     )
     .await;
 
@@ -140,22 +149,11 @@ async fn a_large_transaction_that_aborts_leaves_nothing_on_the_target() {
         )
         .await
         .unwrap();
-    let running = start(streaming_pipeline(&pair));
-    running.streaming().await;
-    pair.caught_up().await;
-
-    let big = support::client(pair.source.url()).await;
-    big.batch_execute(
+    let (running, big) = open_while_streaming(
+        &pair,
         "BEGIN;
          INSERT INTO shop.items SELECT g, 'doomed ' || g, 0 FROM generate_series(1000, 30000) g;
          DELETE FROM shop.items WHERE id <= 50;",
-    )
-    .await
-    .unwrap();
-    until(
-        &pair.dst,
-        &applying_in_progress(&pair.name),
-        "the open transaction is applied on the target",
     )
     .await;
     big.batch_execute("ROLLBACK").await.unwrap();
@@ -179,21 +177,8 @@ async fn a_large_transaction_that_aborts_leaves_nothing_on_the_target() {
 #[tokio::test]
 async fn streamed_transactions_are_not_echoed_by_the_reverse_stream() {
     let pair = Pair::new("stream_twoway", ITEMS).await;
-    let forward_name = format!("{}_f", pair.name);
-    let reverse_name = format!("{}_r", pair.name);
-    let mut forward = streaming_pipeline(&pair);
-    forward.name = forward_name.clone();
-    forward.skip_origins_of = vec![reverse_name.clone()];
-    let mut reverse = forward.clone();
-    reverse.name = reverse_name.clone();
-    reverse.source = pair.target.url().to_string();
-    reverse.target = pair.source.url().to_string();
-    reverse.initial_copy = replication::config::InitialCopy::None;
-    reverse.skip_origins_of = vec![forward_name.clone()];
-    let f = start(forward);
-    support::caught_up(&pair.src, &pair.dst, &forward_name).await;
-    let r = start(reverse);
-    support::caught_up(&pair.dst, &pair.src, &reverse_name).await;
+    let (forward, f, reverse, r) = pair.start_two_way(streaming_pipeline(&pair)).await;
+    let (forward_name, reverse_name) = (forward.name, reverse.name);
 
     // Big enough to be streamed each way; an echo would insert the same keys again and fail.
     pair.src

@@ -85,6 +85,33 @@ impl Pair {
     pub async fn caught_up(&self) {
         caught_up(&self.src, &self.dst, &self.name).await;
     }
+
+    /// `base` as the forward half of a two-way pair (`<name>_f`), and its reverse (`<name>_r`,
+    /// target to source, no copy): each skips what the other applied.
+    pub fn two_way(&self, base: Pipeline) -> (Pipeline, Pipeline) {
+        let forward_name = format!("{}_f", self.name);
+        let reverse_name = format!("{}_r", self.name);
+        let mut forward = base;
+        forward.name = forward_name.clone();
+        forward.skip_origins_of = vec![reverse_name.clone()];
+        let mut reverse = forward.clone();
+        reverse.name = reverse_name;
+        reverse.source = self.target.url().to_string();
+        reverse.target = self.source.url().to_string();
+        reverse.initial_copy = InitialCopy::None;
+        reverse.skip_origins_of = vec![forward_name];
+        (forward, reverse)
+    }
+
+    /// Starts both halves of [`Pair::two_way`] (forward first, caught up, then reverse).
+    pub async fn start_two_way(&self, base: Pipeline) -> (Pipeline, Running, Pipeline, Running) {
+        let (forward, reverse) = self.two_way(base);
+        let f = start(forward.clone());
+        caught_up(&self.src, &self.dst, &forward.name).await;
+        let r = start(reverse.clone());
+        caught_up(&self.dst, &self.src, &reverse.name).await;
+        (forward, f, reverse, r)
+    }
 }
 
 /// The insert position: with `synchronous_commit = off` (the test clusters) the write position
@@ -177,11 +204,17 @@ impl Running {
 
 /// Every row of `table` as text, in `order`.
 pub async fn rows(client: &Client, table: &str, order: &str) -> Vec<String> {
+    texts(
+        client,
+        &format!("SELECT t::text FROM {table} t ORDER BY {order}"),
+    )
+    .await
+}
+
+/// The first column of every row `sql` returns, as text.
+pub async fn texts(client: &Client, sql: &str) -> Vec<String> {
     client
-        .query(
-            &format!("SELECT t::text FROM {table} t ORDER BY {order}"),
-            &[],
-        )
+        .query(sql, &[])
         .await
         .unwrap()
         .iter()
