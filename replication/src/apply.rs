@@ -82,8 +82,9 @@ pub struct Applier {
     queued: Vec<Queued>,
     /// Prepared per table and change shape: the target parses and plans each once per session.
     statements: HashMap<StatementKey, Statement>,
-    /// `SELECT pg_current_wal_insert_lsn()`, prepared.
+    /// `SELECT pg_current_wal_insert_lsn()` and the position update, prepared.
     insert_lsn: Option<Statement>,
+    position: Option<Statement>,
     batch: Vec<Row>,
     batch_key: Option<StatementKey>,
     /// Hashes of the identities in the current batch: a second change to the same row starts a
@@ -129,6 +130,7 @@ impl Applier {
             queued: Vec::new(),
             statements: HashMap::new(),
             insert_lsn: None,
+            position: None,
             batch: Vec::new(),
             batch_key: None,
             batch_identities: HashSet::default(),
@@ -393,9 +395,11 @@ impl Applier {
         let Some((lsn, commit_time)) = self.pending.take() else {
             return Ok(None);
         };
-        let position =
-            state::applied_sql(&self.pipeline, lsn, commit_time, self.rows_in_transaction);
-        self.queue_sql(&position);
+        let position = self.prepared_position().await?;
+        let values =
+            state::applied_params(&self.pipeline, lsn, commit_time, self.rows_in_transaction)
+                .map(|v| Some(Bytes::from(v)));
+        self.queued.push(Queued::Row(position, values.into()));
         self.queue_sql("COMMIT;\n");
         // The transaction ends here whether or not the round trip succeeds: on failure the
         // pipeline stops and the target rolled back.
@@ -420,6 +424,19 @@ impl Applier {
             .and_then(|text| crate::wire::parse_lsn(&text).ok())
             .ok_or_else(|| PipelineError::Protocol("the target reported no WAL position".into()))?;
         Ok(Some((lsn, target_lsn)))
+    }
+
+    /// The position update, prepared on first use.
+    async fn prepared_position(&mut self) -> Result<Statement, PipelineError> {
+        if let Some(statement) = &self.position {
+            return Ok(statement.clone());
+        }
+        let statement = self
+            .client
+            .prepare_typed(state::APPLIED_SQL, &[Type::TEXT; 4])
+            .await
+            .map_err(target("preparing the position update"))?;
+        Ok(self.position.insert(statement).clone())
     }
 
     /// Writes the current batch.

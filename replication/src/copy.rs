@@ -168,9 +168,9 @@ struct Load {
 /// In the open copy transaction: empties `table` again and drops the indexes it is safe to
 /// rebuild, when nothing refers to the table (a TRUNCATE of it alone would be refused, and a
 /// referenced key cannot be dropped) and it is a plain table. Kept as they are: indexes backing
-/// the replica identity, clustered, in their own tablespace or with a comment (a rebuild from
-/// their definition would lose that). If any of it is refused (e.g. not the owner), the table
-/// is loaded as it is.
+/// the replica identity, clustered, in their own tablespace, with a comment, or named unlike the
+/// constraint they back (a rebuild from their definition would lose that). If any of it is
+/// refused (e.g. not the owner), the table is loaded as it is.
 async fn prepare_load(to: &Client, table: &QualifiedName) -> Result<Load, PipelineError> {
     let context = || format!("preparing {table} for the copy");
     let eligible: bool = to
@@ -196,6 +196,7 @@ async fn prepare_load(to: &Client, table: &QualifiedName) -> Result<Load, Pipeli
               WHERE i.indrelid = $1::text::regclass
                 AND i.indisvalid AND NOT i.indisreplident AND NOT i.indisclustered
                 AND ic.reltablespace = 0
+                AND (con.oid IS NULL OR con.conname = ic.relname)
                 AND NOT EXISTS (SELECT 1 FROM pg_description d
                                  WHERE d.objoid IN (i.indexrelid, coalesce(con.oid, 0)))
               ORDER BY con.contype = 'p' DESC NULLS LAST, ic.relname",

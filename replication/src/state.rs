@@ -107,16 +107,22 @@ pub async fn start_streaming(
     Ok(())
 }
 
-/// The statement that moves the position, for the end of the applying transaction.
-pub fn applied_sql(pipeline: &str, lsn: u64, commit_time: i64, rows: u64) -> String {
+/// The statement that moves the position, for the end of the applying transaction (prepared
+/// once per session); its parameters, all text, come from [`applied_params`].
+pub const APPLIED_SQL: &str = "UPDATE fig_replication.pipelines
+    SET applied_lsn = $2::pg_lsn, applied_commit_time = to_timestamp($3::float8),
+        rows_applied = rows_applied + $4::bigint, updated_at = now()
+  WHERE name = $1";
+
+/// [`APPLIED_SQL`]'s parameters: pipeline, source position, source commit time, rows applied.
+pub fn applied_params(pipeline: &str, lsn: u64, commit_time: i64, rows: u64) -> [String; 4] {
     let unix_seconds = commit_time as f64 / 1e6 + PG_EPOCH_OFFSET_SECS;
-    format!(
-        "UPDATE fig_replication.pipelines SET applied_lsn = '{}', \
-         applied_commit_time = to_timestamp({unix_seconds:.6}), rows_applied = rows_applied + {rows}, \
-         updated_at = now() WHERE name = '{}';\n",
+    [
+        pipeline.to_string(),
         format_lsn(lsn),
-        pipeline.replace('\'', "''")
-    )
+        format!("{unix_seconds:.6}"),
+        rows.to_string(),
+    ]
 }
 
 /// Moves the position with nothing applied: the source's WAL moved on in tables this pipeline
