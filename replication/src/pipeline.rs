@@ -754,6 +754,22 @@ mod tests {
     type Case<'a> = (&'a [(u64, u64)], u64, Option<u64>, usize);
 
     #[test]
+    fn the_major_version_is_read_from_server_version() {
+        let cases = [
+            ("15.18 (Debian 15.18-1.pgdg120+1)", 15),
+            ("14.0", 14),
+            ("13.12", 13),
+            ("9.6.24", 9),
+            ("17devel", 17),
+            ("", 0),
+            ("unknown", 0),
+        ];
+        for (text, want) in cases {
+            assert_eq!(major_version(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
     fn only_commits_the_target_has_flushed_become_durable() {
         let cases: [Case; 4] = [
             (&[], 100, None, 0),
