@@ -83,10 +83,6 @@ impl InProgress {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.open.is_empty()
-    }
-
     /// StreamStart: the transaction `xid` continues, or (`first`) begins on a spare session or a
     /// new one that adopts `main`'s plans.
     pub async fn start(
