@@ -228,12 +228,11 @@ impl Applier {
             return Ok(());
         }
         let (reply, done) = tokio::sync::oneshot::channel();
-        let gone = || PipelineError::Protocol("the batch writer stopped".into());
         self.writer
             .send(Job::Barrier(reply))
             .await
-            .map_err(|_| gone())?;
-        self.missing_rows += done.await.map_err(|_| gone())??;
+            .map_err(|_| writer_gone())?;
+        self.missing_rows += done.await.map_err(|_| writer_gone())??;
         Ok(())
     }
 
@@ -395,7 +394,13 @@ impl Applier {
         let Some((lsn, commit_time)) = self.pending.take() else {
             return Ok(None);
         };
-        let position = self.prepared_position().await?;
+        let position = prepare_once(
+            &self.client,
+            &mut self.position,
+            state::APPLIED_SQL,
+            &[Type::TEXT; 4],
+        )
+        .await?;
         let values =
             state::applied_params(&self.pipeline, lsn, commit_time, self.rows_in_transaction)
                 .map(|v| Some(Bytes::from(v)));
@@ -405,17 +410,13 @@ impl Applier {
         // pipeline stops and the target rolled back.
         self.in_transaction = false;
         self.settle().await?;
-        let insert_lsn = match &self.insert_lsn {
-            Some(statement) => statement.clone(),
-            None => {
-                let statement = self
-                    .client
-                    .prepare("SELECT pg_current_wal_insert_lsn()::text")
-                    .await
-                    .map_err(target("preparing a statement"))?;
-                self.insert_lsn.insert(statement).clone()
-            }
-        };
+        let insert_lsn = prepare_once(
+            &self.client,
+            &mut self.insert_lsn,
+            "SELECT pg_current_wal_insert_lsn()::text",
+            &[],
+        )
+        .await?;
         let queued = std::mem::take(&mut self.queued);
         let text = send_queued(&self.client, &queued, Some(&insert_lsn))
             .await
@@ -424,19 +425,6 @@ impl Applier {
             .and_then(|text| crate::wire::parse_lsn(&text).ok())
             .ok_or_else(|| PipelineError::Protocol("the target reported no WAL position".into()))?;
         Ok(Some((lsn, target_lsn)))
-    }
-
-    /// The position update, prepared on first use.
-    async fn prepared_position(&mut self) -> Result<Statement, PipelineError> {
-        if let Some(statement) = &self.position {
-            return Ok(statement.clone());
-        }
-        let statement = self
-            .client
-            .prepare_typed(state::APPLIED_SQL, &[Type::TEXT; 4])
-            .await
-            .map_err(target("preparing the position update"))?;
-        Ok(self.position.insert(statement).clone())
     }
 
     /// Writes the current batch.
@@ -465,7 +453,7 @@ impl Applier {
                 rows,
             })))
             .await
-            .map_err(|_| PipelineError::Protocol("the batch writer stopped".into()))
+            .map_err(|_| writer_gone())
     }
 
     /// One prepared statement per row, added to what goes out at commit.
@@ -650,6 +638,28 @@ where
         .await
         .map_err(target(format!("copying rows into {table}")))?;
     Ok(())
+}
+
+/// The writer task ended before the applier: it only does when its runtime shuts down.
+fn writer_gone() -> PipelineError {
+    PipelineError::Protocol("the batch writer stopped".into())
+}
+
+/// `slot`'s statement, prepared from `sql` (parameters of `types`) on first use.
+async fn prepare_once(
+    client: &Client,
+    slot: &mut Option<Statement>,
+    sql: &str,
+    types: &[Type],
+) -> Result<Statement, PipelineError> {
+    if let Some(statement) = slot {
+        return Ok(statement.clone());
+    }
+    let statement = client
+        .prepare_typed(sql, types)
+        .await
+        .map_err(target(format!("preparing {sql}")))?;
+    Ok(slot.insert(statement).clone())
 }
 
 /// Batches queued for the writer task at most: bounds memory while the target catches up.

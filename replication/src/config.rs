@@ -189,6 +189,11 @@ impl Pipeline {
             .unwrap_or_else(|| format!("fig_{}", self.name))
     }
 
+    /// The `application_name` of the pipeline's sessions, on both sides.
+    pub fn application_name(&self) -> String {
+        format!("fig-replication-{}", self.name)
+    }
+
     /// The replication origin this pipeline's applied changes carry on the target.
     pub fn origin(&self) -> String {
         origin_of(&self.name)

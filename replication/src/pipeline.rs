@@ -102,13 +102,17 @@ async fn run_with(
     let tables = resolve(pipeline, &source_client, &target_client).await?;
     let names: Vec<QualifiedName> = tables.iter().map(|t| t.source.name.clone()).collect();
     src::ensure_publication(&source_client, &pipeline.publication(), &names).await?;
-    let session_name = format!("fig-replication-{}", pipeline.name);
-    prepare_apply_session(&target_client, &session_name, &pipeline.origin()).await?;
+    prepare_apply_session(
+        &target_client,
+        &pipeline.application_name(),
+        &pipeline.origin(),
+    )
+    .await?;
     wait_slot_released(&source_client, &pipeline.slot()).await?;
 
     let slot = pipeline.slot();
     let mut replication_config = ReplicationConfig::from_url(&pipeline.source)?
-        .with_application_name(format!("fig-replication-{}", pipeline.name));
+        .with_application_name(pipeline.application_name());
     if pipeline.stream_after_kib > 0 {
         // The walsender streams a transaction once its decoded changes pass this.
         let setting = format!(

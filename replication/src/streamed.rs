@@ -112,7 +112,7 @@ impl InProgress {
                     .await
                     .map_err(target("connecting a session for a streamed transaction"))?;
                 let origin = pipeline.stream_origin(self.sessions);
-                let name = format!("fig-replication-{}-stream", pipeline.name);
+                let name = format!("{}-stream", pipeline.application_name());
                 crate::pipeline::prepare_apply_session(&client, &name, &origin).await?;
                 self.sessions += 1;
                 let mut applier = Applier::new(client, &pipeline.name, pipeline.batch_rows);
