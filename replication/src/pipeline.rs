@@ -470,15 +470,22 @@ impl Streamer<'_> {
     }
 
     async fn commit(&mut self) -> Result<(), PipelineError> {
-        if let Some((lsn, target_lsn)) = self.applier.commit().await? {
-            self.applied = self.applied.max(lsn);
-            self.unflushed.push_back((lsn, target_lsn));
-            self.metrics.applied(lsn);
-        }
+        let done = self.applier.commit().await?;
+        self.committed(done);
         // No status update here: it costs a round trip to the target (to learn what is flushed),
         // and the once-a-second update and keepalive replies keep the slot moving.
         self.group_started = None;
         Ok(())
+    }
+
+    /// Bookkeeping after a target commit (`Applier::commit`'s answer): the position applied,
+    /// and the commit awaiting the target's disk before the source may forget it.
+    fn committed(&mut self, done: Option<(u64, u64)>) {
+        if let Some((lsn, target_lsn)) = done {
+            self.applied = self.applied.max(lsn);
+            self.unflushed.push_back((lsn, target_lsn));
+            self.metrics.applied(lsn);
+        }
     }
 
     /// Records `lsn` on the target with nothing applied (the source moved on in tables this
@@ -717,11 +724,8 @@ impl Streamer<'_> {
                         .applier
                         .source_commit(commit.end_lsn, commit.commit_time)
                         .await?;
-                    if let Some((lsn, target_lsn)) = streamed.applier.commit().await? {
-                        self.applied = self.applied.max(lsn);
-                        self.unflushed.push_back((lsn, target_lsn));
-                        self.metrics.applied(lsn);
-                    }
+                    let done = streamed.applier.commit().await?;
+                    self.committed(done);
                     self.metrics.commit_seen(commit.commit_time);
                 }
                 tracing::debug!(pipeline = %self.pipeline.name, xid = commit.xid, end_lsn = %format_lsn(commit.end_lsn), skipped = streamed.skipping, "streamed transaction committed");
