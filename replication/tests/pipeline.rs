@@ -42,7 +42,8 @@ async fn copies_then_streams_every_kind_of_change() {
 
     pair.src
         .batch_execute(
-            "INSERT INTO shop.albums (id, title, price, tags) VALUES (3, 'Kind of Blue', 9.5, '{jazz}');
+            "INSERT INTO shop.albums (id, title, price, tags, cover)
+               VALUES (3, 'Kind of Blue: it''s \\ \"so\" blue', 9.5, '{jazz}', '\\x00ff');
              UPDATE shop.albums SET price = 21.00 WHERE id = 1;
              -- the TOASTed neighbour of this column is unchanged and must survive
              UPDATE shop.albums SET in_stock = false WHERE id = 2;
