@@ -205,14 +205,10 @@ pub(crate) async fn prepare_apply_session(
     // Commits need not wait for the target's disk, as with PostgreSQL's own subscriptions: the
     // source is told to forget a change only once the target has flushed its commit
     // (`Streamer::refresh_durable`), so a crash of the target server loses nothing either.
-    // Every apply statement finds its row by the identity, as PostgreSQL's apply worker does
-    // through the replica identity index. Left to itself the planner picks a sequential scan
-    // for a small table (pgbench_branches: one page), and under a stream of updates that page
-    // fills with dead versions, each checked again on every scan.
     client
-        .batch_execute("SET synchronous_commit = off; SET enable_seqscan = off")
+        .batch_execute("SET synchronous_commit = off")
         .await
-        .map_err(target("setting synchronous_commit and enable_seqscan"))?;
+        .map_err(target("setting synchronous_commit"))?;
     let deadline = Instant::now() + RELEASE_WAIT;
     loop {
         match src::use_origin(client, origin).await {
