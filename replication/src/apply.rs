@@ -4,18 +4,19 @@
 //! they arrive together), and that transaction also moves the pipeline's `applied_lsn`: after a
 //! crash the target holds either all of a source transaction and its LSN, or neither (ADR 0008).
 //!
-//! Rows are batched: consecutive changes of one kind to one table go out together, as
-//! `EXECUTE`s of a statement prepared once per session, sent with the rest of the transaction in
-//! one message, or for large batches as one `COPY` (inserts) or a `COPY` into a staging table
-//! and one set-based `UPDATE`/`DELETE`. Values travel in pgoutput's
+//! Rows are batched: consecutive changes of one kind to one table go out together, as a
+//! run of statements sent with the rest of the transaction in one round trip, or for large batches
+//! as one `COPY` (inserts) or a
+//! `COPY` into a staging table and one set-based `UPDATE`/`DELETE`. Values travel in pgoutput's
 //! text form and are cast to the target column's type by the database, so every type works.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::SinkExt;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use futures_util::{FutureExt, SinkExt};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Statement};
 
 use crate::config::quote_ident;
 use crate::error::{PipelineError, target};
@@ -25,8 +26,16 @@ use crate::state;
 
 /// Batches at least this large take the COPY path.
 const BULK_ROWS: usize = 256;
-/// Gathered statements are sent once their text is this long, even mid-transaction.
-const QUEUED_FLUSH_BYTES: usize = 256 * 1024;
+/// Gathered statements are sent once this many are queued, even mid-transaction.
+const QUEUED_FLUSH: usize = 2_000;
+
+/// Something to send to the target with the rest of the transaction, in order.
+enum Queued {
+    /// Statements without parameters (BEGIN, SAVEPOINT, TRUNCATE, the position update...).
+    Sql(String),
+    /// One row's prepared statement and its values (checked to be UTF-8 when queued).
+    Row(Statement, Vec<Option<Bytes>>),
+}
 
 /// One row change, values still in pgoutput form.
 #[derive(Debug, Clone)]
@@ -69,17 +78,13 @@ pub struct Applier {
     batch_rows: usize,
     plans: HashMap<u32, RelPlan>,
     /// Statements not yet sent: a whole group of small source transactions, BEGIN to COMMIT,
-    /// goes to the target as one simple-query message. One message means one answer: the
-    /// target flushes its socket (and wakes us) once per group rather than once per statement,
-    /// which on a busy machine is most of a small transaction's cost.
-    queued: String,
-    /// Server-side prepared statements (`PREPARE`), by table and change shape: the target parses
-    /// and plans each once per session, and a row is one short `EXECUTE`.
-    statements: HashMap<StatementKey, String>,
-    /// The prepared position update.
-    position: Option<String>,
-    /// Statements prepared on this session so far (their names are numbered).
-    prepared: u32,
+    /// goes to the target in one round trip (pipelined).
+    queued: Vec<Queued>,
+    /// Prepared per table and change shape: the target parses and plans each once per session.
+    statements: HashMap<StatementKey, Statement>,
+    /// `SELECT pg_current_wal_insert_lsn()` and the position update, prepared.
+    insert_lsn: Option<Statement>,
+    position: Option<Statement>,
     batch: Vec<Row>,
     batch_key: Option<StatementKey>,
     /// Hashes of the identities in the current batch: a second change to the same row starts a
@@ -122,10 +127,10 @@ impl Applier {
             pipeline: pipeline.to_string(),
             batch_rows,
             plans: HashMap::new(),
-            queued: String::new(),
+            queued: Vec::new(),
             statements: HashMap::new(),
+            insert_lsn: None,
             position: None,
-            prepared: 0,
             batch: Vec::new(),
             batch_key: None,
             batch_identities: HashSet::default(),
@@ -231,46 +236,12 @@ impl Applier {
         Ok(())
     }
 
-    /// Adds statements to what is sent next.
+    /// Adds statements to what is sent next, joining the text before them if it is text too.
     fn queue_sql(&mut self, sql: &str) {
-        self.queued.push_str(sql);
-    }
-
-    /// Queues `EXECUTE name(values...)`. The values must be UTF-8 (checked by [`as_str`]).
-    fn queue_execute<'a>(
-        &mut self,
-        name: &str,
-        values: impl Iterator<Item = &'a Option<Bytes>>,
-    ) -> Result<(), PipelineError> {
-        self.queued.push_str("EXECUTE ");
-        self.queued.push_str(name);
-        self.queued.push('(');
-        for (i, value) in values.enumerate() {
-            if i > 0 {
-                self.queued.push_str(", ");
-            }
-            push_literal(&mut self.queued, as_str(value)?);
+        match self.queued.last_mut() {
+            Some(Queued::Sql(text)) => text.push_str(sql),
+            _ => self.queued.push(Queued::Sql(sql.to_string())),
         }
-        self.queued.push_str(");\n");
-        Ok(())
-    }
-
-    /// Prepares `sql` (its `n` parameters all text) on the target under a new name.
-    async fn prepare(&mut self, sql: &str, n: usize) -> Result<String, PipelineError> {
-        self.prepared += 1;
-        let name = format!("fig_{}", self.prepared);
-        let types = vec!["text"; n].join(", ");
-        let types = if n == 0 {
-            String::new()
-        } else {
-            format!(" ({types})")
-        };
-        // PREPARE is not transactional: the statement outlives a rollback, as the map does.
-        self.client
-            .batch_execute(&format!("PREPARE {name}{types} AS {sql}"))
-            .await
-            .map_err(target(format!("preparing {sql}")))?;
-        Ok(name)
     }
 
     /// Sends the statements gathered so far (one round trip).
@@ -280,9 +251,9 @@ impl Applier {
             return Ok(());
         }
         let queued = std::mem::take(&mut self.queued);
-        self.client
-            .batch_execute(&queued)
+        send_queued(&self.client, &queued, None)
             .await
+            .map(|_| ())
             .map_err(target("applying changes"))
     }
 
@@ -423,36 +394,35 @@ impl Applier {
         let Some((lsn, commit_time)) = self.pending.take() else {
             return Ok(None);
         };
-        let position = match self.position.clone() {
-            Some(name) => name,
-            None => {
-                let name = self.prepare(state::APPLIED_SQL, 4).await?;
-                self.position.insert(name).clone()
-            }
-        };
+        let position = prepare_once(
+            &self.client,
+            &mut self.position,
+            state::APPLIED_SQL,
+            &[Type::TEXT; 4],
+        )
+        .await?;
         let values =
             state::applied_params(&self.pipeline, lsn, commit_time, self.rows_in_transaction)
                 .map(|v| Some(Bytes::from(v)));
-        self.queue_execute(&position, values.iter())?;
-        self.queue_sql("COMMIT;\nSELECT pg_current_wal_insert_lsn()::text;\n");
+        self.queued.push(Queued::Row(position, values.into()));
+        self.queue_sql("COMMIT;\n");
         // The transaction ends here whether or not the round trip succeeds: on failure the
         // pipeline stops and the target rolled back.
         self.in_transaction = false;
         self.settle().await?;
+        let insert_lsn = prepare_once(
+            &self.client,
+            &mut self.insert_lsn,
+            "SELECT pg_current_wal_insert_lsn()::text",
+            &[],
+        )
+        .await?;
         let queued = std::mem::take(&mut self.queued);
-        let answers = self
-            .client
-            .simple_query(&queued)
+        let text = send_queued(&self.client, &queued, Some(&insert_lsn))
             .await
             .map_err(target("applying changes"))?;
-        let target_lsn = answers
-            .iter()
-            .rev()
-            .find_map(|m| match m {
-                SimpleQueryMessage::Row(row) => row.get(0),
-                _ => None,
-            })
-            .and_then(|text| crate::wire::parse_lsn(text).ok())
+        let target_lsn = text
+            .and_then(|text| crate::wire::parse_lsn(&text).ok())
             .ok_or_else(|| PipelineError::Protocol("the target reported no WAL position".into()))?;
         Ok(Some((lsn, target_lsn)))
     }
@@ -496,17 +466,22 @@ impl Applier {
         let statement = match self.statements.get(key) {
             Some(statement) => statement.clone(),
             None => {
-                // Every value travels as text and is cast by the statement itself.
                 let (sql, n) = statement_sql(plan, &key.kind, &|n| format!("${n}"));
-                let name = self.prepare(&sql, n).await?;
-                self.statements.insert(key.clone(), name.clone());
-                name
+                // Every value travels as text and is cast by the statement itself.
+                let statement = self
+                    .client
+                    .prepare_typed(&sql, &vec![Type::TEXT; n])
+                    .await
+                    .map_err(target(format!("preparing a statement for {}", plan.target)))?;
+                self.statements.insert(key.clone(), statement.clone());
+                statement
             }
         };
         for row in rows {
-            self.queue_execute(&statement, row_params(&key.kind, row))?;
+            let params = row_params(&key.kind, row)?;
+            self.queued.push(Queued::Row(statement.clone(), params));
         }
-        if self.queued.len() >= QUEUED_FLUSH_BYTES {
+        if self.queued.len() >= QUEUED_FLUSH {
             self.send_sql().await?;
         }
         Ok(())
@@ -668,6 +643,23 @@ where
 /// The writer task ended before the applier: it only does when its runtime shuts down.
 fn writer_gone() -> PipelineError {
     PipelineError::Protocol("the batch writer stopped".into())
+}
+
+/// `slot`'s statement, prepared from `sql` (parameters of `types`) on first use.
+async fn prepare_once(
+    client: &Client,
+    slot: &mut Option<Statement>,
+    sql: &str,
+    types: &[Type],
+) -> Result<Statement, PipelineError> {
+    if let Some(statement) = slot {
+        return Ok(statement.clone());
+    }
+    let statement = client
+        .prepare_typed(sql, types)
+        .await
+        .map_err(target(format!("preparing {sql}")))?;
+    Ok(slot.insert(statement).clone())
 }
 
 /// Batches queued for the writer task at most: bounds memory while the target catches up.
@@ -869,12 +861,9 @@ fn statement_sql(plan: &RelPlan, kind: &Kind, param: &dyn Fn(usize) -> String) -
     }
 }
 
-/// The row's values in parameter order.
-fn row_params<'a>(
-    kind: &'a Kind,
-    row: &'a Row,
-) -> Box<dyn Iterator<Item = &'a Option<Bytes>> + 'a> {
-    match kind {
+/// The row's values in parameter order (shared with the decoded message), checked to be UTF-8.
+fn row_params(kind: &Kind, row: &Row) -> Result<Vec<Option<Bytes>>, PipelineError> {
+    let values: Box<dyn Iterator<Item = &Option<Bytes>>> = match kind {
         Kind::Insert => Box::new(row.values.iter()),
         Kind::Update(untouched) => Box::new(
             row.values
@@ -885,30 +874,60 @@ fn row_params<'a>(
                 .chain(&row.key),
         ),
         Kind::Delete => Box::new(row.key.iter()),
-    }
+    };
+    values.map(|v| as_str(v).map(|_| v.clone())).collect()
 }
 
-/// Appends `value` as an SQL literal (a string constant, or NULL). Without backslashes it is
-/// a plain '...' constant, read the same whatever `standard_conforming_strings` says; with
-/// them an escape string E'...'. Quotes (and in E'...' backslashes) are doubled.
-fn push_literal(out: &mut String, value: Option<&str>) {
-    let Some(value) = value else {
-        out.push_str("NULL");
-        return;
-    };
-    if value.contains('\\') {
-        out.push('E');
+/// Sends `queued` in one pipeline (every request written before any answer is awaited), then
+/// `last`'s single text value if given. Stops at the first error.
+async fn send_queued(
+    client: &Client,
+    queued: &[Queued],
+    last: Option<&Statement>,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    type Sent<'a> = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>,
+    >;
+    let mut sends: Vec<Sent<'_>> = queued
+        .iter()
+        .map(|q| -> Sent<'_> {
+            match q {
+                Queued::Sql(sql) => Box::pin(client.batch_execute(sql)),
+                Queued::Row(statement, values) => Box::pin(async move {
+                    // Checked when queued, so nothing is replaced here.
+                    let values = values.iter().map(|v| {
+                        v.as_deref()
+                            .map(|b| std::str::from_utf8(b).unwrap_or_default())
+                    });
+                    client.execute_raw(statement, values).await.map(|_| ())
+                }),
+            }
+        })
+        .collect();
+    let mut last = last.map(|statement| Box::pin(client.query_one(statement, &[])));
+    // A request is written when its future is first polled: poll each once, in order, so they
+    // reach the server in order and back to back; then collect the answers (awaiting polls
+    // them again, with a real waker).
+    let mut done = Vec::with_capacity(sends.len());
+    for send in &mut sends {
+        done.push(send.now_or_never());
     }
-    out.push('\'');
-    let mut rest = value;
-    while let Some(i) = rest.find(['\'', '\\']) {
-        // Up to and including the special character, then that character once more.
-        out.push_str(&rest[..=i]);
-        out.push_str(&rest[i..=i]);
-        rest = &rest[i + 1..];
+    let mut answer = last.as_mut().and_then(|query| query.now_or_never());
+    for (send, early) in sends.into_iter().zip(done) {
+        match early {
+            Some(result) => result?,
+            None => send.await?,
+        }
     }
-    out.push_str(rest);
-    out.push('\'');
+    if let Some(query) = last
+        && answer.is_none()
+    {
+        answer = Some(query.await);
+    }
+    match answer {
+        None => Ok(None),
+        Some(row) => Ok(row?.get::<_, Option<String>>(0)),
+    }
 }
 
 /// COPY's text format: backslash, tab, newline and carriage return are escaped. Runs without
@@ -978,27 +997,6 @@ mod tests {
                 1
             )
         );
-    }
-
-    #[test]
-    fn values_become_sql_literals() {
-        let cases: &[(Option<&str>, &str)] = &[
-            (None, "NULL"),
-            (Some(""), "''"),
-            (Some("plain"), "'plain'"),
-            (Some("it's"), "'it''s'"),
-            (Some("''"), "''''''"),
-            // A backslash makes it an escape string, whatever standard_conforming_strings says.
-            (Some("a\\b"), "E'a\\\\b'"),
-            (Some("\\x00ff"), "E'\\\\x00ff'"),
-            (Some("o'\\"), "E'o''\\\\'"),
-            (Some("tab\there\nünï ✓"), "'tab\there\nünï ✓'"),
-        ];
-        for (value, want) in cases {
-            let mut out = String::from("x");
-            push_literal(&mut out, *value);
-            assert_eq!(out, format!("x{want}"), "{value:?}");
-        }
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub async fn start_streaming(
     Ok(())
 }
 
-/// The statement that moves the position, for the end of the applying transaction (`PREPARE`d
+/// The statement that moves the position, for the end of the applying transaction (prepared
 /// once per session); its parameters, all text, come from [`applied_params`].
 pub const APPLIED_SQL: &str = "UPDATE fig_replication.pipelines
     SET applied_lsn = $2::pg_lsn, applied_commit_time = to_timestamp($3::float8),
