@@ -19,6 +19,24 @@ const MIN_READ: usize = 64 * 1024;
 /// Largest single reservation ahead of data actually arriving, so a corrupt or hostile length
 /// field cannot make us allocate gigabytes up front; large frames grow in steps as bytes arrive.
 const MAX_RESERVE: usize = 1024 * 1024;
+/// Spare room worth reading into without a new buffer.
+const MIN_SPARE: usize = 8 * 1024;
+
+/// How much to reserve before the next read, when the buffer has `spare` bytes of room and the
+/// frame being read needs `missing` more: nothing while the room left will do.
+///
+/// Messages are split off the buffer and kept (a row's values point into it until its batch is
+/// written), so the buffer is shared and a reservation allocates a new one. Reserving before
+/// every read would start a fresh 64 KiB buffer for each read, however little it returned, and
+/// each of those stays alive for the few rows it holds: a million-row transaction then held
+/// hundreds of MB and page-faulted fresh memory on every read.
+fn reservation(spare: usize, missing: usize) -> usize {
+    if spare >= missing.max(MIN_SPARE) {
+        0
+    } else {
+        missing.clamp(MIN_READ, MAX_RESERVE)
+    }
+}
 
 /// The socket under a connection.
 #[derive(Debug)]
@@ -163,7 +181,8 @@ impl Framed {
                 Parsed::Message(message) => return Ok(Some(message)),
                 Parsed::Need(missing) => missing,
             };
-            self.read_buf.reserve(missing.clamp(MIN_READ, MAX_RESERVE));
+            let spare = self.read_buf.capacity() - self.read_buf.len();
+            self.read_buf.reserve(reservation(spare, missing));
             let read = self
                 .io
                 .read_buf(&mut self.read_buf)
@@ -372,6 +391,29 @@ mod tests {
         assert!(check_copy_both_response(&[0, 0, 1]).is_err());
         assert!(check_copy_both_response(&[0, 0]).is_err());
         assert!(check_copy_both_response(&[]).is_err());
+    }
+
+    #[test]
+    fn a_read_reuses_the_room_left_before_reserving() {
+        const KIB: usize = 1024;
+        // (spare room, bytes the frame still needs, reservation)
+        let cases = [
+            (60 * KIB, 5, 0),                            // plenty of room: read into it
+            (MIN_SPARE, 5, 0),                           // just enough room
+            (MIN_SPARE - 1, 5, MIN_READ),                // too little: a new buffer
+            (0, 5, MIN_READ),                            // none
+            (100 * KIB, 90 * KIB, 0),                    // a large frame that fits
+            (64 * KIB, 90 * KIB, 90 * KIB),              // one that does not: room for all of it
+            (0, 10 * 1024 * KIB, MAX_RESERVE),           // a huge one grows in steps
+            (MAX_RESERVE, 10 * 1024 * KIB, MAX_RESERVE), // (a no-op for BytesMut)
+        ];
+        for (spare, missing, want) in cases {
+            assert_eq!(
+                reservation(spare, missing),
+                want,
+                "spare {spare}, missing {missing}"
+            );
+        }
     }
 
     #[test]
