@@ -49,8 +49,18 @@ async fn copies_then_streams_every_kind_of_change() {
              UPDATE shop.albums SET in_stock = false WHERE id = 2;
              UPDATE shop.albums SET id = 10 WHERE id = 3;
              DELETE FROM shop.albums WHERE id = 1;
-             BEGIN; INSERT INTO shop.albums (id, title) SELECT g, 'bulk ' || g FROM generate_series(100, 1099) g; COMMIT;
-             UPDATE shop.albums SET title = title || '!' WHERE id >= 100;
+             -- batches large enough for COPY, and for the staging table (typed like the target)
+             BEGIN;
+             INSERT INTO shop.albums
+               SELECT g, 'bulk ' || g, g / 7.0, ARRAY['t' || g, 'a\tb'], jsonb_build_object('g', g),
+                      int4send(g), '2024-01-01 00:00+00'::timestamptz + g * interval '1 minute',
+                      g % 2 = 0, g / 3.0, CASE WHEN g % 3 = 0 THEN NULL ELSE 'n\\' || g END, g
+               FROM generate_series(100, 1099) g;
+             COMMIT;
+             UPDATE shop.albums SET title = title || '!', price = price + 1, tags = tags || '{x}',
+               extra = extra || '{\"u\": true}', cover = cover || '\\x01'::bytea,
+               released = released + interval '1 day', in_stock = NOT in_stock, rating = -rating
+               WHERE id >= 100;
              DELETE FROM shop.albums WHERE id >= 600;",
         )
         .await
