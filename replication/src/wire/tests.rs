@@ -706,3 +706,34 @@ async fn command_complete_without_copy_done_ends_the_stream() {
     drop(connection);
     server_task.await.unwrap();
 }
+
+#[tokio::test]
+async fn messages_kept_alive_share_read_buffers_however_small_each_read() {
+    // One message per read, every message kept (as decoded rows are until their batch is
+    // written). Reserving before every read used to give each read a fresh 64 KiB buffer, so a
+    // large transaction held one buffer per read: hundreds of MB, and a page fault per read.
+    let (mut stream, mut server) = started().await;
+    const MESSAGES: u64 = 2_000;
+    let payload = [7u8; 100];
+    let mut kept = Vec::new();
+    for i in 0..MESSAGES {
+        server.send(&xlog_data(i, &payload)).await;
+        match stream.next().await.unwrap() {
+            Some(ReplicationMessage::XLogData { data, .. }) => kept.push(data),
+            other => panic!("expected XLogData, got {other:?}"),
+        }
+    }
+    // Buffers in use: count each payload that does not sit right after the one before it in the
+    // same allocation (the CopyData and XLogData headers, 5 + 25 bytes, apart).
+    let frame = 5 + 25;
+    let buffers = 1 + kept
+        .windows(2)
+        .filter(|w| w[1].as_ptr() as usize != w[0].as_ptr() as usize + payload.len() + frame)
+        .count();
+    let bytes = MESSAGES as usize * (payload.len() + frame);
+    assert!(
+        buffers <= bytes / (56 * 1024) + 2,
+        "{MESSAGES} messages of {} bytes were read into {buffers} buffers",
+        payload.len() + frame
+    );
+}
