@@ -551,13 +551,10 @@ async fn staged(
         .await
         .map_err(target("creating a staging table"))?;
     let copy_sql = format!("COPY {stage} FROM STDIN");
-    let lines = rows.iter().map(|r| {
-        r.key
-            .iter()
-            .chain(set.iter().map(|&i| &r.values[i]))
-            .collect::<Vec<_>>()
-            .into_iter()
-    });
+    let set = &set;
+    let lines = rows
+        .iter()
+        .map(|r| r.key.iter().chain(set.iter().map(move |&i| &r.values[i])));
     copy_rows(client, &copy_sql, lines, &plan.target.to_string()).await?;
     // The staging table has no statistics, and a hash join would scan the whole target once
     // per batch: probe the target's key index row by row instead (for this transaction).
