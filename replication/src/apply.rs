@@ -794,7 +794,7 @@ fn identity_values(plan: &RelPlan, tuple: &Tuple) -> Vec<Option<Bytes>> {
 fn statement_sql(plan: &RelPlan, kind: &Kind, param: &dyn Fn(usize) -> String) -> (String, usize) {
     let table = plan.target.quoted();
     let column = |i: usize| quote_ident(&plan.target_columns[i].0);
-    let cast = |n: usize, i: usize| format!("CAST({} AS {})", param(n), plan.target_columns[i].1);
+    let cast = |n: usize, i: usize| format!("CAST({} AS {})", param(n), plan.cast_types[i]);
     // Identity columns, as target column indices.
     let identity: Vec<usize> = if plan.full_identity {
         (0..plan.target_columns.len()).collect()
@@ -963,8 +963,9 @@ mod tests {
             slots: vec![Some(0), Some(1), None],
             target_columns: vec![
                 ("id".into(), "bigint".into()),
-                ("title".into(), "text".into()),
+                ("title".into(), "character varying(20)".into()),
             ],
+            cast_types: vec!["bigint".into(), "character varying".into()],
             key: if full { vec![0, 1] } else { vec![0] },
             full_identity: full,
         }
@@ -976,11 +977,13 @@ mod tests {
 
     #[test]
     fn statements_cast_text_parameters_to_the_target_types() {
+        // Without the type's modifier: the column's own assignment refuses a value too long
+        // for it, where `CAST(... AS character varying(20))` would cut it.
         let p = plan(false);
         assert_eq!(
             statement_sql(&p, &Kind::Insert, &placeholder),
             (
-                "INSERT INTO \"d\".\"t\" (\"id\", \"title\") VALUES (CAST($1 AS bigint), CAST($2 AS text))".into(),
+                "INSERT INTO \"d\".\"t\" (\"id\", \"title\") VALUES (CAST($1 AS bigint), CAST($2 AS character varying))".into(),
                 2
             )
         );

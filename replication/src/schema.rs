@@ -11,8 +11,13 @@ use crate::pgoutput::{Relation, ReplicaIdentity};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnInfo {
     pub name: String,
-    /// `format_type` of the column: what values are cast to.
+    /// `format_type` of the column, with its modifier (`character varying(5)`).
     pub type_name: String,
+    /// The type without its modifier (`character varying`): what statement parameters are cast
+    /// to, so that assigning to the column checks length and precision. An explicit cast to
+    /// `character varying(5)` would cut a longer value silently, and could make a key match
+    /// another row.
+    pub cast_type: String,
     pub in_primary_key: bool,
 }
 
@@ -36,6 +41,7 @@ pub async fn table_info(
     let rows = client
         .query(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod),
+                    format_type(a.atttypid, -1),
                     COALESCE(a.attnum = ANY(i.indkey), false)
                FROM pg_attribute a
                JOIN pg_class c ON c.oid = a.attrelid
@@ -57,7 +63,8 @@ pub async fn table_info(
             .map(|r| ColumnInfo {
                 name: r.get(0),
                 type_name: r.get(1),
-                in_primary_key: r.get(2),
+                cast_type: r.get(2),
+                in_primary_key: r.get(3),
             })
             .collect(),
     }))
@@ -72,6 +79,9 @@ pub struct RelPlan {
     pub slots: Vec<Option<usize>>,
     /// Target columns (name, type) in target order.
     pub target_columns: Vec<(String, String)>,
+    /// Per target column: the type its statement parameters are cast to
+    /// ([`ColumnInfo::cast_type`]).
+    pub cast_types: Vec<String>,
     /// Source column indices identifying a row for UPDATE/DELETE (the replica identity).
     pub key: Vec<usize>,
     /// REPLICA IDENTITY FULL: rows are matched on every column, one row at a time.
@@ -104,6 +114,7 @@ pub fn plan_columns(
     }
     let mut slots = Vec::with_capacity(source_columns.len());
     let mut target_columns: Vec<(String, String)> = Vec::new();
+    let mut cast_types: Vec<String> = Vec::new();
     for (name, _) in source_columns {
         match mapping.target_column(name) {
             None => slots.push(None),
@@ -119,6 +130,7 @@ pub fn plan_columns(
                 };
                 slots.push(Some(target_columns.len()));
                 target_columns.push((column.name.clone(), column.type_name.clone()));
+                cast_types.push(column.cast_type.clone());
             }
         }
     }
@@ -142,6 +154,7 @@ pub fn plan_columns(
         target: target.name.clone(),
         slots,
         target_columns,
+        cast_types,
         key,
         full_identity,
     })
@@ -182,6 +195,7 @@ mod tests {
                 .map(|c| ColumnInfo {
                     name: c.to_string(),
                     type_name: "text".into(),
+                    cast_type: "text".into(),
                     in_primary_key: *c == "id",
                 })
                 .collect(),

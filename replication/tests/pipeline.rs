@@ -350,3 +350,57 @@ async fn the_copy_rebuilds_the_indexes_it_drops_and_keeps_the_others() {
     assert!(duplicate.is_err(), "the primary key is back");
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_value_too_long_for_the_target_column_stops_the_pipeline_instead_of_being_cut() {
+    let pair = Pair::new("narrow", ALBUMS).await;
+    // The target's title is narrower than the source's: a mismatch no Relation message shows.
+    pair.dst
+        .batch_execute("ALTER TABLE shop.albums ALTER COLUMN title TYPE varchar(8)")
+        .await
+        .unwrap();
+    let running = start(pair.pipeline(&["shop.albums"]));
+    running.streaming().await;
+    pair.src
+        .batch_execute("INSERT INTO shop.albums (id, title) VALUES (1, 'Help!')")
+        .await
+        .unwrap();
+    pair.caught_up().await;
+    pair.src
+        .batch_execute(
+            "INSERT INTO shop.albums (id, title) VALUES (2, 'Sgt. Pepper''s Lonely Hearts Club Band')",
+        )
+        .await
+        .unwrap();
+    let result = tokio::time::timeout(support::DEADLINE, running.task)
+        .await
+        .expect("the pipeline stops by itself")
+        .unwrap();
+    let error = result.expect_err("a value that does not fit is an error");
+    match &error {
+        replication::error::PipelineError::Target { source, .. } => {
+            let db = source.as_db_error().expect("the target refused it");
+            assert!(db.message().contains("value too long"), "{}", db.message());
+        }
+        other => panic!("expected the target's refusal, got {other}"),
+    }
+    assert_eq!(
+        rows(&pair.dst, "shop.albums", "id").await,
+        ["(1,Help!,,,,,,,,,)"],
+        "the first row arrived, the second was neither cut nor lost"
+    );
+
+    // Widened on the target: the slot kept the row, and it arrives whole.
+    pair.dst
+        .batch_execute("ALTER TABLE shop.albums ALTER COLUMN title TYPE text")
+        .await
+        .unwrap();
+    let running = start(pair.pipeline(&["shop.albums"]));
+    running.streaming().await;
+    pair.caught_up().await;
+    assert_eq!(
+        rows(&pair.dst, "shop.albums", "id").await,
+        rows(&pair.src, "shop.albums", "id").await
+    );
+    running.stop().await.unwrap();
+}
