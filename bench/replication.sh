@@ -37,6 +37,7 @@ PIDS=()           # processes we started (our engine), stopped on exit
 CLUSTERS=()       # data dirs of the clusters we started
 ENGINE_PID=0
 HELPER_PID=0      # the timing helper while one runs
+CPU_PID=0         # the CPU sampler while one runs
 INVALID=""        # sides whose target did not end up equal to the source
 
 
@@ -47,6 +48,7 @@ cleanup() {
     set +e
     local pid i d
     ((HELPER_PID)) && PIDS+=("$HELPER_PID")
+    ((CPU_PID)) && PIDS+=("$CPU_PID")
     for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
     for i in $(seq 1 100); do
         local alive=0
@@ -435,6 +437,96 @@ except Fail as e:
 PY
 }
 
+# CPU accounting for the bulk apply: every process of the source's and the side's servers, and
+# our engine, read from /proc every 0.2 s while the phase runs (a process that exits keeps its
+# last reading; one that starts counts from zero). On 2 cores the time after the source's commit
+# is the work still left for these processes, so this says where a bulk figure came from.
+write_cpu_sampler() {
+    cat >"$W/cpu.py" <<'PY'
+import os, signal, sys, time
+
+# cpu.py OUT ENGINE_PID NAME=POSTMASTER_PID...: on SIGTERM writes "role<TAB>cpu seconds" lines.
+out, engine = sys.argv[1], int(sys.argv[2])
+clusters = {int(pm): name for name, pm in (a.split("=") for a in sys.argv[3:])}
+hz = os.sysconf("SC_CLK_TCK")
+stop = False
+
+
+def on_term(*_):
+    global stop
+    stop = True
+
+
+signal.signal(signal.SIGTERM, on_term)
+
+
+def role_of(pid, cluster):
+    with open(f"/proc/{pid}/cmdline") as f:
+        cmd = f.read().replace("\0", " ")
+    if "walsender" in cmd:
+        return f"{cluster} walsender"
+    if "logical replication worker" in cmd:
+        return f"{cluster} apply worker"
+    if "[local]" in cmd:
+        return f"{cluster} backends"
+    return f"{cluster} background"
+
+
+base, last, role = {}, {}, {}
+first = True
+while not stop:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ppid, ticks = int(fields[1]), int(fields[11]) + int(fields[12])
+            if pid not in role:
+                if pid == engine:
+                    role[pid] = "engine"
+                elif ppid in clusters:
+                    role[pid] = role_of(pid, clusters[ppid])
+                else:
+                    continue
+        except (OSError, IndexError, ValueError):
+            continue
+        base.setdefault(pid, ticks if first else 0)
+        last[pid] = ticks
+    if first:
+        open(out + ".ready", "w").close()
+        first = False
+    time.sleep(0.2)
+totals = {}
+for pid, r in role.items():
+    if pid in last:
+        totals[r] = totals.get(r, 0) + (last[pid] - base[pid]) / hz
+with open(out, "w") as f:
+    for r, secs in sorted(totals.items(), key=lambda kv: -kv[1]):
+        f.write(f"{r}\t{secs:.2f}\n")
+PY
+}
+
+cpu_start() { # side out: the sampler, running once it has its first reading
+    local c args=()
+    for c in src "$1"; do args+=("$c=$(head -1 "$W/$c/data/postmaster.pid")"); done
+    "$PY" "$W/cpu.py" "$2" "$ENGINE_PID" "${args[@]}" &
+    CPU_PID=$!
+    for _ in $(seq 1 100); do [[ -e $2.ready ]] && return 0; sleep 0.02; done
+    echo "   WARNING: the CPU sampler did not start"
+}
+
+cpu_stop() { # out: stops the sampler and prints its figures on one line
+    ((CPU_PID)) || return 0
+    kill -TERM "$CPU_PID" 2>/dev/null || true
+    wait "$CPU_PID" 2>/dev/null || true
+    CPU_PID=0
+    [[ -s $1 ]] || return 0
+    awk -F'\t' '$2 >= 0.05 { line = line sep $1 " " $2 " s"; sep = ", "; total += $2 }
+        END { printf "      (CPU from the UPDATE'"'"'s start until all visible: %s; %.2f s in all)\n", line, total }' "$1"
+}
+
 # ---------------------------------------------------------------------------------------------
 # 5. Starting, checking and stopping each side
 
@@ -586,6 +678,7 @@ run_side() { # side
     settle "$side" "bulk apply"
     log "$side: bulk apply (one transaction updating $accounts rows)"
     out=$W/$side-bulk.out
+    cpu_start "$side" "$W/$side-bulk-$ROUND.cpu"
     run_helper "$side" "bulk apply" "$out" timed --label "bulk apply" --pid "$pid" \
         --sql "UPDATE pgbench_accounts SET abalance = abalance + 1"
     secs=$(kv visible_s "$out")
@@ -598,6 +691,7 @@ run_side() { # side
     record "$side" bulk_statement_s "$v"
     printf '      (the UPDATE itself took %.2f s on the source: %.2f s from its start to all visible)\n' "$v" "$(awk -v a="$v" -v b="$secs" 'BEGIN { print a + b }')"
     printf '      (%s confirmed applied up to %s at %.2f s)\n' "$(position_name "$side")" "$(kv lsn "$out")" "$(kv position_s "$out")"
+    cpu_stop "$W/$side-bulk-$ROUND.cpu"
 
     # 3. Catch-up: an unthrottled burst, then the time from its end until the target has it all.
     settle "$side" "burst"
@@ -749,6 +843,7 @@ main() {
     chmod 755 "$W" # the postgres user must traverse it to reach its data dirs and sockets
     : >"$W/results.tsv"
     write_helper
+    write_cpu_sampler
     write_config
 
     log "starting three PostgreSQL clusters ($PGBIN): source, native target, our target"

@@ -528,7 +528,7 @@ async fn staged(
         None => Vec::new(),
     };
     // Staging columns have the target's types, so COPY parses each value once, as a CAST
-    // would (a third less work for the target than casting text columns in the join), and one
+    // would (a little less work for the target than text columns cast in the join), and one
     // table serves every batch of the same shape.
     let mut stage_columns: Vec<String> = key_columns
         .iter()
