@@ -97,11 +97,7 @@ async fn schema_drift_stops_the_pipeline_naming_the_column_and_loses_nothing() {
         )
         .await
         .unwrap();
-    let result = tokio::time::timeout(support::DEADLINE, running.task)
-        .await
-        .expect("the pipeline stops by itself")
-        .unwrap();
-    let error = result.expect_err("drift is an error");
+    let error = stopped_by_itself(running).await;
     match &error {
         replication::error::PipelineError::Drift { table, column, .. } => {
             assert_eq!((table.as_str(), column.as_str()), ("shop.albums", "colour"));
@@ -131,10 +127,22 @@ async fn schema_drift_stops_the_pipeline_naming_the_column_and_loses_nothing() {
     );
 
     // Fixed on the target: the slot kept the change, so it arrives.
-    pair.dst
-        .batch_execute("ALTER TABLE shop.albums ADD COLUMN colour text")
+    fixed_on_the_target_it_catches_up(&pair, "ALTER TABLE shop.albums ADD COLUMN colour text")
+        .await;
+}
+
+/// The error a pipeline stopped with by itself.
+async fn stopped_by_itself(running: support::Running) -> replication::error::PipelineError {
+    tokio::time::timeout(support::DEADLINE, running.task)
         .await
-        .unwrap();
+        .expect("the pipeline stops by itself")
+        .unwrap()
+        .expect_err("it stops with an error")
+}
+
+/// After `fix` on the target, a restarted pipeline brings the target level with the source.
+async fn fixed_on_the_target_it_catches_up(pair: &Pair, fix: &str) {
+    pair.dst.batch_execute(fix).await.unwrap();
     let running = start(pair.pipeline(&["shop.albums"]));
     running.streaming().await;
     pair.caught_up().await;
@@ -372,11 +380,7 @@ async fn a_value_too_long_for_the_target_column_stops_the_pipeline_instead_of_be
         )
         .await
         .unwrap();
-    let result = tokio::time::timeout(support::DEADLINE, running.task)
-        .await
-        .expect("the pipeline stops by itself")
-        .unwrap();
-    let error = result.expect_err("a value that does not fit is an error");
+    let error = stopped_by_itself(running).await;
     match &error {
         replication::error::PipelineError::Target { source, .. } => {
             let db = source.as_db_error().expect("the target refused it");
@@ -391,16 +395,9 @@ async fn a_value_too_long_for_the_target_column_stops_the_pipeline_instead_of_be
     );
 
     // Widened on the target: the slot kept the row, and it arrives whole.
-    pair.dst
-        .batch_execute("ALTER TABLE shop.albums ALTER COLUMN title TYPE text")
-        .await
-        .unwrap();
-    let running = start(pair.pipeline(&["shop.albums"]));
-    running.streaming().await;
-    pair.caught_up().await;
-    assert_eq!(
-        rows(&pair.dst, "shop.albums", "id").await,
-        rows(&pair.src, "shop.albums", "id").await
-    );
-    running.stop().await.unwrap();
+    fixed_on_the_target_it_catches_up(
+        &pair,
+        "ALTER TABLE shop.albums ALTER COLUMN title TYPE text",
+    )
+    .await;
 }
