@@ -21,7 +21,7 @@ use tokio_postgres::{Client, Statement};
 use crate::config::quote_ident;
 use crate::error::{PipelineError, target};
 use crate::pgoutput::{Cell, OldTuple, Tuple};
-use crate::schema::RelPlan;
+use crate::schema::{ColumnInfo, RelPlan};
 use crate::state;
 
 /// Batches at least this large take the COPY path.
@@ -493,7 +493,7 @@ async fn copy_insert(client: &Client, plan: &RelPlan, rows: &[Row]) -> Result<()
     let columns: Vec<String> = plan
         .target_columns
         .iter()
-        .map(|(n, _)| quote_ident(n))
+        .map(|c| quote_ident(&c.name))
         .collect();
     let sql = format!(
         "COPY {} ({}) FROM STDIN",
@@ -517,11 +517,11 @@ async fn staged(
     rows: &[Row],
     untouched: Option<&Vec<bool>>,
 ) -> Result<u64, PipelineError> {
-    let key_columns: Vec<(String, String)> = plan
+    let key_columns: Vec<&ColumnInfo> = plan
         .key
         .iter()
         .filter_map(|&k| plan.slots[k])
-        .map(|t| plan.target_columns[t].clone())
+        .map(|t| &plan.target_columns[t])
         .collect();
     let set: Vec<usize> = match untouched {
         Some(u) => (0..plan.target_columns.len()).filter(|&i| !u[i]).collect(),
@@ -533,11 +533,11 @@ async fn staged(
     let mut stage_columns: Vec<String> = key_columns
         .iter()
         .enumerate()
-        .map(|(i, (_, ty))| format!("k{i} {ty}"))
+        .map(|(i, c)| format!("k{i} {}", c.type_name))
         .collect();
     stage_columns.extend(
         set.iter()
-            .map(|&i| format!("v{i} {}", plan.target_columns[i].1)),
+            .map(|&i| format!("v{i} {}", plan.target_columns[i].type_name)),
     );
     let stage = format!(
         "fig_stage_{:016x}",
@@ -565,13 +565,13 @@ async fn staged(
     let join: Vec<String> = key_columns
         .iter()
         .enumerate()
-        .map(|(i, (name, _))| format!("t.{} = s.k{i}", quote_ident(name)))
+        .map(|(i, c)| format!("t.{} = s.k{i}", quote_ident(&c.name)))
         .collect();
     let sql = match untouched {
         Some(_) => {
             let assignments: Vec<String> = set
                 .iter()
-                .map(|&i| format!("{} = s.v{i}", quote_ident(&plan.target_columns[i].0)))
+                .map(|&i| format!("{} = s.v{i}", quote_ident(&plan.target_columns[i].name)))
                 .collect();
             format!(
                 "UPDATE {} t SET {} FROM {stage} s WHERE {}",
@@ -793,8 +793,9 @@ fn identity_values(plan: &RelPlan, tuple: &Tuple) -> Vec<Option<Bytes>> {
 /// parameters it takes.
 fn statement_sql(plan: &RelPlan, kind: &Kind, param: &dyn Fn(usize) -> String) -> (String, usize) {
     let table = plan.target.quoted();
-    let column = |i: usize| quote_ident(&plan.target_columns[i].0);
-    let cast = |n: usize, i: usize| format!("CAST({} AS {})", param(n), plan.cast_types[i]);
+    let column = |i: usize| quote_ident(&plan.target_columns[i].name);
+    let cast =
+        |n: usize, i: usize| format!("CAST({} AS {})", param(n), plan.target_columns[i].cast_type);
     // Identity columns, as target column indices.
     let identity: Vec<usize> = if plan.full_identity {
         (0..plan.target_columns.len()).collect()
@@ -956,16 +957,24 @@ mod tests {
     use super::*;
     use crate::config::QualifiedName;
 
+    fn column(name: &str, type_name: &str, cast_type: &str) -> ColumnInfo {
+        ColumnInfo {
+            name: name.into(),
+            type_name: type_name.into(),
+            cast_type: cast_type.into(),
+            in_primary_key: name == "id",
+        }
+    }
+
     fn plan(full: bool) -> RelPlan {
         RelPlan {
             source: QualifiedName::parse("s.t").unwrap(),
             target: QualifiedName::parse("d.t").unwrap(),
             slots: vec![Some(0), Some(1), None],
             target_columns: vec![
-                ("id".into(), "bigint".into()),
-                ("title".into(), "character varying(20)".into()),
+                column("id", "bigint", "bigint"),
+                column("title", "character varying(20)", "character varying"),
             ],
-            cast_types: vec!["bigint".into(), "character varying".into()],
             key: if full { vec![0, 1] } else { vec![0] },
             full_identity: full,
         }

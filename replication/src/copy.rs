@@ -111,7 +111,7 @@ async fn copy_table(
     for (column, slot) in job.source_columns.iter().zip(&plan.slots) {
         if let Some(t) = slot {
             source_list.push(quote_ident(column));
-            target_list.push(quote_ident(&plan.target_columns[*t].0));
+            target_list.push(quote_ident(&plan.target_columns[*t].name));
         }
     }
     let format = if job.same_types {

@@ -377,7 +377,7 @@ fn same_types(t: &Resolved) -> bool {
         .iter()
         .zip(&t.plan.slots)
         .filter_map(|(c, slot)| slot.map(|s| (c, s)))
-        .all(|(c, s)| c.type_name == t.plan.target_columns[s].1)
+        .all(|(c, s)| c.type_name == t.plan.target_columns[s].type_name)
 }
 
 async fn estimate(client: &tokio_postgres::Client, table: &QualifiedName) -> i64 {

@@ -77,11 +77,8 @@ pub struct RelPlan {
     pub target: QualifiedName,
     /// Per source column (in the Relation message's order): the target column index, if copied.
     pub slots: Vec<Option<usize>>,
-    /// Target columns (name, type) in target order.
-    pub target_columns: Vec<(String, String)>,
-    /// Per target column: the type its statement parameters are cast to
-    /// ([`ColumnInfo::cast_type`]).
-    pub cast_types: Vec<String>,
+    /// Target columns in target order.
+    pub target_columns: Vec<ColumnInfo>,
     /// Source column indices identifying a row for UPDATE/DELETE (the replica identity).
     pub key: Vec<usize>,
     /// REPLICA IDENTITY FULL: rows are matched on every column, one row at a time.
@@ -113,8 +110,7 @@ pub fn plan_columns(
         }
     }
     let mut slots = Vec::with_capacity(source_columns.len());
-    let mut target_columns: Vec<(String, String)> = Vec::new();
-    let mut cast_types: Vec<String> = Vec::new();
+    let mut target_columns: Vec<ColumnInfo> = Vec::new();
     for (name, _) in source_columns {
         match mapping.target_column(name) {
             None => slots.push(None),
@@ -129,8 +125,7 @@ pub fn plan_columns(
                     ));
                 };
                 slots.push(Some(target_columns.len()));
-                target_columns.push((column.name.clone(), column.type_name.clone()));
-                cast_types.push(column.cast_type.clone());
+                target_columns.push(column.clone());
             }
         }
     }
@@ -154,7 +149,6 @@ pub fn plan_columns(
         target: target.name.clone(),
         slots,
         target_columns,
-        cast_types,
         key,
         full_identity,
     })
@@ -240,7 +234,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.slots, [Some(0), Some(1)]);
-        assert_eq!(p.target_columns[0].0, "id");
+        assert_eq!(p.target_columns[0].name, "id");
         assert_eq!(p.key, [0]);
     }
 
@@ -265,7 +259,7 @@ mod tests {
         let m = mapping(Some(&["id", "title"]), &[("title", "name")]);
         let p = plan(&["id", "title", "secret"], &m, &target(&["id", "name"])).unwrap();
         assert_eq!(p.slots, [Some(0), Some(1), None]);
-        assert_eq!(p.target_columns[1].0, "name");
+        assert_eq!(p.target_columns[1].name, "name");
         let err = plan(&["id", "secret"], &m, &target(&["id", "name"])).unwrap_err();
         assert!(matches!(err, PipelineError::Drift { ref column, .. } if column == "title"));
     }
