@@ -24,6 +24,8 @@ use crate::pgoutput::{Cell, OldTuple, Tuple};
 use crate::schema::{ColumnInfo, RelPlan};
 use crate::state;
 
+mod range;
+
 /// Batches at least this large take the COPY path.
 const BULK_ROWS: usize = 256;
 /// Gathered statements are sent once this many are queued, even mid-transaction.
@@ -556,17 +558,35 @@ async fn staged(
         .iter()
         .map(|r| r.key.iter().chain(set.iter().map(move |&i| &r.values[i])));
     copy_rows(client, &copy_sql, lines, &plan.target.to_string()).await?;
-    // The staging table has no statistics, and a hash join would scan the whole target once
-    // per batch: probe the target's key index row by row instead (for this transaction).
-    client
-        .batch_execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-        .await
-        .map_err(target("planning a staged batch"))?;
-    let join: Vec<String> = key_columns
+    let mut join: Vec<String> = key_columns
         .iter()
         .enumerate()
         .map(|(i, c)| format!("t.{} = s.k{i}", quote_ident(&c.name)))
         .collect();
+    // The staging table has no statistics, and a hash join over the whole target would scan it
+    // once per batch. So either the keys are dense and the join is bounded to their stretch of
+    // the key index, which is hashed, or the key index is probed row by row. The settings hold
+    // for the rest of the transaction, so every batch sets all three.
+    let dense = match key_columns.as_slice() {
+        [only] => range::dense(&only.type_name, rows.iter().map(|r| r.key[0].as_deref())),
+        _ => None,
+    };
+    let planner = match dense {
+        Some((lo, hi)) => {
+            join.push(format!(
+                "t.{} BETWEEN {lo} AND {hi}",
+                quote_ident(&key_columns[0].name)
+            ));
+            "SET LOCAL enable_hashjoin = on; SET LOCAL enable_nestloop = off; SET LOCAL enable_mergejoin = off"
+        }
+        None => {
+            "SET LOCAL enable_hashjoin = off; SET LOCAL enable_nestloop = on; SET LOCAL enable_mergejoin = off"
+        }
+    };
+    client
+        .batch_execute(planner)
+        .await
+        .map_err(target("planning a staged batch"))?;
     let sql = match untouched {
         Some(_) => {
             let assignments: Vec<String> = set
