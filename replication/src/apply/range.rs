@@ -46,7 +46,9 @@ mod tests {
         let n = |v: &'static str| Some(v.as_bytes());
         let max = i64::MAX.to_string().leak();
         let min = i64::MIN.to_string().leak();
-        let cases: Vec<(&str, Vec<Option<&[u8]>>, Option<(i64, i64)>)> = vec![
+        // (key column type, the batch's keys, the range wanted)
+        type Case = (&'static str, Vec<Option<&'static [u8]>>, Option<(i64, i64)>);
+        let cases: Vec<Case> = vec![
             ("integer", vec![n("3"), n("1"), n("2")], Some((1, 3))),
             ("bigint", vec![n("-2"), n("1")], Some((-2, 1))),
             ("smallint", vec![n("7")], Some((7, 7))),
