@@ -62,10 +62,12 @@ async fn copies_then_streams_every_kind_of_change() {
                released = released + interval '1 day', in_stock = NOT in_stock, rating = -rating
                WHERE id >= 100;
              -- keys spread over three times the batch's rows: probed row by row, not as a range
-             UPDATE shop.albums SET stock = stock + 1, notes = 'sparse' WHERE id >= 100 AND id % 3 = 1;
              DELETE FROM shop.albums WHERE id >= 100 AND id % 3 = 0;
+             UPDATE shop.albums SET stock = stock + 1, notes = 'sparse' WHERE id >= 100 AND id % 3 = 1;
              -- dense again (two thirds of the stretch)
-             DELETE FROM shop.albums WHERE id >= 600;",
+             DELETE FROM shop.albums WHERE id >= 600;
+             -- a staged batch that changes the key: joined on the old keys' stretch
+             UPDATE shop.albums SET id = id + 100000 WHERE id >= 100;",
         )
         .await
         .unwrap();
