@@ -442,11 +442,12 @@ impl Applier {
         if rows.is_empty() {
             return Ok(());
         }
-        let plan = self.plans[&key.relation].clone();
-        let bulk = rows.len() >= BULK_ROWS && !plan.full_identity;
+        let bulk = rows.len() >= BULK_ROWS && !self.plans[&key.relation].full_identity;
         if !bulk {
-            return self.append_rows(&key, &plan, &rows).await;
+            return self.append_rows(&key, &rows).await;
         }
+        // The writer task gets its own copy of the plan (the statement path borrows it).
+        let plan = self.plans[&key.relation].clone();
         // COPY and the staging statements use the extended protocol: what is gathered goes
         // first (and the batch before this one).
         self.send_sql().await?;
@@ -462,15 +463,11 @@ impl Applier {
     }
 
     /// One prepared statement per row, added to what goes out at commit.
-    async fn append_rows(
-        &mut self,
-        key: &StatementKey,
-        plan: &RelPlan,
-        rows: &[Row],
-    ) -> Result<(), PipelineError> {
+    async fn append_rows(&mut self, key: &StatementKey, rows: &[Row]) -> Result<(), PipelineError> {
         let statement = match self.statements.get(key) {
             Some(statement) => statement.clone(),
             None => {
+                let plan = &self.plans[&key.relation];
                 let (sql, n) = statement_sql(plan, &key.kind, &|n| format!("${n}"));
                 // Every value travels as text and is cast by the statement itself.
                 let statement = self
