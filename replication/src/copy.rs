@@ -105,6 +105,14 @@ async fn copy_table(
         .await
         .map_err(target("connecting for the initial copy"))?;
     act_as_replica(&to).await;
+    // The load need not wait for the target's disk at its commit (PostgreSQL's own table sync
+    // commits the same way). The pipeline is marked `streaming` only after every load has
+    // committed, and the target's WAL survives a crash only as a prefix: a target that kept
+    // that mark kept every load before it, and one that lost it copies again. The source is
+    // told to forget nothing until the target has flushed past the mark.
+    to.batch_execute("SET synchronous_commit = off")
+        .await
+        .map_err(target("setting synchronous_commit for the copy"))?;
 
     let mut source_list = Vec::new();
     let mut target_list = Vec::new();
@@ -273,7 +281,11 @@ async fn pump(
     // rather than a flush per row.
     let mut pending = bytes::BytesMut::with_capacity(COPY_CHUNK);
     while let Some(chunk) = out.next().await {
-        let chunk = chunk.map_err(source(format!("reading {table}")))?;
+        // The context is built only on failure: this runs once per row.
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => return Err(source(format!("reading {table}"))(e)),
+        };
         pending.extend_from_slice(&chunk);
         if pending.len() >= COPY_CHUNK {
             sink.send(pending.split().freeze())
