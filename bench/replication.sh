@@ -183,6 +183,14 @@ fresh_target() { # cluster: empty pgbench tables (drop, create, primary keys) an
     sql "$1" bench -c "CREATE TABLE bench_probe (id bigserial PRIMARY KEY, sent timestamptz DEFAULT clock_timestamp())"
 }
 
+warm_wal() { # cluster: about 800 MB of WAL written and dropped, then a checkpoint, which keeps
+    # the segments for reuse. A fresh cluster must create (and zero-fill, then fsync) every WAL
+    # segment it first fills, and a running one reuses them: without this, whichever side's
+    # target first takes a large write (round 1's bulk apply) pays for 20-odd new segments.
+    sql "$1" postgres -c "CREATE TABLE fig_warm AS SELECT g, repeat('x', 700) AS pad FROM generate_series(1, 1000000) g" \
+        -c "DROP TABLE fig_warm" -c "CHECKPOINT"
+}
+
 settle() { # side phase: garbage of the last phase vacuumed, a checkpoint, then the CPU check
     local t
     for t in src "$1"; do
@@ -850,6 +858,8 @@ main() {
     start_cluster src
     start_cluster native
     start_cluster ours
+    log "writing WAL once on each cluster, so no timed phase creates WAL segments"
+    for c in src native ours; do warm_wal "$c"; done
     PGVER=$(sql src postgres -c "SHOW server_version" | awk '{print $1}')
     make_template
 
