@@ -354,6 +354,7 @@ fn serve(
         instance: "fig".into(),
         reload_every: Duration::from_secs(30),
         source: router::sync::Source::Store,
+        limits: router::proxy::Limits::default(),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

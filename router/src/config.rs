@@ -18,6 +18,8 @@ pub const ENV_ROUTES: &str = "ROUTER_ROUTES";
 pub const UPSTREAM_PREFIX: &str = "ROUTER_UPSTREAM_";
 pub const ENV_INSTANCE: &str = "ROUTER_INSTANCE";
 pub const ENV_THREADS: &str = "ROUTER_THREADS";
+/// Client connections served at once; past it new ones are answered `503 overloaded`.
+pub const ENV_MAX_CONNECTIONS: &str = "ROUTER_MAX_CONNECTIONS";
 pub const ENV_RELOAD_SECONDS: &str = "ROUTER_RELOAD_SECONDS";
 /// Take toggles from this Unleash API (e.g. `http://unleash:4242/api`) instead of the database.
 pub const ENV_UNLEASH_URL: &str = "ROUTER_UNLEASH_URL";
@@ -92,6 +94,22 @@ pub fn from_lookup(
         table,
         instance: lookup(ENV_INSTANCE).unwrap_or_else(random_instance),
         source,
+        limits: crate::proxy::Limits {
+            max_connections: match parse(
+                &lookup,
+                ENV_MAX_CONNECTIONS,
+                crate::proxy::Limits::default().max_connections,
+            )? {
+                0 => {
+                    return Err(ConfigError::Invalid {
+                        name: ENV_MAX_CONNECTIONS,
+                        detail: "must be at least 1".into(),
+                    });
+                }
+                n => n,
+            },
+            ..crate::proxy::Limits::default()
+        },
         reload_every: match parse(&lookup, ENV_RELOAD_SECONDS, 30u64)? {
             0 => {
                 return Err(ConfigError::Invalid {
@@ -154,6 +172,8 @@ mod tests {
             (ENV_ROUTES, "/some/file.toml"),
             (ENV_THREADS, "many"),
             (ENV_RELOAD_SECONDS, "0"),
+            (ENV_MAX_CONNECTIONS, "0"),
+            (ENV_MAX_CONNECTIONS, "lots"),
             (ENV_UNLEASH_URL, "unleash:4242/api"),
         ] {
             let e = load(&[(name, value)]).unwrap_err();

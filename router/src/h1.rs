@@ -25,7 +25,14 @@ pub enum HeadError {
     TooManyFields,
     #[error("the message framing is ambiguous or invalid: {0}")]
     Framing(&'static str),
+    #[error("invalid Host: {0}")]
+    Host(&'static str),
 }
+
+/// Fields that say how long a message is or where it goes. Every hop needs them, so no
+/// `Connection` may name them as belonging to one hop: dropping a request's Content-Length while
+/// its body passes on would let the body be read upstream as a second request.
+const FRAMING_FIELDS: [&str; 3] = ["content-length", "transfer-encoding", "host"];
 
 /// A parsed head: its bytes, and where each part lies in them.
 #[derive(Debug, Clone)]
@@ -43,9 +50,14 @@ pub struct Head {
 }
 
 fn offset(base: &[u8], part: &[u8]) -> Range<usize> {
-    // Both slices come from the same buffer: the difference of their addresses is the offset.
-    let start = part.as_ptr() as usize - base.as_ptr() as usize;
-    start..start + part.len()
+    // Parts httparse takes from the buffer lie inside it: the difference of their addresses is
+    // the offset. An empty part may be a static "" instead (httparse's answer for a missing
+    // reason phrase, or one with obs-text), which is the empty range.
+    let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= base.len() => start..end,
+        _ => 0..0,
+    }
 }
 
 fn map_parse_error(e: httparse::Error) -> HeadError {
@@ -217,6 +229,29 @@ impl Head {
             !self.connection_has("close")
         }
     }
+}
+
+/// Whether the head's `Connection` names a field that frames or routes the message.
+pub fn connection_names_framing(head: &Head) -> bool {
+    head.list("connection")
+        .any(|t| FRAMING_FIELDS.iter().any(|f| t.eq_ignore_ascii_case(f)))
+}
+
+/// Everything the router checks in a request head before acting on it: exactly one `Host` in
+/// HTTP/1.1 (RFC 9112 §3.2; at most one in 1.0), no framing or routing field named in
+/// `Connection`, and an unambiguous body length ([`request_framing`]).
+pub fn check_request(head: &Head) -> Result<Framing, HeadError> {
+    match (head.values("host").count(), head.minor) {
+        (0, 1) => return Err(HeadError::Host("an HTTP/1.1 request needs a Host field")),
+        (0 | 1, _) => {}
+        _ => return Err(HeadError::Host("more than one Host field")),
+    }
+    if connection_names_framing(head) {
+        return Err(HeadError::Framing(
+            "connection names content-length, transfer-encoding or host",
+        ));
+    }
+    request_framing(head)
 }
 
 /// How the body after a head is delimited.
@@ -448,12 +483,19 @@ impl<'a> HopFields<'a> {
         }
     }
 
+    /// Whether `name` is not forwarded. A framing field named in `Connection` is forwarded all
+    /// the same (requests that do this are refused; such an answer closes the client's
+    /// connection after it).
     pub fn stays(&self, name: &[u8]) -> bool {
-        std::str::from_utf8(name).is_ok_and(is_hop_by_hop)
-            || self
-                .named
+        if std::str::from_utf8(name).is_ok_and(is_hop_by_hop) {
+            return true;
+        }
+        self.named
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+            && !FRAMING_FIELDS
                 .iter()
-                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+                .any(|f| f.as_bytes().eq_ignore_ascii_case(name))
     }
 }
 

@@ -37,6 +37,45 @@ pub fn write_field(out: &mut Vec<u8>, name: impl AsRef<[u8]>, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Why a request target cannot be routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("the request target must be a path")]
+    NotAPath,
+    #[error("the path has dot segments or bad escapes")]
+    BadPath,
+}
+
+/// A request target as the router uses it: what it forwards, and the path it routes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target<'a> {
+    /// The origin-form target (path and query), forwarded unchanged.
+    pub forwarded: &'a str,
+    /// The path without its query, percent-decoded, as the upstream will read it.
+    pub path: Cow<'a, str>,
+}
+
+/// The one reading of a request target that both the data path and `explain` use, so that
+/// `explain` always gives the data path's answer: origin form as is; absolute form (which a
+/// client talking to a proxy may send) reduced to its path; the path decoded for routing
+/// (`/%63atalog/` is `/catalog/` to the upstream); anything else refused.
+pub fn routing_target(target: &str) -> Result<Target<'_>, TargetError> {
+    let forwarded = origin_form(target).ok_or(TargetError::NotAPath)?;
+    let path = forwarded.split_once('?').map_or(forwarded, |(p, _)| p);
+    let path = decoded_path(path).ok_or(TargetError::BadPath)?;
+    Ok(Target { forwarded, path })
+}
+
+fn origin_form(target: &str) -> Option<&str> {
+    if target.starts_with('/') {
+        return Some(target);
+    }
+    let rest = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))?;
+    Some(rest.find('/').map_or("/", |i| &rest[i..]))
+}
+
 /// The path with percent-escapes decoded, as the upstream will interpret it; `None` for a path
 /// with dot segments (`/a/../b`) or broken escapes, which could route one way and land another.
 pub fn decoded_path(path: &str) -> Option<Cow<'_, str>> {
@@ -53,8 +92,10 @@ pub fn decoded_path(path: &str) -> Option<Cow<'_, str>> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Two hex digits exactly: `from_str_radix` alone would also take a sign (`%+1`).
+            let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+            let (high, low) = (hex(i + 1)?, hex(i + 2)?);
+            out.push((high * 16 + low) as u8);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -144,9 +185,31 @@ mod tests {
             "/%2e%2e/catalog",
             "/a%zz",
             "/a%4",
+            "/a%+1",
+            "/a%-1",
+            "/a% 1",
         ] {
             assert_eq!(decoded_path(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn request_targets_reduce_to_a_decoded_path() {
+        fn ok(t: &str) -> Result<(&str, String), TargetError> {
+            routing_target(t).map(|t| (t.forwarded, t.path.into_owned()))
+        }
+        assert_eq!(ok("/a?b"), Ok(("/a?b", "/a".into())));
+        assert_eq!(
+            ok("/%63atalog/x?q=%2e%2e"),
+            Ok(("/%63atalog/x?q=%2e%2e", "/catalog/x".into()))
+        );
+        assert_eq!(ok("http://x:1/a?b"), Ok(("/a?b", "/a".into())));
+        assert_eq!(ok("http://x"), Ok(("/", "/".into())));
+        assert_eq!(ok("*"), Err(TargetError::NotAPath));
+        assert_eq!(ok("x/y"), Err(TargetError::NotAPath));
+        assert_eq!(ok("example.com:443"), Err(TargetError::NotAPath));
+        assert_eq!(ok("/a/../b"), Err(TargetError::BadPath));
+        assert_eq!(ok("/a%+1"), Err(TargetError::BadPath));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! routers in one process (tests) keep separate counts.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::breaker::Breaker;
@@ -24,6 +24,10 @@ pub struct Metrics {
     buckets: Vec<AtomicU64>,
     sum_micros: Vec<AtomicU64>,
     count: Vec<AtomicU64>,
+    /// Client connections open now; the data path's connection limit is checked against it.
+    pub connections_open: AtomicUsize,
+    connections_shed: AtomicU64,
+    accept_errors: AtomicU64,
 }
 
 fn zeros(n: usize) -> Vec<AtomicU64> {
@@ -41,6 +45,9 @@ impl Metrics {
             buckets: zeros(c * u * BUCKETS.len()),
             sum_micros: zeros(c * u),
             count: zeros(c * u),
+            connections_open: AtomicUsize::new(0),
+            connections_shed: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
         }
     }
 
@@ -65,6 +72,16 @@ impl Metrics {
         }
         self.sum_micros[slot].fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         self.count[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a connection answered `503 overloaded` because the limit was reached.
+    pub fn shed(&self) {
+        self.connections_shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed accept (out of file descriptors, say).
+    pub fn accept_failed(&self) {
+        self.accept_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
@@ -142,6 +159,30 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE router_toggles_version gauge");
         let _ = writeln!(out, "router_toggles_version {toggles_version}");
+        for (name, kind, help, value) in [
+            (
+                "router_connections_open",
+                "gauge",
+                "Client connections open now.",
+                self.connections_open.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "router_connections_shed_total",
+                "counter",
+                "Client connections answered 503 overloaded at the connection limit.",
+                self.connections_shed.load(Ordering::Relaxed),
+            ),
+            (
+                "router_accept_errors_total",
+                "counter",
+                "Failed accepts (for example, no file descriptors left).",
+                self.accept_errors.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {value}");
+        }
         let _ = writeln!(
             out,
             "# HELP router_breaker_open Whether the circuit to an upstream is open (1) or half open (0.5)."
@@ -201,6 +242,10 @@ mod tests {
             "router_request_duration_seconds_count{capability=\"none\",upstream=\"monolith\"} 1"
         ));
         assert!(text.contains("router_toggles_version 7"));
+        m.shed();
+        let text = m.render(&table, 7, &breakers);
+        assert!(text.contains("router_connections_shed_total 1"), "{text}");
+        assert!(text.contains("router_connections_open 0"), "{text}");
         assert!(text.contains("router_breaker_open{upstream=\"catalog\"} 1"));
     }
 }

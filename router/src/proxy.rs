@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
@@ -35,13 +35,45 @@ pub const REASON_HEADER: &str = "x-fig-reason";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting to an upstream may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a client connection may sit idle (or take to send a head) before it is closed.
-const CLIENT_IDLE: Duration = Duration::from_secs(60);
-/// An upstream connection idle longer than this is checked before reuse: the upstream may have
-/// closed it meanwhile (actix-web does after 5 s), and a request with a body cannot be resent.
-const REUSE_CHECK_AFTER: Duration = Duration::from_secs(1);
 /// Room kept free in a read buffer: one socket read at most this large.
 const READ_SIZE: usize = 16 * 1024;
+/// A request's attempts (retry, fallback) each get the capability's timeout, and all of them
+/// together at most this many times it: a fallback is not starved by a slow primary, and a
+/// client never waits for an unbounded chain of attempts.
+const ATTEMPT_BUDGETS: u32 = 2;
+/// The longest pause between accepts after the process ran out of file descriptors (or
+/// memory): accepting again at once would only fail again, at full speed.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The data path's limits. The defaults suit production; tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Client connections served at once. Past it, a new connection is answered `503
+    /// overloaded` and closed: each connection costs file descriptors (its own, and a kept one
+    /// per upstream), and running out of them would fail every client, not just the newest.
+    pub max_connections: usize,
+    /// How long a client connection may sit idle between requests, or take to send a head.
+    pub client_idle: Duration,
+    /// How long a body may make no progress (nothing read from its sender, or nothing written to
+    /// its receiver) before the exchange is cut: a client that stops reading its answer would
+    /// otherwise hold an upstream connection for ever.
+    pub body_idle: Duration,
+    /// How long a closing connection keeps reading (and discarding) what its client still sends,
+    /// after the answer went out. Closing on unread input makes the kernel send a reset, which
+    /// can destroy the answer before the client has read it (an early `413`, say).
+    pub linger: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            client_idle: Duration::from_secs(60),
+            body_idle: Duration::from_secs(30),
+            linger: Duration::from_secs(2),
+        }
+    }
+}
 
 /// Retries may add at most this share of requests (plus a small burst): a failing upstream is
 /// not hit harder because it fails.
@@ -86,6 +118,9 @@ enum Failure {
     Unreachable(usize),
     Broken(usize),
     CircuitOpen(usize),
+    /// The router could not open a connection to the upstream for want of its own resources
+    /// (file descriptors): not the upstream's failure, and not booked on its breaker.
+    Exhausted(usize),
 }
 
 impl Failure {
@@ -94,7 +129,8 @@ impl Failure {
             Failure::Timeout(u)
             | Failure::Unreachable(u)
             | Failure::Broken(u)
-            | Failure::CircuitOpen(u) => u,
+            | Failure::CircuitOpen(u)
+            | Failure::Exhausted(u) => u,
         }
     }
 }
@@ -135,6 +171,7 @@ pub struct Router {
     pub breakers: Vec<Breaker>,
     pub metrics: Metrics,
     retries: RetryBudget,
+    limits: Limits,
     addresses: Vec<Address>,
     /// This instance's name in `Via`, to recognise its own requests coming back (loops).
     token: String,
@@ -166,6 +203,7 @@ impl Router {
             toggles,
             breakers,
             retries: RetryBudget::new(),
+            limits: Limits::default(),
             via: format!("1.1 {token}"),
             token,
             trace_ids: AtomicU64::new(seed),
@@ -181,6 +219,21 @@ impl Router {
             .map(|_| Breaker::new(threshold, cooldown))
             .collect();
         self
+    }
+
+    /// Replaces the data path's limits.
+    pub fn with_limits(mut self, limits: Limits) -> Router {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.metrics.connections_open.load(Ordering::Relaxed)
     }
 
     /// SplitMix64 over a counter: unique, well-spread ids without a lock or an RNG crate.
@@ -210,7 +263,7 @@ impl Router {
             answered: false,
         };
         loop {
-            let head = match conn.read_request_head().await {
+            let head = match conn.read_request_head(self.limits.client_idle).await {
                 Ok(Some(head)) => head,
                 Ok(None) => return,
                 Err(Some(e)) => {
@@ -221,7 +274,7 @@ impl Router {
                     let message = e.to_string();
                     conn.answer_error(status, "bad_request", &message, None, true)
                         .await;
-                    return;
+                    return conn.linger(self.limits.linger).await;
                 }
                 Err(None) => return,
             };
@@ -234,7 +287,8 @@ impl Router {
                 .await;
             match exchanged {
                 Ok(Next::KeepAlive) => {}
-                Ok(Next::Close) => return,
+                Ok(Next::Close) => return conn.linger(self.limits.linger).await,
+                Ok(Next::Drop) => return,
                 Err(_) => {
                     tracing::error!("router fault: request handling panicked");
                     if !conn.answered {
@@ -256,13 +310,15 @@ impl Router {
     /// One request and its answer.
     async fn exchange(&self, conn: &mut Conn, head: &Head) -> Next {
         let started = Instant::now();
-        let framing = match h1::request_framing(head) {
+        let framing = match h1::check_request(head) {
             Ok(framing) => framing,
             Err(e) => {
+                let code = match e {
+                    HeadError::Host(_) => "bad_request",
+                    _ => "bad_framing",
+                };
                 let message = e.to_string();
-                return conn
-                    .answer_error(400, "bad_framing", &message, None, true)
-                    .await;
+                return conn.answer_error(400, code, &message, None, true).await;
             }
         };
         // Until its body is read, the connection cannot carry another request.
@@ -279,33 +335,18 @@ impl Router {
                 )
                 .await;
         }
-        let Some(target) = origin_form(head.target()) else {
-            return conn
-                .answer_error(
-                    400,
-                    "bad_request_target",
-                    "the request target must be a path",
-                    None,
-                    close_after_error,
-                )
-                .await;
-        };
-        let path = target.split_once('?').map_or(target, |(p, _)| p);
-        // Route on what the upstream will see: `/%63atalog/` is `/catalog/` to it.
-        let Some(decoded_path) = headers::decoded_path(path) else {
-            return conn
-                .answer_error(
-                    400,
-                    "bad_request_target",
-                    "the path has dot segments or bad escapes",
-                    None,
-                    close_after_error,
-                )
-                .await;
+        let target = match headers::routing_target(head.target()) {
+            Ok(target) => target,
+            Err(e) => {
+                let message = e.to_string();
+                return conn
+                    .answer_error(400, "bad_request_target", &message, None, close_after_error)
+                    .await;
+            }
         };
         let request_head = RequestHead {
             method: head.method(),
-            path: &decoded_path,
+            path: &target.path,
             user_id: head.get(USER_HEADER),
             session_id: head.get(SESSION_HEADER),
             remote_addr: Some(&conn.client_ip),
@@ -325,38 +366,40 @@ impl Router {
                 && cap.legacy != cap.extracted)
                 .then_some(cap.legacy)
         });
-        // Only a request without a body can be sent twice (the body streams through once).
-        let replayable = is_idempotent(head.method()) && framing == Framing::None;
         self.retries.deposit();
         let request = Request {
             head,
             keep_alive,
             framing,
-            target,
+            target: target.forwarded,
             plan,
             started,
-            deadline: started + timeout,
+            // Only a request without a body can be sent twice (the body streams through once),
+            // and only if sending it twice does what sending it once does.
+            replayable: is_idempotent(head.method()) && framing == Framing::None,
+            timeout,
+            spent_by: started + timeout * ATTEMPT_BUDGETS,
         };
 
         let mut last = Failure::CircuitOpen(plan.primary);
         let mut body_spent = false;
         for upstream in std::iter::once(plan.primary).chain(fallback) {
+            if body_spent || Instant::now() >= request.spent_by {
+                break;
+            }
             if !self.breakers[upstream].allow() {
                 last = Failure::CircuitOpen(upstream);
                 continue;
             }
             let mut retried = false;
             loop {
-                if body_spent {
-                    return self.fail(conn, &request, last, true).await;
-                }
                 let can_fall_back = fallback.is_some_and(|f| f != upstream);
                 // Decided when an unavailable answer is in hand: pass it on, or try again
                 // (this upstream once more within the budget, or the fallback).
                 let mut retry_granted = false;
                 let mut pass_on = |status: u16| {
                     retry_granted = status == 503
-                        && replayable
+                        && request.replayable
                         && !retried
                         && self.breakers[upstream].allow()
                         && self.retries.withdraw();
@@ -364,26 +407,25 @@ impl Router {
                 };
                 let outcome = self.attempt(conn, &request, upstream, &mut pass_on).await;
                 body_spent = framing != Framing::None;
-                let (failure, connect_failed) = match outcome {
+                let failure = match outcome {
                     Attempt::Done(next) => return next,
-                    Attempt::Failed(failure) => {
-                        (failure, matches!(failure, Failure::Unreachable(_)))
-                    }
+                    Attempt::Failed(failure) => failure,
                 };
                 last = failure;
-                let retry_connect = connect_failed
-                    && replayable
+                let retry_connect = matches!(failure, Failure::Unreachable(_))
+                    && request.replayable
                     && !retried
                     && self.breakers[upstream].allow()
                     && self.retries.withdraw();
-                if retry_granted || retry_connect {
+                if (retry_granted || retry_connect) && Instant::now() < request.spent_by {
                     retried = true;
                     continue;
                 }
                 break;
             }
         }
-        self.fail(conn, &request, last, close_after_error).await
+        self.fail(conn, &request, last, close_after_error || body_spent)
+            .await
     }
 
     /// Answers with the JSON error for `failure`, counted under its upstream.
@@ -396,22 +438,36 @@ impl Router {
     ) -> Next {
         let upstream = failure.upstream();
         let name = self.table.upstreams[upstream].name.as_str();
-        let (status, code, message) = match failure {
+        let (status, code, message, blamed) = match failure {
             Failure::Timeout(_) => (
                 504,
                 "upstream_timeout",
                 format!("{name} did not answer in time"),
+                true,
             ),
             Failure::Unreachable(_) => (
                 502,
                 "upstream_unreachable",
                 format!("could not connect to {name}"),
+                true,
             ),
-            Failure::Broken(_) => (502, "upstream_error", format!("{name} failed to answer")),
+            Failure::Broken(_) => (
+                502,
+                "upstream_error",
+                format!("{name} failed to answer"),
+                true,
+            ),
             Failure::CircuitOpen(_) => (
                 503,
                 "circuit_open",
                 format!("{name} is failing; the router is not sending it requests for now"),
+                true,
+            ),
+            Failure::Exhausted(_) => (
+                503,
+                "router_overloaded",
+                "the router is out of connections; try again shortly".to_string(),
+                false,
             ),
         };
         self.metrics.observe(
@@ -424,14 +480,15 @@ impl Router {
             status,
             code,
             &message,
-            Some(name),
+            blamed.then_some(name),
             close || !request.keep_alive,
         )
         .await
     }
 
     /// Sends the request to `upstream` and, unless its answer is an unavailable status that
-    /// `pass_on` declines, relays the answer to the client.
+    /// `pass_on` declines, relays the answer to the client. The attempt has the request's
+    /// timeout of its own, within what is left of the request's overall budget.
     async fn attempt(
         &self,
         conn: &mut Conn,
@@ -439,41 +496,54 @@ impl Router {
         upstream: usize,
         pass_on: &mut (dyn FnMut(u16) -> bool + Send),
     ) -> Attempt {
+        let own_deadline = Instant::now() + request.timeout;
+        let deadline = own_deadline.min(request.spent_by);
+        // A timeout cut short by the request's overall budget is not proof the upstream is slow.
+        let timeout_counts = deadline == own_deadline;
         let mut fresh_only = false;
         loop {
             let (mut link, reused) = match conn.idle[upstream].take() {
-                Some(link) if !fresh_only && link.usable(request.started) => (link, true),
-                _ => match self.connect(upstream, request.deadline).await {
+                Some(link) if !fresh_only && link.usable() => (link, true),
+                _ => match self.connect(upstream, deadline).await {
                     Ok(link) => (link, false),
                     Err(failure) => {
-                        self.breakers[upstream].record(false);
+                        if !matches!(failure, Failure::Exhausted(_)) {
+                            self.breakers[upstream].record(false);
+                        }
                         return Attempt::Failed(failure);
                     }
                 },
             };
             self.write_request_head(&mut conn.to_upstream, request, upstream, &conn.client_ip);
             match self
-                .relay(conn, &mut link, request, upstream, pass_on)
+                .relay(conn, &mut link, request, upstream, deadline, pass_on)
                 .await
             {
                 Relayed::Answered { next, reusable } => {
                     if reusable {
-                        link.idle_since = Instant::now();
                         conn.idle[upstream] = Some(link);
                     }
                     return Attempt::Done(next);
                 }
-                // A kept connection the upstream had closed: nothing reached it, so a request
-                // without a body goes again on a new connection (not a failure of the upstream).
-                Relayed::Stale if reused && request.framing == Framing::None => {
-                    fresh_only = true;
+                // A kept connection the upstream closed as we sent on it (the race every
+                // keep-alive client has): not a failure of the upstream. The upstream may have
+                // read the request before closing, so it goes again only if it may be sent
+                // twice, and within the retry budget.
+                Relayed::Stale if reused => {
+                    if request.replayable && self.retries.withdraw() {
+                        fresh_only = true;
+                        continue;
+                    }
+                    return Attempt::Failed(Failure::Broken(upstream));
                 }
                 Relayed::Stale => {
                     self.breakers[upstream].record(false);
                     return Attempt::Failed(Failure::Broken(upstream));
                 }
                 Relayed::Failed(failure) => {
-                    self.breakers[upstream].record(false);
+                    if timeout_counts || !matches!(failure, Failure::Timeout(_)) {
+                        self.breakers[upstream].record(false);
+                    }
                     if let Failure::Broken(_) = failure {
                         tracing::warn!(upstream = %self.table.upstreams[upstream].name, "upstream failed to answer");
                     }
@@ -483,7 +553,21 @@ impl Router {
                     self.breakers[upstream].record(false);
                     return Attempt::Failed(Failure::Broken(upstream));
                 }
-                Relayed::ClientGone => return Attempt::Done(Next::Close),
+                // The client stopped sending its body: its fault, not the upstream's (which
+                // was waiting for it), so nothing is booked on the breaker.
+                Relayed::ClientStalled => {
+                    let next = conn
+                        .answer_error(
+                            408,
+                            "request_timeout",
+                            "the request body did not arrive in time",
+                            None,
+                            true,
+                        )
+                        .await;
+                    return Attempt::Done(next);
+                }
+                Relayed::ClientGone => return Attempt::Done(Next::Drop),
             }
         }
     }
@@ -497,9 +581,9 @@ impl Router {
                 Ok(Link {
                     stream,
                     inbound: BytesMut::with_capacity(READ_SIZE),
-                    idle_since: Instant::now(),
                 })
             }
+            Ok(Err(e)) if is_resource_exhaustion(&e) => Err(Failure::Exhausted(upstream)),
             Ok(Err(_)) => Err(Failure::Unreachable(upstream)),
             Err(_) if connect_by < deadline => Err(Failure::Unreachable(upstream)),
             Err(_) => Err(Failure::Timeout(upstream)),
@@ -657,9 +741,11 @@ impl Router {
         link: &mut Link,
         request: &Request<'_>,
         upstream: usize,
+        deadline: Instant,
         pass_on: &mut (dyn FnMut(u16) -> bool + Send),
     ) -> Relayed {
         let head = request.head;
+        let idle = self.limits.body_idle;
         let Conn {
             client,
             inbound,
@@ -670,12 +756,17 @@ impl Router {
         } = conn;
         let (mut client_read, mut client_write) = client.split();
         let (mut up_read, mut up_write) = link.stream.split();
+        // Whether the request body is waiting for the client (rather than for the upstream to
+        // take it): tells a stalled client from a slow upstream when the deadline passes.
+        let waiting_for_client = AtomicBool::new(false);
         let send = copy_body(
             request.framing,
             &mut client_read,
             inbound,
             &mut up_write,
             to_upstream,
+            idle,
+            &waiting_for_client,
         );
         tokio::pin!(send);
         let mut sent: Option<Result<(), CopyError>> = None;
@@ -687,8 +778,8 @@ impl Router {
                 result = &mut send, if sent.is_none() => {
                     match result {
                         Ok(()) => sent = Some(Ok(())),
-                        Err(CopyError::Read) => return Relayed::ClientGone,
-                        Err(CopyError::Truncated) => return Relayed::ClientGone,
+                        Err(CopyError::Read | CopyError::Truncated) => return Relayed::ClientGone,
+                        Err(CopyError::Stalled) => return Relayed::ClientStalled,
                         Err(CopyError::Malformed) => {
                             *answered = true;
                             let _ = write_error(&mut client_write, &self.via, 400, "bad_framing", "the chunked request body is malformed", None, true).await;
@@ -699,8 +790,9 @@ impl Router {
                         Err(CopyError::Write) => sent = Some(Err(CopyError::Write)),
                     }
                 }
-                read = timeout_at(request.deadline.into(), read_head(&mut up_read, &mut link.inbound)) => {
+                read = timeout_at(deadline.into(), read_head(&mut up_read, &mut link.inbound)) => {
                     match read {
+                        Err(_) if sent.is_none() && waiting_for_client.load(Ordering::Relaxed) => return Relayed::ClientStalled,
                         Err(_) => return Relayed::Failed(Failure::Timeout(upstream)),
                         Ok(Err(ReadHeadError::Closed { partial: false })) if !received_any => return Relayed::Stale,
                         Ok(Err(_)) => return Relayed::Failed(Failure::Broken(upstream)),
@@ -730,8 +822,12 @@ impl Router {
         let Ok(framing) = h1::response_framing(&answer, head.method()) else {
             return Relayed::Failed(Failure::Broken(upstream));
         };
-        // Whether the client connection can carry another request afterwards.
-        let close = !request.keep_alive || framing == Framing::UntilClose;
+        // Whether the client connection can carry another request afterwards. An answer whose
+        // Connection names a framing field is relayed with its framing, and ends the
+        // connection: a second parser might have dropped that field.
+        let close = !request.keep_alive
+            || framing == Framing::UntilClose
+            || h1::connection_names_framing(&answer);
         self.write_response_head(
             to_client,
             &answer,
@@ -748,12 +844,15 @@ impl Router {
             request.started.elapsed(),
         );
         let received = {
+            let unused = AtomicBool::new(false);
             let receive = copy_body(
                 framing,
                 &mut up_read,
                 &mut link.inbound,
                 &mut client_write,
                 to_client,
+                idle,
+                &unused,
             );
             tokio::pin!(receive);
             loop {
@@ -772,7 +871,7 @@ impl Router {
                     Next::KeepAlive
                 },
                 reusable: request_body_done
-                    && framing != Framing::UntilClose
+                    && !close
                     && answer.keep_alive()
                     && answer.minor == 1
                     && link.inbound.is_empty(),
@@ -780,14 +879,14 @@ impl Router {
             // Head already sent: all that is left is to cut the connection, so the client sees
             // a truncated answer rather than a complete wrong one.
             Err(CopyError::Write) => Relayed::Answered {
-                next: Next::Close,
+                next: Next::Drop,
                 reusable: false,
             },
             Err(_) => {
                 tracing::warn!(upstream = %self.table.upstreams[upstream].name, "upstream broke off its answer");
                 self.breakers[upstream].record(false);
                 Relayed::Answered {
-                    next: Next::Close,
+                    next: Next::Drop,
                     reusable: false,
                 }
             }
@@ -799,7 +898,10 @@ impl Router {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
     KeepAlive,
+    /// Close once the client has had the chance to read the answer.
     Close,
+    /// Close at once: the client is gone, or its answer was cut short anyway.
+    Drop,
 }
 
 enum Attempt {
@@ -817,6 +919,8 @@ enum Relayed {
     /// A kept connection closed before any answer.
     Stale,
     Failed(Failure),
+    /// The client stopped sending the request body before the upstream answered.
+    ClientStalled,
     ClientGone,
 }
 
@@ -830,8 +934,12 @@ struct Request<'a> {
     target: &'a str,
     plan: Plan,
     started: Instant,
-    /// When the upstream's answer must have started.
-    deadline: Instant,
+    /// Whether the request may be sent again after its bytes may have reached an upstream.
+    replayable: bool,
+    /// Each attempt's time to get the answer's head started.
+    timeout: Duration,
+    /// When the time of all attempts together is up.
+    spent_by: Instant,
 }
 
 /// A client connection's state between requests.
@@ -851,8 +959,11 @@ struct Conn {
 impl Conn {
     /// The next request head: `Ok(None)` when the client closed or went idle between requests,
     /// `Err(Some)` for a head it must be told is bad, `Err(None)` when it broke off.
-    async fn read_request_head(&mut self) -> Result<Option<Head>, Option<HeadError>> {
-        let deadline = Instant::now() + CLIENT_IDLE;
+    async fn read_request_head(
+        &mut self,
+        idle: Duration,
+    ) -> Result<Option<Head>, Option<HeadError>> {
+        let deadline = Instant::now() + idle;
         loop {
             if !self.inbound.is_empty() {
                 match h1::parse_request(&mut self.inbound) {
@@ -883,22 +994,34 @@ impl Conn {
         let _ = write_error(&mut self.client, "", status, code, message, upstream, close).await;
         if close { Next::Close } else { Next::KeepAlive }
     }
+
+    /// Closes after an answer: the client's end is told no more is coming, then whatever it
+    /// still sends (the rest of a body the upstream did not want, pipelined requests) is read
+    /// and dropped until it closes too, or for `linger` at most.
+    async fn linger(mut self, linger: Duration) {
+        drop(std::mem::take(&mut self.idle));
+        if self.client.shutdown().await.is_err() {
+            return;
+        }
+        let mut sink = vec![0u8; READ_SIZE];
+        let _ = tokio::time::timeout(linger, async {
+            while matches!(self.client.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
 }
 
 /// A kept connection to an upstream.
 struct Link {
     stream: TcpStream,
     inbound: BytesMut,
-    idle_since: Instant,
 }
 
 impl Link {
-    /// Whether this idle connection can take a request: recently used ones are trusted; older
-    /// ones must show no end-of-stream and no unsolicited bytes.
-    fn usable(&self, now: Instant) -> bool {
-        if now.saturating_duration_since(self.idle_since) < REUSE_CHECK_AFTER {
-            return true;
-        }
+    /// Whether this idle connection can take a request: it must show no end-of-stream and no
+    /// unsolicited bytes. Bytes that arrived while it was idle belong to no request; sent on,
+    /// the next request would take them for its answer.
+    fn usable(&self) -> bool {
         let mut probe = [0u8; 1];
         matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
@@ -910,21 +1033,26 @@ enum CopyError {
     Read,
     /// The source ended before the body did.
     Truncated,
+    /// The source sent nothing for the body's idle time.
+    Stalled,
     /// The body's chunked framing is broken.
     Malformed,
-    /// Writing to the destination failed.
+    /// Writing to the destination failed, or made no progress for the body's idle time.
     Write,
 }
 
 /// Writes `out` (a head, possibly empty), then copies one body framed by `framing` from `buf`
 /// and `src` to `dst`. Body bytes already in `buf` go out with the head in one write; what
-/// follows the body stays in `buf`. Memory stays bounded: one read's worth at a time.
+/// follows the body stays in `buf`. Memory stays bounded: one read's worth at a time. Every
+/// read and write must complete within `idle`; `reading` is true while it waits for `src`.
 async fn copy_body<R, W>(
     framing: Framing,
     src: &mut R,
     buf: &mut BytesMut,
     dst: &mut W,
     out: &mut Vec<u8>,
+    idle: Duration,
+    reading: &AtomicBool,
 ) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin,
@@ -947,9 +1075,7 @@ where
                 Framing::UntilClose => buf.len(),
             };
             if out.is_empty() {
-                dst.write_all(&buf[..take])
-                    .await
-                    .map_err(|_| CopyError::Write)?;
+                write_within(dst, &buf[..take], idle).await?;
             } else {
                 out.extend_from_slice(&buf[..take]);
             }
@@ -964,20 +1090,39 @@ where
             }
         }
         if !out.is_empty() {
-            dst.write_all(out).await.map_err(|_| CopyError::Write)?;
+            write_within(dst, out, idle).await?;
             out.clear();
         }
         if done {
             return Ok(());
         }
         buf.reserve(READ_SIZE);
-        match src.read_buf(buf).await {
-            Ok(0) if framing == Framing::UntilClose => return Ok(()),
-            Ok(0) => return Err(CopyError::Truncated),
-            Ok(_) => {}
-            Err(_) => return Err(CopyError::Read),
+        reading.store(true, Ordering::Relaxed);
+        let read = tokio::time::timeout(idle, src.read_buf(buf)).await;
+        reading.store(false, Ordering::Relaxed);
+        match read {
+            Err(_) => return Err(CopyError::Stalled),
+            Ok(Ok(0)) if framing == Framing::UntilClose => return Ok(()),
+            Ok(Ok(0)) => return Err(CopyError::Truncated),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(CopyError::Read),
         }
     }
+}
+
+/// Writes all of `bytes`, each socket write making progress within `idle`.
+async fn write_within<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    mut bytes: &[u8],
+    idle: Duration,
+) -> Result<(), CopyError> {
+    while !bytes.is_empty() {
+        match tokio::time::timeout(idle, dst.write(bytes)).await {
+            Ok(Ok(n)) if n > 0 => bytes = &bytes[n..],
+            _ => return Err(CopyError::Write),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -1051,18 +1196,6 @@ async fn write_error<W: AsyncWrite + Unpin>(
     dst.write_all(out.as_bytes()).await
 }
 
-/// The path-and-query of a request target: origin form as is; absolute form (which a client
-/// talking to a proxy may send) reduced to its path; anything else refused.
-fn origin_form(target: &str) -> Option<&str> {
-    if target.starts_with('/') {
-        return Some(target);
-    }
-    let rest = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))?;
-    Some(rest.find('/').map_or("/", |i| &rest[i..]))
-}
-
 fn is_idempotent(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE" | "PUT")
 }
@@ -1074,17 +1207,122 @@ fn is_unavailable(status: u16) -> bool {
 
 /// Serves connections from `listener` until the task is dropped or aborted.
 pub async fn serve(listener: TcpListener, router: Arc<Router>) {
+    let mut backoff = Duration::ZERO;
     loop {
         let (stream, client) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                router.metrics.accept_failed();
+                match accept_backoff(&e, backoff) {
+                    None => tracing::debug!(error = %e, "accept failed"),
+                    Some(wait) => {
+                        // One line per doubling of the pause: a few per second at most, however
+                        // long the shortage lasts.
+                        if wait > backoff {
+                            tracing::warn!(error = %e, pause_ms = wait.as_millis() as u64, "accept failed; pausing accepts");
+                        }
+                        backoff = wait;
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 continue;
             }
         };
+        backoff = Duration::ZERO;
         let _ = stream.set_nodelay(true);
-        tokio::spawn(router.clone().connection(stream, client));
+        let open = OpenConnection::count(router.clone());
+        if open.over_limit() {
+            router.metrics.shed();
+            tokio::spawn(shed(stream, open));
+        } else {
+            tokio::spawn(async move {
+                let router = open.router.clone();
+                router.connection(stream, client).await;
+                drop(open);
+            });
+        }
     }
+}
+
+/// A client connection counted as open until dropped.
+struct OpenConnection {
+    router: Arc<Router>,
+    total: usize,
+}
+
+impl OpenConnection {
+    fn count(router: Arc<Router>) -> OpenConnection {
+        let total = router
+            .metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        OpenConnection { router, total }
+    }
+
+    fn over_limit(&self) -> bool {
+        self.total > self.router.limits.max_connections
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.router
+            .metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Answers a connection over the limit with `503 overloaded` and closes it, without reading a
+/// request: the client learns to come back, rather than waiting or seeing a reset.
+async fn shed(mut stream: TcpStream, open: OpenConnection) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        write_error(
+            &mut stream,
+            "",
+            503,
+            "overloaded",
+            "the router is serving as many connections as it may; try again shortly",
+            None,
+            true,
+        ),
+    )
+    .await;
+    let linger = open.router.limits.linger.min(Duration::from_millis(500));
+    let conn_linger = async {
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(linger, conn_linger).await;
+    drop(open);
+}
+
+/// How long to pause before accepting again after `error`, given the last pause: none for a
+/// connection the client gave up on before it was accepted; for anything else (above all, no
+/// file descriptors left) a pause that doubles up to a second, so the accept loop never spins.
+fn accept_backoff(error: &std::io::Error, previous: Duration) -> Option<Duration> {
+    use std::io::ErrorKind::*;
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    ) {
+        return None;
+    }
+    Some(
+        (previous * 2)
+            .max(Duration::from_millis(5))
+            .min(MAX_ACCEPT_BACKOFF),
+    )
+}
+
+/// Whether an error opening a connection means this process ran out of something (file
+/// descriptors, buffers, memory), rather than the peer refusing.
+fn is_resource_exhaustion(error: &std::io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM on Linux.
+    matches!(error.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
 #[cfg(test)]
@@ -1103,11 +1341,29 @@ mod tests {
     }
 
     #[test]
-    fn request_targets_reduce_to_their_path() {
-        assert_eq!(origin_form("/a?b"), Some("/a?b"));
-        assert_eq!(origin_form("http://x:1/a?b"), Some("/a?b"));
-        assert_eq!(origin_form("http://x"), Some("/"));
-        assert_eq!(origin_form("*"), None);
-        assert_eq!(origin_form("x/y"), None);
+    fn accept_errors_pause_accepting_except_a_client_giving_up() {
+        use std::io::{Error, ErrorKind};
+        let emfile = Error::from_raw_os_error(24);
+        let ms = Duration::from_millis;
+        let cases = [
+            (Error::from(ErrorKind::ConnectionAborted), ms(0), None),
+            (Error::from(ErrorKind::ConnectionReset), ms(40), None),
+            (Error::from_raw_os_error(24), ms(0), Some(ms(5))),
+            (Error::from_raw_os_error(24), ms(5), Some(ms(10))),
+            (Error::from_raw_os_error(23), ms(800), Some(ms(1000))),
+            (Error::from_raw_os_error(24), ms(1000), Some(ms(1000))),
+            (Error::other("unknown"), ms(0), Some(ms(5))),
+        ];
+        for (error, previous, want) in cases {
+            assert_eq!(
+                accept_backoff(&error, previous),
+                want,
+                "{error} after {previous:?}"
+            );
+        }
+        assert!(is_resource_exhaustion(&emfile));
+        assert!(!is_resource_exhaustion(&Error::from(
+            ErrorKind::ConnectionRefused
+        )));
     }
 }

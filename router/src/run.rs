@@ -34,6 +34,8 @@ pub struct Config {
     pub reload_every: Duration,
     /// The router database, or an Unleash server.
     pub source: sync::Source,
+    /// The data path's connection limit and timeouts.
+    pub limits: proxy::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,11 +99,10 @@ pub async fn start_on(
     sync::reload(&pool, &live)
         .await
         .map_err(|e| StartError::Database(e.to_string()))?;
-    let router = Arc::new(Router::new(
-        Arc::new(config.table),
-        live.clone(),
-        &config.instance,
-    ));
+    let router = Arc::new(
+        Router::new(Arc::new(config.table), live.clone(), &config.instance)
+            .with_limits(config.limits),
+    );
 
     let addr = data.local_addr().map_err(|source| StartError::Bind {
         addr: config.listen,

@@ -58,6 +58,7 @@ async fn instance_from(
         instance: name.into(),
         reload_every: Duration::from_secs(30),
         source,
+        limits: router::proxy::Limits::default(),
     })
     .await
     .expect("router starts")

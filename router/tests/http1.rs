@@ -93,9 +93,9 @@ async fn ambiguous_framing_is_refused_before_anything_reaches_an_upstream() {
     let (up, hits) = echo_body().await;
     let (base, _) = router(table(&up, &up, 1000)).await;
     for smuggle in [
-        &b"POST /orders HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
-        b"POST /orders HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-        b"POST /orders HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        &b"POST /orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST /orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        b"POST /orders HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
         b"POST /orders HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ] {
         let text = exchange(&base, smuggle).await;
@@ -103,15 +103,18 @@ async fn ambiguous_framing_is_refused_before_anything_reaches_an_upstream() {
         assert!(text.contains("bad_framing"), "{text}");
     }
     for broken in [
-        &b"GET / HTTP/1.1\r\nNo Colon Here\r\n\r\n"[..],
+        &b"GET / HTTP/1.1\r\nHost: shop\r\nNo Colon Here\r\n\r\n"[..],
         b"GET / HTTP/9.9\r\n\r\n",
-        b"GET /%zz HTTP/1.1\r\nConnection: close\r\n\r\n",
-        b"GET * HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /%zz HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+        b"GET * HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
     ] {
         let text = exchange(&base, broken).await;
         assert_eq!(statuses(&text), ["400"], "{text}");
     }
-    let huge = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(70_000));
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: shop\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
     let text = exchange(&base, huge.as_bytes()).await;
     assert_eq!(statuses(&text), ["431"], "{text}");
     assert_eq!(hits.load(Ordering::SeqCst), 0);
@@ -123,7 +126,7 @@ async fn a_chunked_request_body_is_forwarded_with_its_chunks() {
     let (base, _) = router(table(&up, &up, 1000)).await;
     let text = exchange(
         &base,
-        b"POST /orders HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+        b"POST /orders HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
           5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
     )
     .await;
@@ -145,7 +148,7 @@ async fn a_head_answer_carries_a_length_but_no_body() {
     // never come.
     let text = exchange(
         &base,
-        b"HEAD /catalog/a HTTP/1.1\r\n\r\nHEAD /catalog/b HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"HEAD /catalog/a HTTP/1.1\r\nHost: shop\r\n\r\nHEAD /catalog/b HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(statuses(&text), ["200", "200"], "{text}");
@@ -167,7 +170,7 @@ async fn expect_100_continue_is_relayed_before_the_body_is_sent() {
     let (base, _) = router(table(&up, &up, 1000)).await;
     let mut stream = TcpStream::connect(addr(&base)).await.unwrap();
     stream
-        .write_all(b"POST /orders HTTP/1.1\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        .write_all(b"POST /orders HTTP/1.1\r\nHost: shop\r\nContent-Length: 4\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut interim = [0u8; 25];
@@ -220,7 +223,7 @@ async fn a_kept_connection_the_upstream_closed_is_replaced_without_failing_the_r
     let (base, _) = router(table(&up, &up, 1000)).await;
     let text = exchange(
         &base,
-        b"GET /catalog/1 HTTP/1.1\r\n\r\nGET /catalog/2 HTTP/1.1\r\n\r\nGET /catalog/3 HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /catalog/1 HTTP/1.1\r\nHost: shop\r\n\r\nGET /catalog/2 HTTP/1.1\r\nHost: shop\r\n\r\nGET /catalog/3 HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert_eq!(statuses(&text), ["200", "200", "200"], "{text}");
@@ -246,7 +249,10 @@ async fn an_upstream_answering_before_the_whole_body_is_passed_on() {
     let mut stream = TcpStream::connect(addr(&base)).await.unwrap();
     let size = 8 * 1024 * 1024;
     stream
-        .write_all(format!("POST /orders HTTP/1.1\r\nContent-Length: {size}\r\n\r\n").as_bytes())
+        .write_all(
+            format!("POST /orders HTTP/1.1\r\nHost: shop\r\nContent-Length: {size}\r\n\r\n")
+                .as_bytes(),
+        )
         .await
         .unwrap();
     let (mut read, mut write) = stream.into_split();
