@@ -632,6 +632,70 @@ mod tests {
     }
 
     #[test]
+    fn a_request_needs_one_host_and_no_framing_field_named_in_connection() {
+        let cases = [
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(Framing::None)),
+            ("GET / HTTP/1.0\r\n\r\n", Ok(Framing::None)),
+            ("GET / HTTP/1.1\r\nHost:\r\n\r\n", Ok(Framing::None)),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Secret\r\n\r\n",
+                Ok(Framing::None),
+            ),
+            ("GET / HTTP/1.1\r\n\r\n", Err("Host")),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", Err("Host")),
+            ("GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n", Err("Host")),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\n",
+                Err("framing"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nConnection: transfer-encoding\r\n\r\n",
+                Err("framing"),
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\nConnection: HOST\r\n\r\n",
+                Err("framing"),
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                Err("framing"),
+            ),
+        ];
+        for (text, want) in cases {
+            let got = check_request(&req(text)).map_err(|e| match e {
+                HeadError::Host(_) => "Host",
+                _ => "framing",
+            });
+            assert_eq!(got, want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_framing_field_named_in_connection_is_still_forwarded() {
+        let head = res(
+            "HTTP/1.1 200 OK\r\nConnection: Content-Length, X-Hop\r\nContent-Length: 2\r\n\r\n",
+        );
+        let hop = HopFields::of(&head);
+        assert!(!hop.stays(b"content-length"));
+        assert!(hop.stays(b"x-hop"));
+        assert!(connection_names_framing(&head));
+    }
+
+    #[test]
+    fn a_missing_or_opaque_reason_phrase_is_empty() {
+        for (text, reason) in [
+            ("HTTP/1.1 200 OK\r\n\r\n", &b"OK"[..]),
+            ("HTTP/1.1 200\r\n\r\n", b""),
+            ("HTTP/1.1 200 \r\n\r\n", b""),
+            ("HTTP/1.1 200 \u{e9}t\u{e9}\r\n\r\n", b""),
+        ] {
+            let head = res(text);
+            assert_eq!(head.status, 200);
+            assert_eq!(head.reason(), reason, "{text:?}");
+        }
+    }
+
+    #[test]
     fn keep_alive_defaults_differ_between_http_1_0_and_1_1() {
         assert!(req("GET / HTTP/1.1\r\n\r\n").keep_alive());
         assert!(!req("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").keep_alive());
