@@ -261,6 +261,7 @@ impl Router {
             to_upstream: Vec::with_capacity(1024),
             to_client: Vec::with_capacity(1024),
             answered: false,
+            write_idle: self.limits.body_idle,
         };
         loop {
             let head = match conn.read_request_head(self.limits.client_idle).await {
@@ -782,7 +783,8 @@ impl Router {
                         Err(CopyError::Stalled) => return Relayed::ClientStalled,
                         Err(CopyError::Malformed) => {
                             *answered = true;
-                            let _ = write_error(&mut client_write, &self.via, 400, "bad_framing", "the chunked request body is malformed", None, true).await;
+                            let malformed = ErrorAnswer { status: 400, code: "bad_framing", message: "the chunked request body is malformed", upstream: None };
+                            let _ = write_error(&mut client_write, &self.via, &malformed, true, idle).await;
                             return Relayed::ClientGone;
                         }
                         // The upstream stopped reading the body; its answer (a 413, say) may
@@ -803,7 +805,7 @@ impl Router {
                                 100..=199 => {
                                     if head.minor == 1 {
                                         self.write_response_head(to_client, &answer, Framing::None, upstream, request, false);
-                                        if client_write.write_all(to_client).await.is_err() {
+                                        if write_within(&mut client_write, to_client, idle).await.is_err() {
                                             return Relayed::ClientGone;
                                         }
                                     }
@@ -954,6 +956,8 @@ struct Conn {
     to_client: Vec<u8>,
     /// Whether any of the answer to the current request has been written.
     answered: bool,
+    /// How long a write to the client may make no progress (see [`Limits::body_idle`]).
+    write_idle: Duration,
 }
 
 impl Conn {
@@ -991,7 +995,13 @@ impl Conn {
         close: bool,
     ) -> Next {
         self.answered = true;
-        let _ = write_error(&mut self.client, "", status, code, message, upstream, close).await;
+        let error = ErrorAnswer {
+            status,
+            code,
+            message,
+            upstream,
+        };
+        let _ = write_error(&mut self.client, "", &error, close, self.write_idle).await;
         if close { Next::Close } else { Next::KeepAlive }
     }
 
@@ -1162,16 +1172,30 @@ async fn read_head<R: AsyncRead + Unpin>(
     }
 }
 
+/// An answer the router makes itself.
+struct ErrorAnswer<'a> {
+    status: u16,
+    code: &'a str,
+    message: &'a str,
+    /// The upstream that failed; `None` when the router itself is at fault.
+    upstream: Option<&'a str>,
+}
+
 /// A JSON error that says who failed: the router itself (`upstream` absent) or an upstream.
+/// A client that reads nothing gets `idle` to take it.
 async fn write_error<W: AsyncWrite + Unpin>(
     dst: &mut W,
     via: &str,
-    status: u16,
-    code: &str,
-    message: &str,
-    upstream: Option<&str>,
+    error: &ErrorAnswer<'_>,
     close: bool,
-) -> std::io::Result<()> {
+    idle: Duration,
+) -> Result<(), CopyError> {
+    let ErrorAnswer {
+        status,
+        code,
+        message,
+        upstream,
+    } = *error;
     let mut body = serde_json::json!({"error": {"code": code, "message": message}});
     if let Some(u) = upstream {
         body["error"]["upstream"] = serde_json::Value::from(u);
@@ -1188,12 +1212,16 @@ async fn write_error<W: AsyncWrite + Unpin>(
     if !via.is_empty() {
         out.push_str(&format!("via: {via}\r\n"));
     }
+    if status == 503 {
+        // Every 503 the router makes is a passing state (overloaded, a circuit cooling down).
+        out.push_str("retry-after: 1\r\n");
+    }
     if close {
         out.push_str("connection: close\r\n");
     }
     out.push_str("\r\n");
     out.push_str(&body);
-    dst.write_all(out.as_bytes()).await
+    write_within(dst, out.as_bytes(), idle).await
 }
 
 fn is_idempotent(method: &str) -> bool {
@@ -1277,19 +1305,13 @@ impl Drop for OpenConnection {
 /// Answers a connection over the limit with `503 overloaded` and closes it, without reading a
 /// request: the client learns to come back, rather than waiting or seeing a reset.
 async fn shed(mut stream: TcpStream, open: OpenConnection) {
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        write_error(
-            &mut stream,
-            "",
-            503,
-            "overloaded",
-            "the router is serving as many connections as it may; try again shortly",
-            None,
-            true,
-        ),
-    )
-    .await;
+    let overloaded = ErrorAnswer {
+        status: 503,
+        code: "overloaded",
+        message: "the router is serving as many connections as it may; try again shortly",
+        upstream: None,
+    };
+    let _ = write_error(&mut stream, "", &overloaded, true, Duration::from_secs(1)).await;
     let linger = open.router.limits.linger.min(Duration::from_millis(500));
     let conn_linger = async {
         let _ = stream.shutdown().await;

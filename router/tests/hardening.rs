@@ -557,6 +557,7 @@ async fn connections_past_the_limit_are_shed_politely_and_served_again_once_belo
     let text = exchange(&base, b"GET /catalog/a HTTP/1.1\r\nHost: shop\r\n\r\n").await;
     assert_eq!(statuses(&text), ["503"], "{text}");
     assert!(text.contains("overloaded"), "{text}");
+    assert!(text.contains("retry-after: 1\r\n"), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("connection: close"),
         "{text}"
