@@ -120,16 +120,22 @@ async fn call(args: &ToggleArgs) -> anyhow::Result<Value> {
         Action::Audit { name } => (
             Method::GET,
             match name {
-                Some(n) => format!("/admin/audit?toggle={n}"),
+                Some(n) => format!("/admin/audit?toggle={}", query_value(n)),
                 None => "/admin/audit".into(),
             },
             None,
             None,
         ),
         Action::Explain { path, method, user } => {
-            let mut q = format!("/admin/explain?method={method}&path={path}");
+            // The target goes as the client would send it: escaped here, so that the router
+            // unescapes it once, as its data path does (`%2525` stays `%25` to it).
+            let mut q = format!(
+                "/admin/explain?method={}&path={}",
+                query_value(method),
+                query_value(path)
+            );
             if let Some(u) = user {
-                q.push_str(&format!("&user_id={u}"));
+                q.push_str(&format!("&user_id={}", query_value(u)));
             }
             (Method::GET, q, None, None)
         }
@@ -165,4 +171,33 @@ async fn call(args: &ToggleArgs) -> anyhow::Result<Value> {
         );
     }
     Ok(body)
+}
+
+/// `value` escaped for a query string: every byte but the unreserved ones (RFC 3986 §2.3) as
+/// `%XX`.
+fn query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_value;
+
+    #[test]
+    fn query_values_are_escaped_so_the_router_unescapes_them_once() {
+        assert_eq!(query_value("/catalog/albums/1"), "/catalog/albums/1");
+        assert_eq!(
+            query_value("/%63atalog/a b?x=1&y"),
+            "/%2563atalog/a%20b%3Fx%3D1%26y"
+        );
+        assert_eq!(query_value("é"), "%C3%A9");
+    }
 }

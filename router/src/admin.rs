@@ -19,6 +19,7 @@ use unleash_types::client_features::{ClientFeature, ClientFeatures, Strategy};
 use unleash_yggdrasil::Context;
 
 use crate::decide::RequestHead;
+use crate::headers;
 use crate::proxy::Router;
 use crate::store::{self, Change, StoreError};
 use crate::sync;
@@ -140,6 +141,32 @@ impl From<ToggleError> for ApiError {
     }
 }
 
+/// A toggle name from the path (`field` = `name`), a query or a body that is not a definition:
+/// Unleash's rules ([`toggles::check_name`]), or `400 invalid_name`. Checked before anything
+/// else, so a name that could never be stored reaches neither the store nor the engine.
+fn valid_name(name: &str, field: &str) -> Result<(), ApiError> {
+    toggles::check_name(name).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", e.to_string()).with_field(field)
+    })
+}
+
+/// A definition body with U+0000 in any string (a value or a key) is refused naming that
+/// string: PostgreSQL text and jsonb cannot store it. Runs on a body that parsed.
+fn refuse_nul(body: &[u8]) -> Result<(), ApiError> {
+    let tree: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_toggle", e.to_string()).with_field("body")
+    })?;
+    match toggles::nul_path(&tree) {
+        None => Ok(()),
+        Some(path) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_toggle",
+            "text must not contain NUL characters",
+        )
+        .with_field(if path.is_empty() { "body".into() } else { path })),
+    }
+}
+
 /// `X-Actor` and `X-Reason`: every change says who made it and why.
 fn who(req: &HttpRequest) -> Result<(String, String), ApiError> {
     let header = |name: &'static str| {
@@ -163,7 +190,9 @@ fn who(req: &HttpRequest) -> Result<(String, String), ApiError> {
 
 /// Checks one definition exactly as the engine will take it; errors name the field.
 fn check(feature: &ClientFeature) -> Result<(), ApiError> {
-    ToggleSet::new(store::document(vec![feature.clone()]), 0)
+    let document = store::document(vec![feature.clone()]);
+    toggles::validate_input(&document)
+        .and_then(|()| ToggleSet::new(document, 0))
         .map(|_| ())
         .map_err(|e| {
             let ToggleError::Invalid { field, message } = e;
@@ -191,6 +220,7 @@ async fn list(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
 
 async fn get(admin: web::Data<Admin>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let name = name.into_inner();
+    valid_name(&name, "name")?;
     let feature = blocking(&admin.pool, move |c| store::get(c, &name)).await?;
     Ok(HttpResponse::Ok().json(feature))
 }
@@ -201,9 +231,11 @@ async fn put(
     name: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    valid_name(&name, "name")?;
     admin.writable()?;
     let (actor, reason) = who(&req)?;
     let feature: ClientFeature = parse_feature(&body)?;
+    refuse_nul(&body)?;
     if feature.name != *name {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -251,6 +283,7 @@ async fn edit(
     name: String,
     change: impl FnOnce(&mut ClientFeature) + Send + 'static,
 ) -> Result<HttpResponse, ApiError> {
+    valid_name(&name, "name")?;
     admin.writable()?;
     let (actor, reason) = who(&req)?;
     let (version, feature) = blocking(&admin.pool, move |c| {
@@ -330,6 +363,7 @@ async fn rollout(
     name: web::Path<String>,
     body: JsonBody<RolloutBody>,
 ) -> Result<HttpResponse, ApiError> {
+    valid_name(&name, "name")?;
     let percent = body.0.percent;
     if percent > 100 {
         return Err(ApiError::new(
@@ -353,6 +387,8 @@ async fn import(
     admin.writable()?;
     let (actor, reason) = who(&req)?;
     let features: ClientFeatures = toggles::parse_features(&body)?;
+    refuse_nul(&body)?;
+    toggles::validate_input(&features)?;
     ToggleSet::new(features.clone(), 0)?;
     let (version, changed) = blocking(&admin.pool, move |c| {
         store::import(
@@ -374,9 +410,10 @@ async fn delete(
     req: HttpRequest,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    let name = name.into_inner();
+    valid_name(&name, "name")?;
     admin.writable()?;
     let (actor, reason) = who(&req)?;
-    let name = name.into_inner();
     let version = blocking(&admin.pool, move |c| {
         store::delete(
             c,
@@ -394,6 +431,9 @@ async fn delete(
 
 async fn audit(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, ApiError> {
     let name = q.text("toggle").map(str::to_string);
+    if let Some(name) = &name {
+        valid_name(name, "toggle")?;
+    }
     let limit = q
         .parsed::<i64>("limit", "an integer from 1 to 1000")?
         .unwrap_or(200);
@@ -427,15 +467,27 @@ async fn routes(admin: web::Data<Admin>) -> HttpResponse {
     }))
 }
 
-/// The plan for a described request, and why: what the router would do with it right now.
+/// The plan for a described request, and why: what the router would do with it right now. The
+/// method and target are read exactly as the data path reads them (methods are case-sensitive;
+/// the target goes through [`headers::routing_target`]), so the answer is the data path's.
 async fn explain(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, ApiError> {
-    let method = q.text("method").unwrap_or("GET").to_ascii_uppercase();
-    let path = q
+    let method = q.text("method").unwrap_or("GET");
+    if !is_method(method) {
+        return Err(ApiError::invalid(
+            "method",
+            "method must be an HTTP method: 1 to 32 letters, digits or !#$%&'*+-.^_`|~",
+        ));
+    }
+    let target = q
         .text("path")
         .ok_or_else(|| ApiError::invalid("path", "path is required"))?;
+    let target = headers::routing_target(target).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request_target", e.to_string())
+            .with_field("path")
+    })?;
     let head = RequestHead {
-        method: &method,
-        path,
+        method,
+        path: &target.path,
         user_id: q.text("user_id"),
         session_id: q.text("session_id"),
         remote_addr: q.text("remote_addr"),
@@ -451,6 +503,14 @@ async fn explain(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, A
     })))
 }
 
+/// An HTTP method as RFC 9110 spells one (a token), of a sensible length.
+fn is_method(method: &str) -> bool {
+    (1..=32).contains(&method.len())
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EvaluateBody {
@@ -459,7 +519,11 @@ struct EvaluateBody {
     context: Option<Context>,
 }
 
-async fn evaluate(admin: web::Data<Admin>, body: JsonBody<EvaluateBody>) -> HttpResponse {
+async fn evaluate(
+    admin: web::Data<Admin>,
+    body: JsonBody<EvaluateBody>,
+) -> Result<HttpResponse, ApiError> {
+    valid_name(&body.0.toggle, "toggle")?;
     let context = body.0.context.unwrap_or_default();
     let live = admin.router.toggles.load();
     let known = live
@@ -467,24 +531,35 @@ async fn evaluate(admin: web::Data<Admin>, body: JsonBody<EvaluateBody>) -> Http
         .features
         .iter()
         .any(|f| f.name == body.0.toggle);
-    HttpResponse::Ok().json(json!({
+    Ok(HttpResponse::Ok().json(json!({
         "toggle": body.0.toggle,
         "known": known,
         "enabled": live.evaluate(&body.0.toggle, &context),
         "variant": live.variant(&body.0.toggle, &context),
-    }))
+    })))
 }
+
+/// The most `days` that `stale` takes: a century, far from the limits of date arithmetic.
+const MAX_STALE_DAYS: i64 = 36_500;
 
 /// Toggles fully on or fully off and unchanged for `days`: the migration step is done, so the
 /// toggle (and the code path it guards) is ready to remove.
 async fn stale(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, ApiError> {
-    let days = q.parsed::<i64>("days", "a number of days")?.unwrap_or(14);
-    if days < 0 {
-        return Err(ApiError::invalid("days", "days must not be negative"));
+    let out_of_range = || ApiError::invalid("days", format!("days must be 0 to {MAX_STALE_DAYS}"));
+    let days = q
+        .parsed::<i64>(
+            "days",
+            &format!("a number of days from 0 to {MAX_STALE_DAYS}"),
+        )?
+        .unwrap_or(14);
+    if !(0..=MAX_STALE_DAYS).contains(&days) {
+        return Err(out_of_range());
     }
+    let cutoff = chrono::TimeDelta::try_days(days)
+        .and_then(|d| Utc::now().checked_sub_signed(d))
+        .ok_or_else(out_of_range)?;
     let changes = blocking(&admin.pool, store::last_changes).await?;
     let live = admin.router.toggles.load();
-    let cutoff = Utc::now() - chrono::Duration::days(days);
     let stale: Vec<_> = changes
         .into_iter()
         .filter(|(_, at)| *at <= cutoff)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use unleash_types::client_features::ClientFeatures;
+use unleash_types::client_features::{ClientFeatures, Constraint, Operator};
 use unleash_yggdrasil::{Context, EngineState, UpdateMessage};
 
 use crate::decide::RequestHead;
@@ -51,6 +51,87 @@ const KNOWN_STRATEGIES: [&str; 8] = [
     "remoteAddress",
     "applicationHostname",
 ];
+
+/// Unleash's limit on the length of a feature name.
+pub const NAME_MAX_LEN: usize = 100;
+
+/// Why a toggle name breaks Unleash's rules (see [`check_name`]).
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+pub enum NameError {
+    #[error("a toggle name must not be empty")]
+    Empty,
+    #[error("a toggle name must be at most {NAME_MAX_LEN} characters")]
+    TooLong,
+    #[error(
+        "a toggle name may only contain A-Z a-z 0-9 - _ . ! ~ * ' ( ) (Unleash requires URL-friendly names)"
+    )]
+    NotUrlFriendly,
+    #[error("a toggle name must not be . or ..")]
+    Dots,
+}
+
+/// Unleash's rules for a feature name: 1 to [`NAME_MAX_LEN`] characters, each one that
+/// `encodeURIComponent` leaves as it is (`A-Z a-z 0-9 - _ . ! ~ * ' ( )`), and not `.` or `..`,
+/// which are not path segments of their own. A name that passes is the same in a path, a query
+/// and the store, and holds nothing PostgreSQL refuses.
+pub fn check_name(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > NAME_MAX_LEN {
+        return Err(NameError::TooLong);
+    }
+    let url_friendly = |b: u8| b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b);
+    if !name.bytes().all(url_friendly) {
+        return Err(NameError::NotUrlFriendly);
+    }
+    if name == "." || name == ".." {
+        return Err(NameError::Dots);
+    }
+    Ok(())
+}
+
+/// The path (`strategies[0].parameters.groupId`) of the first string in `value`, a value or an
+/// object key, that holds U+0000, which PostgreSQL text and jsonb cannot store; `""` when `value`
+/// is that string itself.
+pub fn nul_path(value: &serde_json::Value) -> Option<String> {
+    fn walk(value: &serde_json::Value, path: String) -> Option<String> {
+        use serde_json::Value;
+        match value {
+            Value::String(s) if s.contains('\0') => Some(path),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v, format!("{path}[{i}]"))),
+            Value::Object(map) => map.iter().find_map(|(k, v)| {
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if k.contains('\0') {
+                    Some(child)
+                } else {
+                    walk(v, child)
+                }
+            }),
+            _ => None,
+        }
+    }
+    walk(value, String::new())
+}
+
+/// What the admin API accepts to store: [`validate`], and every name follows [`check_name`].
+/// (Toggles read from an Unleash server or already stored are not held to the name rules.)
+pub fn validate_input(features: &ClientFeatures) -> Result<(), ToggleError> {
+    for (i, f) in features.features.iter().enumerate() {
+        check_name(&f.name).map_err(|e| ToggleError::Invalid {
+            field: format!("features[{i}].name"),
+            message: e.to_string(),
+        })?;
+    }
+    validate(features)
+}
 
 /// Parses and checks a client-features document: 400-worthy problems name the field.
 pub fn parse_features(json: &[u8]) -> Result<ClientFeatures, ToggleError> {
@@ -113,7 +194,182 @@ pub fn validate(features: &ClientFeatures) -> Result<(), ToggleError> {
                     );
                 }
             }
+            let parameter = |key: &str| s.parameters.as_ref().and_then(|p| p.get(key));
+            for key in SPLICED_PARAMETERS {
+                if parameter(key).is_some_and(|v| v.contains(['"', '\\'])) {
+                    return invalid(
+                        format!("{field}.parameters.{key}"),
+                        format!("{key} must not contain \" or \\"),
+                    );
+                }
+            }
+            // User ids are quoted with their `"` escaped; only a `\` at the end still escapes
+            // the closing quote.
+            let ids = parameter("userIds");
+            if ids.is_some_and(|ids| ids.split(',').any(|id| id.trim().ends_with('\\'))) {
+                return invalid(
+                    format!("{field}.parameters.userIds"),
+                    "a user id must not end with \\".into(),
+                );
+            }
+            for (k, c) in s.constraints.iter().flatten().enumerate() {
+                if let Err((part, message)) = check_constraint(c) {
+                    return invalid(format!("{field}.constraints[{k}].{part}"), message);
+                }
+            }
+            let weights = s.variants.iter().flatten().map(|v| v.weight);
+            check_weights(weights, format!("{field}.variants"))?;
         }
+        let weights = f.variants.iter().flatten().map(|v| v.weight);
+        check_weights(weights, format!("features[{i}].variants"))?;
+    }
+    Ok(())
+}
+
+/// Strategy parameters that Unleash's engine (Yggdrasil) copies into the rule text it compiles,
+/// inside quotes that it does not escape: a `"` or `\` there could end the quoted string early
+/// and turn the rest into rules of its own (some of which make evaluation panic).
+const SPLICED_PARAMETERS: [&str; 4] = ["groupId", "stickiness", "IPs", "hostNames"];
+
+/// A constraint the engine can compile only as the constraint it is (see
+/// [`SPLICED_PARAMETERS`]): a context name without `"` or `\`; a number, date or version value
+/// of exactly the form the engine's grammar reads, since it is copied in unquoted; and no string
+/// value ending in `\`, which would escape its closing quote. Returns the field and the problem.
+fn check_constraint(c: &Constraint) -> Result<(), (String, String)> {
+    if c.context_name.contains(['"', '\\']) {
+        return Err((
+            "contextName".into(),
+            "a context name must not contain \" or \\".into(),
+        ));
+    }
+    let raw = c.value.as_deref();
+    if let Some(raw) = raw {
+        // Around an unquoted value, spaces and tabs are the grammar's whitespace.
+        let v = raw.trim_matches([' ', '\t']);
+        let (fits, expected) = match c.operator {
+            Operator::NumEq
+            | Operator::NumGt
+            | Operator::NumGte
+            | Operator::NumLt
+            | Operator::NumLte => (is_number(v), "a number such as 42 or -1.5"),
+            Operator::DateAfter | Operator::DateBefore => {
+                (is_date(v), "a date such as 2026-01-31T12:00:00Z")
+            }
+            Operator::SemverEq
+            | Operator::SemverGt
+            | Operator::SemverGte
+            | Operator::SemverLt
+            | Operator::SemverLte => (
+                // The engine itself turns a value starting with `v` into a false constraint.
+                raw.starts_with('v') || is_semver(v),
+                "a version such as 1.2.3 or 1.2.3-beta.1",
+            ),
+            _ => (true, ""),
+        };
+        if !fits {
+            return Err(("value".into(), format!("the value must be {expected}")));
+        }
+    }
+    if c.operator == Operator::RegexMatch && raw.is_some_and(|v| v.ends_with('\\')) {
+        return Err(("value".into(), "the value must not end with \\".into()));
+    }
+    for (n, v) in c.values.iter().flatten().enumerate() {
+        if v.ends_with('\\') {
+            return Err((
+                format!("values[{n}]"),
+                "a value must not end with \\".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The engine's `num`: `[+-]digits[.digits][(e|E)[+-]digits]`.
+fn is_number(v: &str) -> bool {
+    fn int(v: &str) -> Option<&str> {
+        let v = v.strip_prefix(['+', '-']).unwrap_or(v);
+        let digits = v.len() - v.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        (digits > 0).then(|| &v[digits..])
+    }
+    let Some(mut rest) = int(v) else {
+        return false;
+    };
+    if let Some(fraction) = rest.strip_prefix('.') {
+        rest = fraction.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    if let Some(exponent) = rest.strip_prefix(['e', 'E']) {
+        return int(exponent) == Some("");
+    }
+    rest.is_empty()
+}
+
+/// The engine's `date`: `YYYY-MM-DDTHH:MM:SS[.fff](Z|+HH:MM|-HH:MM)`.
+fn is_date(v: &str) -> bool {
+    if !v.is_ascii() {
+        return false;
+    }
+    let shape = |v: &str, pattern: &str| {
+        v.len() == pattern.len()
+            && v.bytes().zip(pattern.bytes()).all(|(c, p)| match p {
+                b'd' => c.is_ascii_digit(),
+                b's' => c == b'+' || c == b'-',
+                p => c == p,
+            })
+    };
+    let (time, zone) = match v.strip_suffix('Z') {
+        Some(time) => (time, "Z"),
+        None if v.len() >= 6 => v.split_at(v.len() - 6),
+        None => return false,
+    };
+    (zone == "Z" || shape(zone, "sdd:dd"))
+        && (shape(time, "dddd-dd-ddTdd:dd:dd") || shape(time, "dddd-dd-ddTdd:dd:dd.ddd"))
+}
+
+/// The engine's `semver`: `digits.digits.digits[-fragment][+fragment]`, a fragment being
+/// dot-separated runs of `A-Z a-z 0-9 -`.
+fn is_semver(v: &str) -> bool {
+    let fragment = |f: &str| {
+        f.split('.').all(|part| {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+    };
+    let (core, build) = match v.split_once('+') {
+        Some((core, build)) => (core, Some(build)),
+        None => (v, None),
+    };
+    let (numbers, patch) = match core.split_once('-') {
+        Some((numbers, patch)) => (numbers, Some(patch)),
+        None => (core, None),
+    };
+    let parts: Vec<&str> = numbers.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && patch.is_none_or(fragment)
+        && build.is_none_or(fragment)
+}
+
+/// Each variant list must have weights the engine can draw from: none negative, and a total
+/// above 0 that fits in 32 bits (it divides by the total, and panics on 0).
+fn check_weights(weights: impl Iterator<Item = i32>, field: String) -> Result<(), ToggleError> {
+    let mut total: u64 = 0;
+    let mut count = 0;
+    for (k, weight) in weights.enumerate() {
+        if weight < 0 {
+            return Err(ToggleError::Invalid {
+                field: format!("{field}[{k}].weight"),
+                message: "a variant's weight must not be negative".into(),
+            });
+        }
+        total += weight as u64;
+        count += 1;
+    }
+    if count > 0 && !(1..=u64::from(u32::MAX)).contains(&total) {
+        return Err(ToggleError::Invalid {
+            field,
+            message: format!("the variants' weights must add up to 1 to {}", u32::MAX),
+        });
     }
     Ok(())
 }
@@ -380,5 +636,225 @@ mod tests {
             "a loaded generation never changes under its reader"
         );
         assert!(live.load().enabled("catalog.reads", &user("u")));
+    }
+
+    #[test]
+    fn toggle_names_follow_unleash_rules() {
+        let longest = "a".repeat(NAME_MAX_LEN);
+        let too_long = "a".repeat(NAME_MAX_LEN + 1);
+        let cases: [(&str, Result<(), NameError>); 18] = [
+            ("catalog.reads", Ok(())),
+            ("a", Ok(())),
+            ("A-Z_a-z.0-9!~*'()", Ok(())),
+            ("...", Ok(())),
+            (&longest, Ok(())),
+            ("", Err(NameError::Empty)),
+            (&too_long, Err(NameError::TooLong)),
+            (".", Err(NameError::Dots)),
+            ("..", Err(NameError::Dots)),
+            ("a b", Err(NameError::NotUrlFriendly)),
+            ("a/b", Err(NameError::NotUrlFriendly)),
+            ("a%00", Err(NameError::NotUrlFriendly)),
+            ("a\0", Err(NameError::NotUrlFriendly)),
+            ("café", Err(NameError::NotUrlFriendly)),
+            ("\u{fffd}", Err(NameError::NotUrlFriendly)),
+            ("a\"b", Err(NameError::NotUrlFriendly)),
+            ("a?b#c&d=e+f:g@h$i,j;k", Err(NameError::NotUrlFriendly)),
+            ("tab\there", Err(NameError::NotUrlFriendly)),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(check_name(name), expected, "{name:?}");
+        }
+        // Definitions given to the admin API are held to the same rules, naming the field.
+        let doc = |name: &str| {
+            parse_features(
+                json!({"version": 2, "features": [{"name": name, "enabled": true}]})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .unwrap()
+        };
+        assert!(validate_input(&doc("ok")).is_ok());
+        assert!(matches!(
+            validate_input(&doc("a b")),
+            Err(ToggleError::Invalid { field, .. }) if field == "features[0].name"
+        ));
+    }
+
+    #[test]
+    fn nul_paths_name_the_string() {
+        let cases = [
+            (json!({"a": "x"}), None),
+            (json!({"a": "x\0"}), Some("a")),
+            (json!({"a": [1, {"b": ["ok", "\0"]}]}), Some("a[1].b[1]")),
+            (json!({"a": {"k\0": 1}}), Some("a.k\0")),
+            (json!("\0"), Some("")),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(nul_path(&value).as_deref(), expected, "{value}");
+        }
+    }
+
+    /// Values the engine copies into its rule text unquoted must have exactly the grammar's form.
+    #[test]
+    fn unquoted_constraint_values_have_the_grammars_form() {
+        for ok in ["1", "-1", "+1.5", "1.", "2e10", "-3.25E-2"] {
+            assert!(is_number(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-",
+            ".5",
+            "1e",
+            "1 or true",
+            "inf",
+            "NaN",
+            "1,5",
+            "1e5e5",
+            "0x10",
+        ] {
+            assert!(!is_number(bad), "{bad}");
+        }
+        for ok in [
+            "2026-01-31T12:00:00Z",
+            "2026-01-31T12:00:00.123Z",
+            "2026-01-31T12:00:00+01:00",
+        ] {
+            assert!(is_date(ok), "{ok}");
+        }
+        for bad in [
+            "2026-01-31",
+            "2026-01-31T12:00:00",
+            "2026-01-31T12:00:00Z or true",
+            "2026-01-31T12:00:00.1Z",
+            "é026-01-31T12:00:00Z",
+        ] {
+            assert!(!is_date(bad), "{bad}");
+        }
+        for ok in [
+            "1.2.3",
+            "10.20.30-beta.1",
+            "1.2.3+build-7",
+            "1.2.3-rc.1+b.2",
+        ] {
+            assert!(is_semver(ok), "{ok}");
+        }
+        for bad in [
+            "1.2",
+            "1.2.3.4",
+            "1.2.3-",
+            "1.2.3-a..b",
+            "1.2.3 or true",
+            "a.b.c",
+            "1.2.3-x)",
+        ] {
+            assert!(!is_semver(bad), "{bad}");
+        }
+    }
+
+    /// Definitions the engine would compile into a panic (a draw from an empty or zero weight, or
+    /// rule text spliced in through an unescaped parameter) are refused, naming the field; the
+    /// ones that stay are evaluated without one.
+    #[test]
+    fn definitions_that_would_panic_the_engine_are_refused() {
+        let field = |feature: serde_json::Value| match parse_features(
+            json!({"version": 2, "features": [feature]})
+                .to_string()
+                .as_bytes(),
+        ) {
+            Err(ToggleError::Invalid { field, .. }) => field,
+            Ok(_) => "accepted".into(),
+        };
+        let constraint = |operator: &str, value: &str| {
+            json!({"name": "x", "enabled": true, "strategies": [{"name": "default", "constraints": [
+                {"contextName": "userId", "operator": operator, "value": value, "values": []}]}]})
+        };
+        let cases = [
+            (
+                json!({"name": "x", "enabled": true, "variants": [{"name": "a", "weight": 0}]}),
+                "features[0].variants",
+            ),
+            (
+                json!({"name": "x", "enabled": true, "variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": -1}]}),
+                "features[0].variants[1].weight",
+            ),
+            (
+                json!({"name": "x", "enabled": true, "variants": [{"name": "a", "weight": i32::MAX}, {"name": "b", "weight": i32::MAX}, {"name": "c", "weight": 2}]}),
+                "features[0].variants",
+            ),
+            (
+                json!({"name": "x", "enabled": true, "strategies": [{"name": "default", "variants": [{"name": "a", "weight": 0}]}]}),
+                "features[0].strategies[0].variants",
+            ),
+            (
+                constraint("NUM_EQ", "1 or random[1] < 5"),
+                "features[0].strategies[0].constraints[0].value",
+            ),
+            (
+                constraint("DATE_AFTER", "2026-01-31T12:00:00Z or random[0] < 5"),
+                "features[0].strategies[0].constraints[0].value",
+            ),
+            (
+                constraint("SEMVER_EQ", " v1 or random[1] < 5"),
+                "features[0].strategies[0].constraints[0].value",
+            ),
+            (
+                constraint("REGEX", "a\\"),
+                "features[0].strategies[0].constraints[0].value",
+            ),
+            (
+                json!({"name": "x", "enabled": true, "strategies": [{"name": "default", "constraints": [
+                {"contextName": "userId", "operator": "IN", "values": ["ok", "a\\"]}]}]}),
+                "features[0].strategies[0].constraints[0].values[1]",
+            ),
+            (
+                json!({"name": "x", "enabled": true, "strategies": [{"name": "default", "constraints": [
+                {"contextName": "c\"] or random[1] < 5 or context[\"d", "operator": "IN", "values": []}]}]}),
+                "features[0].strategies[0].constraints[0].contextName",
+            ),
+            (
+                json!({"name": "x", "enabled": true, "strategies": [{"name": "flexibleRollout", "parameters": {
+                "rollout": "50", "groupId": "g\" or random[0] < 5 or user_id matches_regex \"x"}}]}),
+                "features[0].strategies[0].parameters.groupId",
+            ),
+            (
+                json!({"name": "x", "enabled": true, "strategies": [{"name": "flexibleRollout", "parameters": {
+                "rollout": "50", "stickiness": "s\"]"}}]}),
+                "features[0].strategies[0].parameters.stickiness",
+            ),
+            (
+                json!({"name": "x", "enabled": true, "strategies": [{"name": "applicationHostname", "parameters": {
+                "hostNames": "h\\"}}]}),
+                "features[0].strategies[0].parameters.hostNames",
+            ),
+            (
+                json!({"name": "x", "enabled": true, "strategies": [{"name": "userWithId", "parameters": {
+                "userIds": "a, b\\ , c"}}]}),
+                "features[0].strategies[0].parameters.userIds",
+            ),
+        ];
+        for (feature, expected) in cases {
+            assert_eq!(field(feature.clone()), expected, "{feature}");
+        }
+        // What is accepted evaluates, variants included, without panicking.
+        let accepted = [
+            json!({"name": "x", "enabled": true, "variants": [{"name": "a", "weight": 0}, {"name": "b", "weight": 1}]}),
+            constraint("NUM_GTE", " -1.5e3 "),
+            constraint("SEMVER_EQ", "v1.2.3"),
+            constraint("DATE_BEFORE", "2026-01-31T12:00:00.000+01:00"),
+            constraint("REGEX", "^a\\d+$"),
+            json!({"name": "x", "enabled": true, "strategies": [{"name": "userWithId", "parameters": {
+                "userIds": "a\"b, a1, c\\d"}}]}),
+        ];
+        for feature in accepted {
+            let toggles = set(json!({"version": 2, "features": [feature]}));
+            let context = Context {
+                user_id: Some("a1".into()),
+                ..Context::default()
+            };
+            toggles.evaluate("x", &context);
+            toggles.variant("x", &context);
+            toggles.variant("x", &Context::default());
+        }
     }
 }

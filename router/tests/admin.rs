@@ -287,7 +287,7 @@ async fn every_change_is_in_the_audit_history_in_order() {
     let explained = admin
         .ok(
             Method::GET,
-            "/admin/explain?method=get&path=/catalog/albums&user_id=u1",
+            "/admin/explain?method=GET&path=/catalog/albums&user_id=u1",
             None,
         )
         .await;
@@ -312,6 +312,100 @@ async fn every_change_is_in_the_audit_history_in_order() {
             .all(|u| u["circuit"] == "closed"),
         "{health}"
     );
+    r.stop().await;
+}
+
+/// `value` escaped for a query string, so the admin API unescapes it back to exactly `value`.
+fn escaped(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The data path's answer to `method target`: the upstream that answered, or the status the
+/// router refused it with.
+async fn data_path_answer(data: std::net::SocketAddr, method: &str, target: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(data).await.unwrap();
+    let request = format!("{method} {target} HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("the router answers")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    match text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-fig-upstream: "))
+    {
+        Some(upstream) => upstream.trim().to_string(),
+        None => text[9..12].to_string(),
+    }
+}
+
+#[tokio::test]
+async fn explain_gives_the_data_paths_answer_for_every_spelling_of_a_target() {
+    let db = TestDb::new("router", router::store::MIGRATIONS);
+    let (monolith, catalog) = two_sides().await;
+    let r = instance(&db, table(&monolith, &catalog), "explain").await;
+    let admin = Admin::of(&r);
+    admin
+        .ok(
+            reqwest::Method::PUT,
+            "/admin/toggles/catalog.reads",
+            Some(reads("catalog.reads", true)),
+        )
+        .await;
+    for (method, target, want) in [
+        ("GET", "/catalog/albums", "catalog"),
+        ("GET", "/%63atalog/albums", "catalog"),
+        ("GET", "/catalog/albums?limit=1&x=%2F", "catalog"),
+        ("GET", "http://shop/catalog/albums", "catalog"),
+        ("GET", "/catalog", "monolith"),
+        ("GET", "/orders", "monolith"),
+        // Methods are case-sensitive: `get` is not a read, so it goes to the write owner.
+        ("get", "/catalog/albums", "monolith"),
+        ("POST", "/catalog/albums", "monolith"),
+        ("GET", "/wishlists/../catalog/albums", "400"),
+        ("GET", "/%2e%2e/catalog/albums", "400"),
+        ("GET", "/catalog/%+1", "400"),
+        ("GET", "*", "400"),
+    ] {
+        let data = data_path_answer(r.addr, method, target).await;
+        assert_eq!(data, want, "data path: {method} {target}");
+        let (status, explained) = admin
+            .call(
+                reqwest::Method::GET,
+                &format!(
+                    "/admin/explain?method={}&path={}",
+                    escaped(method),
+                    escaped(target)
+                ),
+                None,
+                Some(TOKEN),
+            )
+            .await;
+        let explained = match status {
+            200 => explained["primary"].as_str().unwrap().to_string(),
+            _ => {
+                assert_eq!(
+                    explained["error"]["code"], "bad_request_target",
+                    "{explained}"
+                );
+                assert_eq!(explained["error"]["field"], "path", "{explained}");
+                status.to_string()
+            }
+        };
+        assert_eq!(explained, data, "explain: {method} {target}");
+    }
     r.stop().await;
 }
 
