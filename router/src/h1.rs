@@ -246,12 +246,24 @@ pub fn check_request(head: &Head) -> Result<Framing, HeadError> {
         (0 | 1, _) => {}
         _ => return Err(HeadError::Host("more than one Host field")),
     }
+    if head.values("host").any(|v| !is_authority(v)) {
+        return Err(HeadError::Host("the Host value is not a host and port"));
+    }
     if connection_names_framing(head) {
         return Err(HeadError::Framing(
             "connection names content-length, transfer-encoding or host",
         ));
     }
     request_framing(head)
+}
+
+/// Whether `value` can be a `Host` value (RFC 9110 §7.2: `uri-host [ ":" port ]`): the
+/// characters of a registered name, an IP literal or a port. Not a list: a comma or a space
+/// means two hosts to whoever reads it next.
+fn is_authority(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+;=:[]".contains(b))
 }
 
 /// How the body after a head is delimited.
@@ -278,9 +290,9 @@ pub fn request_framing(head: &Head) -> Result<Framing, HeadError> {
                 "both transfer-encoding and content-length",
             ));
         }
-        return match head.list("transfer-encoding").last() {
-            Some(last) if last.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
-            _ => Err(HeadError::Framing(
+        return match chunked_last(head)? {
+            true => Ok(Framing::Chunked),
+            false => Err(HeadError::Framing(
                 "transfer-encoding does not end in chunked",
             )),
         };
@@ -291,6 +303,23 @@ pub fn request_framing(head: &Head) -> Result<Framing, HeadError> {
     }
 }
 
+/// Whether the last transfer coding is chunked; chunked anywhere else, or twice, is an error
+/// (RFC 9112 §6.1: it is applied once, last).
+fn chunked_last(head: &Head) -> Result<bool, HeadError> {
+    let mut codings = head.list("transfer-encoding").peekable();
+    while let Some(coding) = codings.next() {
+        if coding.eq_ignore_ascii_case("chunked") {
+            return match codings.peek() {
+                None => Ok(true),
+                Some(_) => Err(HeadError::Framing(
+                    "chunked is not the last transfer coding",
+                )),
+            };
+        }
+    }
+    Ok(false)
+}
+
 /// The body length of a response to a request with `method`.
 pub fn response_framing(head: &Head, method: &str) -> Result<Framing, HeadError> {
     let status = head.status;
@@ -298,9 +327,9 @@ pub fn response_framing(head: &Head, method: &str) -> Result<Framing, HeadError>
         return Ok(Framing::None);
     }
     if head.has("transfer-encoding") {
-        return match head.list("transfer-encoding").last() {
-            Some(last) if last.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
-            _ => Ok(Framing::UntilClose),
+        return match chunked_last(head)? {
+            true => Ok(Framing::Chunked),
+            false => Ok(Framing::UntilClose),
         };
     }
     match content_length(head)? {
@@ -310,8 +339,10 @@ pub fn response_framing(head: &Head, method: &str) -> Result<Framing, HeadError>
     }
 }
 
-/// Every Content-Length value (and list element) must be the same number.
-fn content_length(head: &Head) -> Result<Option<u64>, HeadError> {
+/// The message's Content-Length: every value (and list element) must be the same number. The
+/// proxy forwards this one number, never the fields as they came (`5, 5` or two fields would be
+/// refused, or read differently, by a stricter parser downstream).
+pub fn content_length(head: &Head) -> Result<Option<u64>, HeadError> {
     let mut found = None;
     for element in head
         .values("content-length")
@@ -336,28 +367,47 @@ fn content_length(head: &Head) -> Result<Option<u64>, HeadError> {
 #[error("malformed chunked body: {0}")]
 pub struct ChunkError(&'static str);
 
-/// Finds where a chunked body ends while its bytes are forwarded unchanged.
+/// Finds where a chunked body ends while its bytes are forwarded unchanged. Strict (RFC 9112
+/// §7.1): after a size only whitespace and `;` extensions, extensions and trailer values without
+/// control characters, and trailer lines that are fields (a name, a colon; no folded lines), so
+/// that no parser downstream can end the body somewhere else. Extensions and the trailer section
+/// are bounded like a head.
 #[derive(Debug, Clone, Default)]
 pub struct ChunkedScanner {
     state: ChunkState,
     size: u64,
     digits: u8,
+    /// Bytes of extensions and trailer lines seen: bounded by [`MAX_HEAD`].
+    metadata: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum ChunkState {
     #[default]
     Size,
+    /// Whitespace after the size, before `;` or the line end.
+    SizeSpace,
     Extension,
     SizeLf,
     Data,
     DataCr,
     DataLf,
     TrailerStart,
-    Trailer,
+    TrailerName,
+    TrailerValue,
     TrailerLf,
     FinalLf,
     Done,
+}
+
+/// A control character that may not appear in a chunk extension or a field value (HTAB may).
+fn is_control(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+/// A `tchar` of RFC 9110 §5.6.2: what field names are made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl ChunkedScanner {
@@ -376,6 +426,12 @@ impl ChunkedScanner {
         let mut i = 0;
         while i < input.len() && self.state != Done {
             let b = input[i];
+            if matches!(self.state, Extension | TrailerName | TrailerValue) {
+                self.metadata += 1;
+                if self.metadata > MAX_HEAD {
+                    return Err(ChunkError("chunk extensions or trailer too large"));
+                }
+            }
             match self.state {
                 Data => {
                     let take =
@@ -396,13 +452,22 @@ impl ChunkedScanner {
                         self.size = self.size << 4 | u64::from(digit);
                         self.digits += 1;
                     }
-                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = Extension,
+                    b' ' | b'\t' if self.digits > 0 => self.state = SizeSpace,
+                    b';' if self.digits > 0 => self.state = Extension,
                     b'\r' if self.digits > 0 => self.state = SizeLf,
                     _ => return Err(ChunkError("invalid chunk size")),
                 },
+                SizeSpace => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = Extension,
+                    b'\r' => self.state = SizeLf,
+                    _ => return Err(ChunkError("junk after the chunk size")),
+                },
                 Extension => match b {
                     b'\r' => self.state = SizeLf,
-                    b'\n' => return Err(ChunkError("bare LF in chunk extension")),
+                    _ if is_control(b) => {
+                        return Err(ChunkError("control character in chunk extension"));
+                    }
                     _ => {}
                 },
                 SizeLf => {
@@ -425,12 +490,24 @@ impl ChunkedScanner {
                     self.size = 0;
                     self.digits = 0;
                 }
-                TrailerStart => {
-                    self.state = if b == b'\r' { FinalLf } else { Trailer };
-                }
-                Trailer => match b {
+                TrailerStart => match b {
+                    b'\r' => self.state = FinalLf,
+                    _ if is_tchar(b) => {
+                        self.metadata += 1;
+                        self.state = TrailerName;
+                    }
+                    _ => return Err(ChunkError("trailer line is not a field")),
+                },
+                TrailerName => match b {
+                    b':' => self.state = TrailerValue,
+                    _ if is_tchar(b) => {}
+                    _ => return Err(ChunkError("invalid trailer field name")),
+                },
+                TrailerValue => match b {
                     b'\r' => self.state = TrailerLf,
-                    b'\n' => return Err(ChunkError("bare LF in trailer")),
+                    _ if is_control(b) => {
+                        return Err(ChunkError("control character in trailer field"));
+                    }
                     _ => {}
                 },
                 TrailerLf => {
@@ -582,6 +659,14 @@ mod tests {
                 Err(()),
             ),
             (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                Err(()),
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(()),
+            ),
+            (
                 "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
                 Err(()),
             ),
@@ -644,6 +729,13 @@ mod tests {
             ("GET / HTTP/1.1\r\n\r\n", Err("Host")),
             ("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", Err("Host")),
             ("GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n", Err("Host")),
+            ("GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", Err("Host")),
+            ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Err("Host")),
+            ("GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", Err("Host")),
+            (
+                "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+                Ok(Framing::None),
+            ),
             (
                 "POST / HTTP/1.1\r\nHost: a\r\nConnection: Content-Length\r\nContent-Length: 3\r\n\r\n",
                 Err("framing"),
@@ -738,6 +830,16 @@ mod tests {
             );
         }
         assert_eq!(scan_all(b"0\r\n\r\n", 1), Ok((5, true)));
+        for body in [
+            &b"2 \t;x=\"y z\"\r\nab\r\n0 \r\n\r\n"[..],
+            b"0\r\nA: b\tc\r\nD:\r\n\r\n",
+        ] {
+            assert_eq!(scan_all(body, 3), Ok((body.len(), true)));
+        }
+        let endless = format!("1;{}", "x".repeat(MAX_HEAD + 1));
+        assert!(scan_all(endless.as_bytes(), 4096).is_err());
+        let endless = format!("0\r\nX: {}", "x".repeat(MAX_HEAD + 1));
+        assert!(scan_all(endless.as_bytes(), 4096).is_err());
         assert_eq!(scan_all(b"5\r\nab", 64), Ok((5, false)));
     }
 
@@ -751,6 +853,12 @@ mod tests {
             b"4\r\nWiki\n0\r\n\r\n",
             b"11111111111111111\r\n",
             b"0\r\nX: 1\n\r\n",
+            b"5 junk\r\nhello\r\n0\r\n\r\n",
+            b"5;a\0b\r\nhello\r\n0\r\n\r\n",
+            b"0\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+            b"0\r\nX-T: a\r\n b\r\n\r\n",
+            b"0\r\nX T: a\r\n\r\n",
+            b"0\r\nX-T: a\x01\r\n\r\n",
         ] {
             assert!(
                 scan_all(bad, 64).is_err(),

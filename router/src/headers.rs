@@ -76,6 +76,24 @@ fn origin_form(target: &str) -> Option<&str> {
     Some(rest.find('/').map_or("/", |i| &rest[i..]))
 }
 
+/// Writes `content-length: <length>` and a line end, without allocating.
+pub fn write_length(out: &mut Vec<u8>, length: u64) {
+    out.extend_from_slice(b"content-length: ");
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = length;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The path with percent-escapes decoded, as the upstream will interpret it; `None` for a path
 /// with dot segments (`/a/../b`) or broken escapes, which could route one way and land another.
 pub fn decoded_path(path: &str) -> Option<Cow<'_, str>> {
@@ -159,6 +177,19 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "x-forwarded-for: 203.0.113.7, 10.0.0.2, 127.0.0.1\r\nvia: 1.1 fig-router-a\r\n"
         );
+    }
+
+    #[test]
+    fn lengths_are_written_as_plain_digits() {
+        for (length, line) in [
+            (0, "content-length: 0\r\n"),
+            (82, "content-length: 82\r\n"),
+            (u64::MAX, "content-length: 18446744073709551615\r\n"),
+        ] {
+            let mut out = Vec::new();
+            write_length(&mut out, length);
+            assert_eq!(String::from_utf8(out).unwrap(), line);
+        }
     }
 
     #[test]

@@ -623,6 +623,7 @@ impl Router {
             }
             if [
                 &b"host"[..],
+                b"content-length",
                 b"x-forwarded-for",
                 b"x-forwarded-host",
                 b"via",
@@ -642,9 +643,18 @@ impl Router {
             has_proto |= name.eq_ignore_ascii_case(b"x-forwarded-proto");
             headers::write_field(out, name, value);
         }
-        if request.framing == Framing::Chunked {
-            let codings: Vec<&str> = head.list("transfer-encoding").collect();
-            headers::write_field(out, "transfer-encoding", codings.join(", ").as_bytes());
+        match request.framing {
+            Framing::Chunked => {
+                let codings: Vec<&str> = head.list("transfer-encoding").collect();
+                headers::write_field(out, "transfer-encoding", codings.join(", ").as_bytes());
+            }
+            // The one length the router framed the body by, never the fields as they came
+            // (`5, 5`, or two fields, which a stricter parser downstream refuses).
+            _ => {
+                if let Ok(Some(length)) = h1::content_length(head) {
+                    headers::write_length(out, length);
+                }
+            }
         }
         headers::write_appended(
             out,
@@ -707,16 +717,26 @@ impl Router {
             {
                 continue;
             }
-            // A chunked body's length is in its chunks; a stray Content-Length beside them
-            // would contradict it.
-            if framing == Framing::Chunked && name.eq_ignore_ascii_case(b"content-length") {
+            // Written once below, as the number the body is framed by.
+            if name.eq_ignore_ascii_case(b"content-length") {
                 continue;
             }
             headers::write_field(out, name, value);
         }
-        if framing == Framing::Chunked {
-            let codings: Vec<&str> = answer.list("transfer-encoding").collect();
-            headers::write_field(out, "transfer-encoding", codings.join(", ").as_bytes());
+        match framing {
+            Framing::Chunked => {
+                let codings: Vec<&str> = answer.list("transfer-encoding").collect();
+                headers::write_field(out, "transfer-encoding", codings.join(", ").as_bytes());
+            }
+            // A chunked body's length is in its chunks, and a body that runs until close has
+            // none. Otherwise the one number (for HEAD, 204 and 304 the length the answer
+            // describes; an unreadable one is dropped).
+            Framing::UntilClose => {}
+            Framing::None | Framing::Length(_) => {
+                if let Ok(Some(length)) = h1::content_length(answer) {
+                    headers::write_length(out, length);
+                }
+            }
         }
         headers::write_appended(out, "via", answer.list("via"), &self.via);
         headers::write_field(
