@@ -241,15 +241,30 @@ pub fn connection_names_framing(head: &Head) -> bool {
 /// HTTP/1.1 (RFC 9112 §3.2; at most one in 1.0), no framing or routing field named in
 /// `Connection`, and an unambiguous body length ([`request_framing`]).
 pub fn check_request(head: &Head) -> Result<Framing, HeadError> {
-    match (head.values("host").count(), head.minor) {
+    // One pass over the fields: this runs for every request.
+    let mut hosts = 0;
+    let mut names_framing = false;
+    for (name, value) in head.fields() {
+        if name.eq_ignore_ascii_case(b"host") {
+            if !is_authority(value) {
+                return Err(HeadError::Host("the Host value is not a host and port"));
+            }
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            names_framing |= value.split(|b| *b == b',').any(|token| {
+                let token = token.trim_ascii();
+                FRAMING_FIELDS
+                    .iter()
+                    .any(|f| f.as_bytes().eq_ignore_ascii_case(token))
+            });
+        }
+    }
+    match (hosts, head.minor) {
         (0, 1) => return Err(HeadError::Host("an HTTP/1.1 request needs a Host field")),
         (0 | 1, _) => {}
         _ => return Err(HeadError::Host("more than one Host field")),
     }
-    if head.values("host").any(|v| !is_authority(v)) {
-        return Err(HeadError::Host("the Host value is not a host and port"));
-    }
-    if connection_names_framing(head) {
+    if names_framing {
         return Err(HeadError::Framing(
             "connection names content-length, transfer-encoding or host",
         ));

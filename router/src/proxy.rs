@@ -616,14 +616,18 @@ impl Router {
         headers::write_field(out, "host", address.authority.as_bytes());
         let mut has_proto = false;
         let mut has_trace = false;
+        let mut has_length = false;
         let hop = h1::HopFields::of(head);
         for (name, value) in head.fields() {
             if hop.stays(name) {
                 continue;
             }
+            if name.eq_ignore_ascii_case(b"content-length") {
+                has_length = true;
+                continue;
+            }
             if [
                 &b"host"[..],
-                b"content-length",
                 b"x-forwarded-for",
                 b"x-forwarded-host",
                 b"via",
@@ -650,11 +654,9 @@ impl Router {
             }
             // The one length the router framed the body by, never the fields as they came
             // (`5, 5`, or two fields, which a stricter parser downstream refuses).
-            _ => {
-                if let Ok(Some(length)) = h1::content_length(head) {
-                    headers::write_length(out, length);
-                }
-            }
+            Framing::Length(length) => headers::write_length(out, length),
+            _ if has_length => headers::write_length(out, 0),
+            _ => {}
         }
         headers::write_appended(
             out,
@@ -707,6 +709,7 @@ impl Router {
         out.extend_from_slice(answer.reason());
         out.extend_from_slice(b"\r\n");
         let hop = h1::HopFields::of(answer);
+        let mut has_length = false;
         for (name, value) in answer.fields() {
             if hop.stays(name) {
                 continue;
@@ -719,6 +722,7 @@ impl Router {
             }
             // Written once below, as the number the body is framed by.
             if name.eq_ignore_ascii_case(b"content-length") {
+                has_length = true;
                 continue;
             }
             headers::write_field(out, name, value);
@@ -732,11 +736,13 @@ impl Router {
             // none. Otherwise the one number (for HEAD, 204 and 304 the length the answer
             // describes; an unreadable one is dropped).
             Framing::UntilClose => {}
-            Framing::None | Framing::Length(_) => {
+            Framing::Length(length) => headers::write_length(out, length),
+            Framing::None if has_length => {
                 if let Ok(Some(length)) = h1::content_length(answer) {
                     headers::write_length(out, length);
                 }
             }
+            Framing::None => {}
         }
         headers::write_appended(out, "via", answer.list("via"), &self.via);
         headers::write_field(
@@ -1128,7 +1134,11 @@ where
         }
         buf.reserve(READ_SIZE);
         reading.store(true, Ordering::Relaxed);
-        let read = tokio::time::timeout(idle, src.read_buf(buf)).await;
+        // As for writes, a timer only for a read that has to wait.
+        let read = match src.read_buf(buf).now_or_never() {
+            Some(read) => Ok(read),
+            None => tokio::time::timeout(idle, src.read_buf(buf)).await,
+        };
         reading.store(false, Ordering::Relaxed);
         match read {
             Err(_) => return Err(CopyError::Stalled),
@@ -1147,8 +1157,15 @@ async fn write_within<W: AsyncWrite + Unpin>(
     idle: Duration,
 ) -> Result<(), CopyError> {
     while !bytes.is_empty() {
-        match tokio::time::timeout(idle, dst.write(bytes)).await {
-            Ok(Ok(n)) if n > 0 => bytes = &bytes[n..],
+        // Most writes complete at once: only one that has to wait pays for a timer.
+        let written = match dst.write(bytes).now_or_never() {
+            Some(written) => written,
+            None => tokio::time::timeout(idle, dst.write(bytes))
+                .await
+                .map_err(|_| CopyError::Write)?,
+        };
+        match written {
+            Ok(n) if n > 0 => bytes = &bytes[n..],
             _ => return Err(CopyError::Write),
         }
     }
