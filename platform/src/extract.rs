@@ -94,7 +94,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // reaches a query.
     let tree: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))?;
-    if let Some(field) = nul_path(&tree, String::new()) {
+    if let Some(field) = nul_path(&tree) {
         let field = if field.is_empty() {
             "body".to_string()
         } else {
@@ -119,15 +119,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// The path of the first string (value or key) holding a NUL, which PostgreSQL text cannot store.
-fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
+/// The path (`strategies[0].parameters.groupId`) of the first string in `value`, a value or an
+/// object key, that holds U+0000, which PostgreSQL text and jsonb cannot store; `""` when
+/// `value` is that string itself.
+pub fn nul_path(value: &serde_json::Value) -> Option<String> {
+    nul_path_under(value, String::new())
+}
+
+fn nul_path_under(value: &serde_json::Value, path: String) -> Option<String> {
     use serde_json::Value;
     match value {
         Value::String(s) if s.contains('\0') => Some(path),
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .find_map(|(i, v)| nul_path(v, format!("{path}[{i}]"))),
+            .find_map(|(i, v)| nul_path_under(v, format!("{path}[{i}]"))),
         Value::Object(map) => map.iter().find_map(|(k, v)| {
             let child = if path.is_empty() {
                 k.clone()
@@ -137,7 +143,7 @@ fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
             if k.contains('\0') {
                 Some(child)
             } else {
-                nul_path(v, child)
+                nul_path_under(v, child)
             }
         }),
         _ => None,
@@ -237,6 +243,21 @@ pub fn path_id(raw: &str, what: &str) -> Result<i64, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_paths_name_the_string() {
+        use serde_json::json;
+        let cases = [
+            (json!({"a": "x"}), None),
+            (json!({"a": "x\0"}), Some("a")),
+            (json!({"a": [1, {"b": ["ok", "\0"]}]}), Some("a[1].b[1]")),
+            (json!({"a": {"k\0": 1}}), Some("a.k\0")),
+            (json!("\0"), Some("")),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(nul_path(&value).as_deref(), expected, "{value}");
+        }
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

@@ -156,7 +156,7 @@ fn refuse_nul(body: &[u8]) -> Result<(), ApiError> {
     let tree: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_toggle", e.to_string()).with_field("body")
     })?;
-    match toggles::nul_path(&tree) {
+    match platform::extract::nul_path(&tree) {
         None => Ok(()),
         Some(path) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,

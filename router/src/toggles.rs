@@ -91,36 +91,6 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// The path (`strategies[0].parameters.groupId`) of the first string in `value`, a value or an
-/// object key, that holds U+0000, which PostgreSQL text and jsonb cannot store; `""` when `value`
-/// is that string itself.
-pub fn nul_path(value: &serde_json::Value) -> Option<String> {
-    fn walk(value: &serde_json::Value, path: String) -> Option<String> {
-        use serde_json::Value;
-        match value {
-            Value::String(s) if s.contains('\0') => Some(path),
-            Value::Array(items) => items
-                .iter()
-                .enumerate()
-                .find_map(|(i, v)| walk(v, format!("{path}[{i}]"))),
-            Value::Object(map) => map.iter().find_map(|(k, v)| {
-                let child = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                if k.contains('\0') {
-                    Some(child)
-                } else {
-                    walk(v, child)
-                }
-            }),
-            _ => None,
-        }
-    }
-    walk(value, String::new())
-}
-
 /// What the admin API accepts to store: [`validate`], and every name follows [`check_name`].
 /// (Toggles read from an Unleash server or already stored are not held to the name rules.)
 pub fn validate_input(features: &ClientFeatures) -> Result<(), ToggleError> {
@@ -681,19 +651,6 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn nul_paths_name_the_string() {
-        let cases = [
-            (json!({"a": "x"}), None),
-            (json!({"a": "x\0"}), Some("a")),
-            (json!({"a": [1, {"b": ["ok", "\0"]}]}), Some("a[1].b[1]")),
-            (json!({"a": {"k\0": 1}}), Some("a.k\0")),
-            (json!("\0"), Some("")),
-        ];
-        for (value, expected) in cases {
-            assert_eq!(nul_path(&value).as_deref(), expected, "{value}");
-        }
-    }
 
     /// Values the engine copies into its rule text unquoted must have exactly the grammar's form.
     #[test]

@@ -5,65 +5,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use router::{LiveToggles, RouteTable, Router, ToggleSet};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-const LIMIT: Duration = Duration::from_secs(10);
+mod support;
 
-/// An upstream answering `200 ok` to every request on a kept connection.
-async fn upstream() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut more = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut more).await {
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&more[..n]);
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                        if stream.write_all(ok).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    base
-}
+use support::raw::{OK, answering, read_answer};
 
-/// Sends a GET on `stream` and reads the answer's head and body (it has a length).
+/// Sends a GET on `stream` and reads its answer.
 async fn get(stream: &mut TcpStream, path: &str) -> String {
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: shop\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut buf = Vec::new();
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if buf.len() >= end + 4 + length {
-                return String::from_utf8_lossy(&buf).into_owned();
-            }
-        }
-        let mut more = [0u8; 4096];
-        let n = tokio::time::timeout(LIMIT, stream.read(&mut more))
-            .await
-            .expect("an answer arrives")
-            .unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&buf));
-        buf.extend_from_slice(&more[..n]);
-    }
+    read_answer(stream).await
 }
 
 /// Reads this process's CPU time through a file opened beforehand: once descriptors run out,
@@ -135,8 +90,8 @@ fn set_nofile(soft: &str, hard: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_file_descriptors_the_router_pauses_accepts_blames_no_upstream_and_recovers() {
-    let monolith = upstream().await;
-    let catalog = upstream().await;
+    let (monolith, _) = answering(OK).await;
+    let (catalog, _) = answering(OK).await;
     let table = RouteTable::parse(&format!(
         r#"
         default_upstream = "catalog"
@@ -156,7 +111,9 @@ async fn out_of_file_descriptors_the_router_pauses_accepts_blames_no_upstream_an
     ))
     .unwrap();
     let live = Arc::new(LiveToggles::new(ToggleSet::empty()));
-    let router = Arc::new(Router::new(Arc::new(table), live, "test").with_breakers(1, LIMIT));
+    let router = Arc::new(
+        Router::new(Arc::new(table), live, "test").with_breakers(1, Duration::from_secs(10)),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(router::serve(listener, router.clone()));

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -16,9 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod support;
 
+use support::raw::{LIMIT, addr, exchange, read_to_close, statuses, upload_reading};
 use support::{full, router, table, upstream};
-
-const LIMIT: Duration = Duration::from_secs(10);
 
 /// An upstream answering `<method> <path> <body>`, and its request count.
 async fn echo_body() -> (String, Arc<AtomicUsize>) {
@@ -39,34 +37,6 @@ async fn echo_body() -> (String, Arc<AtomicUsize>) {
     })
     .await;
     (base, hits)
-}
-
-fn addr(base: &str) -> &str {
-    base.trim_start_matches("http://")
-}
-
-/// Writes `bytes` and reads until the router closes the connection.
-async fn exchange(base: &str, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr(base)).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    read_to_close(&mut stream).await
-}
-
-async fn read_to_close(stream: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(LIMIT, stream.read_to_end(&mut out)).await;
-    assert!(
-        read.is_ok(),
-        "the router kept the connection open: {}",
-        String::from_utf8_lossy(&out)
-    );
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn statuses(text: &str) -> Vec<&str> {
-    text.match_indices("HTTP/1.1 ")
-        .map(|(i, _)| &text[i + 9..i + 12])
-        .collect()
 }
 
 #[tokio::test]
@@ -246,33 +216,10 @@ async fn an_upstream_answering_before_the_whole_body_is_passed_on() {
         while stream.read(&mut sink).await.unwrap_or(0) > 0 {}
     });
     let (base, _) = router(table(&up, &up, 5000)).await;
-    let mut stream = TcpStream::connect(addr(&base)).await.unwrap();
-    let size = 8 * 1024 * 1024;
-    stream
-        .write_all(
-            format!("POST /orders HTTP/1.1\r\nHost: shop\r\nContent-Length: {size}\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let (mut read, mut write) = stream.into_split();
-    let upload = tokio::spawn(async move {
-        let chunk = vec![b'x'; 64 * 1024];
-        for _ in 0..size / chunk.len() {
-            if write.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(LIMIT, read.read_to_end(&mut out))
-        .await
-        .expect("the answer arrives and the connection ends");
-    let text = String::from_utf8_lossy(&out);
+    let (text, _) = upload_reading(&base, 8 * 1024 * 1024).await;
     assert!(
         text.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
         "{text}"
     );
     assert!(text.ends_with("too large"), "{text}");
-    let _ = upload.await;
 }

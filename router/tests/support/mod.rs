@@ -1,6 +1,8 @@
 //! Helpers shared by the data-path tests: upstreams on port 0 and routers in front of them.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
