@@ -508,7 +508,12 @@ impl Router {
                 _ => match self.connect(upstream, deadline).await {
                     Ok(link) => (link, false),
                     Err(failure) => {
-                        if !matches!(failure, Failure::Exhausted(_)) {
+                        let blamed = match failure {
+                            Failure::Exhausted(_) => false,
+                            Failure::Timeout(_) => timeout_counts,
+                            _ => true,
+                        };
+                        if blamed {
                             self.breakers[upstream].record(false);
                         }
                         return Attempt::Failed(failure);

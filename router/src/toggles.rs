@@ -651,7 +651,6 @@ mod tests {
         ));
     }
 
-
     /// Values the engine copies into its rule text unquoted must have exactly the grammar's form.
     #[test]
     fn unquoted_constraint_values_have_the_grammars_form() {
