@@ -231,12 +231,6 @@ impl Head {
     }
 }
 
-/// Whether the head's `Connection` names a field that frames or routes the message.
-pub fn connection_names_framing(head: &Head) -> bool {
-    head.list("connection")
-        .any(|t| FRAMING_FIELDS.iter().any(|f| t.eq_ignore_ascii_case(f)))
-}
-
 /// Everything the router checks in a request head before acting on it: exactly one `Host` in
 /// HTTP/1.1 (RFC 9112 §3.2; at most one in 1.0), no framing or routing field named in
 /// `Connection`, and an unambiguous body length ([`request_framing`]).
@@ -244,8 +238,13 @@ pub fn check_request(head: &Head) -> Result<Framing, HeadError> {
     // One pass over the fields: this runs for every request.
     let mut hosts = 0;
     let mut names_framing = false;
+    let (mut transfer_encoding, mut length) = (false, false);
     for (name, value) in head.fields() {
-        if name.eq_ignore_ascii_case(b"host") {
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            transfer_encoding = true;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            length = true;
+        } else if name.eq_ignore_ascii_case(b"host") {
             if !is_authority(value) {
                 return Err(HeadError::Host("the Host value is not a host and port"));
             }
@@ -269,7 +268,7 @@ pub fn check_request(head: &Head) -> Result<Framing, HeadError> {
             "connection names content-length, transfer-encoding or host",
         ));
     }
-    request_framing(head)
+    framing_of(head, transfer_encoding, length)
 }
 
 /// Whether `value` can be a `Host` value (RFC 9110 §7.2: `uri-host [ ":" port ]`): the
@@ -294,13 +293,22 @@ pub enum Framing {
 /// The body length of a request (RFC 9112 §6.3). Anything a second parser could read
 /// differently is refused, so a request cannot smuggle another past us.
 pub fn request_framing(head: &Head) -> Result<Framing, HeadError> {
-    if head.has("transfer-encoding") {
+    framing_of(
+        head,
+        head.has("transfer-encoding"),
+        head.has("content-length"),
+    )
+}
+
+/// [`request_framing`] for a head already known to carry (or not) each framing field.
+fn framing_of(head: &Head, transfer_encoding: bool, length: bool) -> Result<Framing, HeadError> {
+    if transfer_encoding {
         if head.minor == 0 {
             return Err(HeadError::Framing(
                 "transfer-encoding in an HTTP/1.0 request",
             ));
         }
-        if head.has("content-length") {
+        if length {
             return Err(HeadError::Framing(
                 "both transfer-encoding and content-length",
             ));
@@ -311,6 +319,9 @@ pub fn request_framing(head: &Head) -> Result<Framing, HeadError> {
                 "transfer-encoding does not end in chunked",
             )),
         };
+    }
+    if !length {
+        return Ok(Framing::None);
     }
     match content_length(head)? {
         Some(0) | None => Ok(Framing::None),
@@ -548,19 +559,21 @@ impl ChunkedScanner {
 /// Is `name` a header that describes one connection and is never forwarded (RFC 9110 §7.6.1,
 /// plus the non-standard ones proxies conventionally drop)?
 pub fn is_hop_by_hop(name: &str) -> bool {
-    const HOP_BY_HOP: [&str; 9] = [
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
+
+/// The fields [`is_hop_by_hop`] names.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// Which fields of a head stay on its hop: the hop-by-hop ones, and those its `Connection`
 /// field names. Built once per head, then asked per field.
@@ -579,7 +592,10 @@ impl<'a> HopFields<'a> {
     /// the same (requests that do this are refused; such an answer closes the client's
     /// connection after it).
     pub fn stays(&self, name: &[u8]) -> bool {
-        if std::str::from_utf8(name).is_ok_and(is_hop_by_hop) {
+        if HOP_BY_HOP
+            .iter()
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+        {
             return true;
         }
         self.named
@@ -588,6 +604,14 @@ impl<'a> HopFields<'a> {
             && !FRAMING_FIELDS
                 .iter()
                 .any(|f| f.as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// Whether the head's `Connection` names a field that frames or routes the message: the
+    /// proxy closes after such an answer.
+    pub fn names_framing(&self) -> bool {
+        self.named
+            .iter()
+            .any(|t| FRAMING_FIELDS.iter().any(|f| t.eq_ignore_ascii_case(f)))
     }
 }
 
@@ -785,7 +809,7 @@ mod tests {
         let hop = HopFields::of(&head);
         assert!(!hop.stays(b"content-length"));
         assert!(hop.stays(b"x-hop"));
-        assert!(connection_names_framing(&head));
+        assert!(hop.names_framing());
     }
 
     #[test]

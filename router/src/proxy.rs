@@ -384,8 +384,9 @@ impl Router {
 
         let mut last = Failure::CircuitOpen(plan.primary);
         let mut body_spent = false;
-        for upstream in std::iter::once(plan.primary).chain(fallback) {
-            if body_spent || Instant::now() >= request.spent_by {
+        let mut attempts = 0;
+        for (n, upstream) in std::iter::once(plan.primary).chain(fallback).enumerate() {
+            if n > 0 && (body_spent || Instant::now() >= request.spent_by) {
                 break;
             }
             if !self.breakers[upstream].allow() {
@@ -406,7 +407,16 @@ impl Router {
                         && self.retries.withdraw();
                     !(retry_granted || can_fall_back)
                 };
-                let outcome = self.attempt(conn, &request, upstream, &mut pass_on).await;
+                // The first attempt starts with the request: no second clock read.
+                let at = if attempts == 0 {
+                    started
+                } else {
+                    Instant::now()
+                };
+                attempts += 1;
+                let outcome = self
+                    .attempt(conn, &request, upstream, at, &mut pass_on)
+                    .await;
                 body_spent = framing != Framing::None;
                 let failure = match outcome {
                     Attempt::Done(next) => return next,
@@ -495,9 +505,10 @@ impl Router {
         conn: &mut Conn,
         request: &Request<'_>,
         upstream: usize,
+        at: Instant,
         pass_on: &mut (dyn FnMut(u16) -> bool + Send),
     ) -> Attempt {
-        let own_deadline = Instant::now() + request.timeout;
+        let own_deadline = at + request.timeout;
         let deadline = own_deadline.min(request.spent_by);
         // A timeout cut short by the request's overall budget is not proof the upstream is slow.
         let timeout_counts = deadline == own_deadline;
@@ -686,7 +697,9 @@ impl Router {
     }
 
     /// The head sent to the client: the upstream's, minus what belongs to its hop, plus `Via`
-    /// and the router's own fields.
+    /// and the router's own fields. Says whether it closes the connection: when `close` asks
+    /// it, and when the answer's `Connection` names a framing field (the answer is relayed with
+    /// its framing, but a second parser might have dropped that field).
     fn write_response_head(
         &self,
         out: &mut Vec<u8>,
@@ -695,7 +708,7 @@ impl Router {
         upstream: usize,
         request: &Request,
         close: bool,
-    ) {
+    ) -> bool {
         let reason = if upstream == request.plan.primary {
             request.plan.reason.as_str()
         } else {
@@ -714,6 +727,7 @@ impl Router {
         out.extend_from_slice(answer.reason());
         out.extend_from_slice(b"\r\n");
         let hop = h1::HopFields::of(answer);
+        let close = close || hop.names_framing();
         let mut has_length = false;
         for (name, value) in answer.fields() {
             if hop.stays(name) {
@@ -762,6 +776,7 @@ impl Router {
             headers::write_field(out, "connection", b"keep-alive");
         }
         out.extend_from_slice(b"\r\n");
+        close
     }
 
     /// Sends the prepared head and the request body to the upstream while reading its answer,
@@ -835,7 +850,7 @@ impl Router {
                                 101 => return Relayed::Failed(Failure::Broken(upstream)),
                                 100..=199 => {
                                     if head.minor == 1 {
-                                        self.write_response_head(to_client, &answer, Framing::None, upstream, request, false);
+                                        let _ = self.write_response_head(to_client, &answer, Framing::None, upstream, request, false);
                                         if write_within(&mut client_write, to_client, idle).await.is_err() {
                                             return Relayed::ClientGone;
                                         }
@@ -855,19 +870,15 @@ impl Router {
         let Ok(framing) = h1::response_framing(&answer, head.method()) else {
             return Relayed::Failed(Failure::Broken(upstream));
         };
-        // Whether the client connection can carry another request afterwards. An answer whose
-        // Connection names a framing field is relayed with its framing, and ends the
-        // connection: a second parser might have dropped that field.
-        let close = !request.keep_alive
-            || framing == Framing::UntilClose
-            || h1::connection_names_framing(&answer);
-        self.write_response_head(
+        // Whether the client connection can carry another request afterwards (the answer may
+        // add a reason of its own: see `write_response_head`).
+        let close = self.write_response_head(
             to_client,
             &answer,
             framing,
             upstream,
             request,
-            close || matches!(sent, Some(Err(_))),
+            !request.keep_alive || framing == Framing::UntilClose || matches!(sent, Some(Err(_))),
         );
         *answered = true;
         self.metrics.observe(

@@ -98,7 +98,7 @@ fn exercise(head: &h1::Head) {
     }
     let _ = head.list("connection").count();
     let _ = head.get("host");
-    let _ = h1::connection_names_framing(head);
+    let _ = hop.names_framing();
     let _ = router::headers::routing_target(head.target());
 }
 
