@@ -38,8 +38,10 @@ const QUEUED_FLUSH: usize = 2_000;
 enum Queued {
     /// Statements without parameters (BEGIN, SAVEPOINT, TRUNCATE, the position update...).
     Sql(String),
-    /// One row's prepared statement and its values (checked to be UTF-8 when queued).
-    Row(Statement, Vec<Option<Bytes>>),
+    /// One row's prepared statement and its values (checked to be UTF-8 when queued), and the
+    /// relation it is for (`None` for the pipeline's own position), to name the table when the
+    /// target refuses it.
+    Row(Statement, Vec<Option<Bytes>>, Option<u32>),
 }
 
 /// One row change, values still in pgoutput form.
@@ -259,7 +261,19 @@ impl Applier {
         send_queued(&self.client, &queued, None)
             .await
             .map(|_| ())
-            .map_err(target("applying changes"))
+            .map_err(|(at, e)| self.refused(&queued, at, e))
+    }
+
+    /// The target's refusal of `queued[at]`, naming the table it was for.
+    fn refused(&self, queued: &[Queued], at: usize, e: tokio_postgres::Error) -> PipelineError {
+        let table = match queued.get(at) {
+            Some(Queued::Row(_, _, Some(relation))) => self.plans.get(relation),
+            _ => None,
+        };
+        match table {
+            Some(plan) => target(format!("applying changes to {}", plan.target))(e),
+            None => target("applying changes")(e),
+        }
     }
 
     /// Adds one change; writes the batch when it is full or the change does not fit it.
@@ -409,7 +423,7 @@ impl Applier {
         let values =
             state::applied_params(&self.pipeline, lsn, commit_time, self.rows_in_transaction)
                 .map(|v| Some(Bytes::from(v)));
-        self.queued.push(Queued::Row(position, values.into()));
+        self.queued.push(Queued::Row(position, values.into(), None));
         self.queue_sql("COMMIT;\n");
         // The transaction ends here whether or not the round trip succeeds: on failure the
         // pipeline stops and the target rolled back.
@@ -425,7 +439,7 @@ impl Applier {
         let queued = std::mem::take(&mut self.queued);
         let text = send_queued(&self.client, &queued, Some(&insert_lsn))
             .await
-            .map_err(target("applying changes"))?;
+            .map_err(|(at, e)| self.refused(&queued, at, e))?;
         let target_lsn = text
             .and_then(|text| crate::wire::parse_lsn(&text).ok())
             .ok_or_else(|| PipelineError::Protocol("the target reported no WAL position".into()))?;
@@ -481,7 +495,8 @@ impl Applier {
         };
         for row in rows {
             let params = row_params(&key.kind, row)?;
-            self.queued.push(Queued::Row(statement.clone(), params));
+            self.queued
+                .push(Queued::Row(statement.clone(), params, Some(key.relation)));
         }
         if self.queued.len() >= QUEUED_FLUSH {
             self.send_sql().await?;
@@ -678,11 +693,12 @@ fn row_params(kind: &Kind, row: &Row) -> Result<Vec<Option<Bytes>>, PipelineErro
 
 /// Sends `queued` in one pipeline (every request written before any answer is awaited), then
 /// `last`'s single text value if given. Stops at the first error.
+/// On failure, says which of `queued` the target refused (`queued.len()` for `last`).
 async fn send_queued(
     client: &Client,
     queued: &[Queued],
     last: Option<&Statement>,
-) -> Result<Option<String>, tokio_postgres::Error> {
+) -> Result<Option<String>, (usize, tokio_postgres::Error)> {
     type Sent<'a> = std::pin::Pin<
         Box<dyn std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'a>,
     >;
@@ -691,7 +707,7 @@ async fn send_queued(
         .map(|q| -> Sent<'_> {
             match q {
                 Queued::Sql(sql) => Box::pin(client.batch_execute(sql)),
-                Queued::Row(statement, values) => Box::pin(async move {
+                Queued::Row(statement, values, _) => Box::pin(async move {
                     // Checked when queued, so nothing is replaced here.
                     let values = values.iter().map(|v| {
                         v.as_deref()
@@ -711,11 +727,12 @@ async fn send_queued(
         done.push(send.now_or_never());
     }
     let mut answer = last.as_mut().and_then(|query| query.now_or_never());
-    for (send, early) in sends.into_iter().zip(done) {
+    for (at, (send, early)) in sends.into_iter().zip(done).enumerate() {
         match early {
-            Some(result) => result?,
-            None => send.await?,
+            Some(result) => result,
+            None => send.await,
         }
+        .map_err(|e| (at, e))?;
     }
     if let Some(query) = last
         && answer.is_none()
@@ -724,7 +741,9 @@ async fn send_queued(
     }
     match answer {
         None => Ok(None),
-        Some(row) => Ok(row?.get::<_, Option<String>>(0)),
+        Some(row) => Ok(row
+            .map_err(|e| (queued.len(), e))?
+            .get::<_, Option<String>>(0)),
     }
 }
 

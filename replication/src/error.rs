@@ -37,13 +37,13 @@ pub enum PipelineError {
     TooManyStreams { max: usize },
     #[error("replication slot {slot:?} is in use by another process (pid {pid})")]
     SlotInUse { slot: String, pid: i32 },
-    #[error("source database: {context}: {source}")]
+    #[error("source database: {context}: {}", describe(source))]
     Source {
         context: String,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("target database: {context}: {source}")]
+    #[error("target database: {context}: {}", describe(source))]
     Target {
         context: String,
         #[source]
@@ -55,6 +55,38 @@ pub enum PipelineError {
     Decode(#[from] DecodeError),
     #[error("replication stream: {0}")]
     Protocol(String),
+}
+
+/// A database error as the server reported it: tokio-postgres's own text for an error the server
+/// sent is only "db error", which tells an operator nothing. Message, SQLSTATE, then whatever
+/// the server added (detail, hint, where, and the table, column or constraint concerned).
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    let Some(db) = error.as_db_error() else {
+        // Not from the server (connection refused, closed...): its text says what happened.
+        return match std::error::Error::source(error) {
+            Some(cause) => format!("{error}: {cause}"),
+            None => error.to_string(),
+        };
+    };
+    let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    let relation = match (db.schema(), db.table()) {
+        (Some(schema), Some(table)) => Some(format!("{schema}.{table}")),
+        (None, Some(table)) => Some(table.to_string()),
+        _ => None,
+    };
+    for (label, value) in [
+        ("detail", db.detail().map(str::to_string)),
+        ("hint", db.hint().map(str::to_string)),
+        ("where", db.where_().map(str::to_string)),
+        ("table", relation),
+        ("column", db.column().map(str::to_string)),
+        ("constraint", db.constraint().map(str::to_string)),
+    ] {
+        if let Some(value) = value {
+            text.push_str(&format!("; {label}: {value}"));
+        }
+    }
+    text
 }
 
 /// Wraps a source-side database error with what was being done.

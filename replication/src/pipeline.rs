@@ -113,18 +113,16 @@ async fn run_with(
     let slot = pipeline.slot();
     let mut replication_config = ReplicationConfig::from_url(&pipeline.source)?
         .with_application_name(pipeline.application_name());
+    // pgoutput writes values as text in the walsender's formats: pin them as on every session.
+    let mut options = src::with_pinned_formats(replication_config.options());
     if pipeline.stream_after_kib > 0 {
         // The walsender streams a transaction once its decoded changes pass this.
-        let setting = format!(
-            "-c logical_decoding_work_mem={}kB",
+        options.push_str(&format!(
+            " -c logical_decoding_work_mem={}kB",
             pipeline.stream_after_kib
-        );
-        let options = match replication_config.options() {
-            Some(given) => format!("{given} {setting}"),
-            None => setting,
-        };
-        replication_config = replication_config.with_options(options);
+        ));
     }
+    replication_config = replication_config.with_options(options);
     let existing = state::load(&target_client, &pipeline.name).await?;
     let (connection, start_lsn) = match existing {
         Some(s) if s.phase == Phase::Streaming && s.slot == slot => {

@@ -9,13 +9,32 @@ use crate::wire::parse_lsn;
 
 /// Connects with tokio-postgres and drives the connection in the background.
 pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let mut config: tokio_postgres::Config = url.parse()?;
+    let options = with_pinned_formats(config.get_options());
+    config.options(&options);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection ended");
         }
     });
     Ok(client)
+}
+
+/// How every session of the engine (source, copy, target, and the replication connection) writes
+/// and reads dates, intervals and floats, whatever the database or role sets: values travel as
+/// text, and `03/02/2024` means March 2 to one `DateStyle` and February 3 to another. The same
+/// settings PostgreSQL's own subscriber uses; the server's defaults for each.
+pub const PINNED_FORMATS: &str =
+    "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3";
+
+/// The startup `options` to send: `given` (from the connection string), then the pinned formats,
+/// which win over anything `given` says about them.
+pub fn with_pinned_formats(given: Option<&str>) -> String {
+    match given {
+        Some(given) if !given.trim().is_empty() => format!("{given} {PINNED_FORMATS}"),
+        _ => PINNED_FORMATS.to_string(),
+    }
 }
 
 /// Creates the publication for `tables`, or adds the ones it lacks.

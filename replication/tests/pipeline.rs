@@ -394,6 +394,19 @@ async fn a_value_too_long_for_the_target_column_stops_the_pipeline_instead_of_be
         }
         other => panic!("expected the target's refusal, got {other}"),
     }
+    // The operator reads the server's reason and the table, not tokio-postgres's "db error".
+    let message = error.to_string();
+    assert!(
+        message.contains("applying changes to shop.albums: value too long for type character varying(8) (SQLSTATE 22001)"),
+        "{message}"
+    );
+    let recorded: Option<String> = pair
+        .dst
+        .query_one("SELECT last_error FROM fig_replication.pipelines", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded.as_deref(), Some(message.as_str()));
     assert_eq!(
         rows(&pair.dst, "shop.albums", "id").await,
         ["(1,Help!,,,,,,,,,)"],
@@ -406,4 +419,71 @@ async fn a_value_too_long_for_the_target_column_stops_the_pipeline_instead_of_be
         "ALTER TABLE shop.albums ALTER COLUMN title TYPE text",
     )
     .await;
+}
+
+#[tokio::test]
+async fn values_keep_their_meaning_whatever_date_interval_and_float_formats_the_source_uses() {
+    let pair = Pair::new(
+        "formats",
+        "CREATE SCHEMA shop; CREATE TABLE shop.moments (id int PRIMARY KEY, d date, ts timestamp, i interval,
+                                    x float8, r real);",
+    )
+    .await;
+    // Every new session on the source writes values day first, intervals SQL-style and floats
+    // rounded, unless told otherwise (the walsender, though, keeps the server's defaults).
+    pair.src
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" SET DateStyle = 'SQL, DMY';
+             ALTER DATABASE \"{db}\" SET IntervalStyle = 'sql_standard';
+             ALTER DATABASE \"{db}\" SET extra_float_digits = -3;",
+            db = pair.source.name()
+        ))
+        .await
+        .unwrap();
+    // And the target reads them month first.
+    pair.dst
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET DateStyle = 'SQL, MDY'",
+            pair.target.name()
+        ))
+        .await
+        .unwrap();
+    let rows_sql = "INSERT INTO shop.moments VALUES
+        ({a}, '2024-02-03', '2024-02-03 04:05:06.789', '1 day -02:03:04.5', 0.1::float8 + 0.2, 1.1),
+        ({b}, '2024-02-13', '2024-12-31 23:59:59', '-3 years 2 mons', 1e300, 3.4028235e38)";
+    pair.src
+        .batch_execute(&rows_sql.replace("{a}", "1").replace("{b}", "2"))
+        .await
+        .unwrap();
+    // The connection string may ask for other formats too (it reaches the replication
+    // connection as well).
+    let mut pipeline = pair.pipeline(&["shop.moments"]);
+    let separator = if pipeline.source.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    pipeline.source.push(separator);
+    pipeline.source.push_str(
+        "options=-c%20datestyle%3DSQL%2CDMY%20-c%20intervalstyle%3Dsql_standard%20-c%20extra_float_digits%3D-3",
+    );
+    let running = start(pipeline);
+    running.streaming().await;
+    pair.src
+        .batch_execute(&rows_sql.replace("{a}", "3").replace("{b}", "4"))
+        .await
+        .unwrap();
+    pair.src
+        .batch_execute("UPDATE shop.moments SET d = d + 9, x = x / 3 WHERE id IN (1, 4)")
+        .await
+        .unwrap();
+    pair.caught_up().await;
+    // Compared as text in one fixed format (these test sessions predate the database setting).
+    let order = "id";
+    assert_eq!(
+        rows(&pair.dst, "shop.moments", order).await,
+        rows(&pair.src, "shop.moments", order).await
+    );
+    assert_eq!(rows(&pair.dst, "shop.moments", order).await.len(), 4);
+    running.stop().await.unwrap();
 }
