@@ -34,6 +34,21 @@ const BULK_ROWS: usize = 256;
 /// Gathered statements are sent once this many are queued, even mid-transaction.
 const QUEUED_FLUSH: usize = 2_000;
 
+/// The foreign keys that tables outside `$1` (quoted names) have to tables in it: constraint,
+/// referencing table, its key columns (quoted, comma-separated), referenced table.
+const REFERENCED_FROM_OUTSIDE: &str = "
+    WITH truncated AS (SELECT unnest($1::text[])::regclass AS oid)
+    SELECT c.conname::text, c.conrelid::regclass::text,
+           (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+              FROM unnest(c.conkey) WITH ORDINALITY AS k(attnum, n)
+              JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum),
+           c.confrelid::regclass::text
+      FROM pg_constraint c
+     WHERE c.contype = 'f'
+       AND c.confrelid IN (SELECT oid FROM truncated)
+       AND c.conrelid NOT IN (SELECT oid FROM truncated)
+     ORDER BY 2, 1";
+
 /// Something to send to the target with the rest of the transaction, in order.
 enum Queued {
     /// Statements without parameters (BEGIN, SAVEPOINT, TRUNCATE, the position update...).
@@ -357,13 +372,14 @@ impl Applier {
         Ok(())
     }
 
-    /// Empties the target tables of `relations` (a source TRUNCATE).
-    pub async fn truncate(
-        &mut self,
-        relations: &[u32],
-        cascade: bool,
-        restart_identity: bool,
-    ) -> Result<(), PipelineError> {
+    /// Empties the target tables of `relations` (a source TRUNCATE), as PostgreSQL's own apply
+    /// does: RESTRICT, so nothing outside them is emptied (the source's CASCADE named every
+    /// table it reached, and those of the pipeline are in `relations`; a target-only table that
+    /// refers to them keeps its rows), and without RESTART IDENTITY (the target's sequences are
+    /// its own). When a table outside the set has a foreign key to one of them, TRUNCATE would
+    /// refuse: the rows are deleted instead, if no row refers to them; if one does, the pipeline
+    /// stops, naming the table and the constraint, and the slot keeps the change.
+    pub async fn truncate(&mut self, relations: &[u32]) -> Result<(), PipelineError> {
         self.flush().await?;
         self.begin().await?;
         let tables: Vec<String> = relations
@@ -374,17 +390,49 @@ impl Applier {
         if tables.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "TRUNCATE {}{}{}",
-            tables.join(", "),
-            if restart_identity {
-                " RESTART IDENTITY"
-            } else {
-                ""
-            },
-            if cascade { " CASCADE" } else { "" }
-        );
-        self.queue_sql(&format!("{sql};\n"));
+        // What is queued goes first, so the checks below see this transaction's own changes.
+        self.send_sql().await?;
+        let outside = self
+            .client
+            .query(REFERENCED_FROM_OUTSIDE, &[&tables])
+            .await
+            .map_err(target("looking up foreign keys into truncated tables"))?;
+        if outside.is_empty() {
+            self.queue_sql(&format!("TRUNCATE {};\n", tables.join(", ")));
+        } else {
+            for row in &outside {
+                let (constraint, referencing, columns, referenced): (
+                    String,
+                    String,
+                    String,
+                    String,
+                ) = (row.get(0), row.get(1), row.get(2), row.get(3));
+                let refers = self
+                    .client
+                    .query_opt(
+                        &format!(
+                            "SELECT 1 FROM {referencing} WHERE ({columns}) IS NOT NULL LIMIT 1"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .map_err(target(format!(
+                        "looking for rows of {referencing} that refer to {referenced}"
+                    )))?;
+                if refers.is_some() {
+                    return Err(PipelineError::TruncateBlocked {
+                        table: referenced,
+                        referencing,
+                        constraint,
+                    });
+                }
+            }
+            let deletes: Vec<String> = tables
+                .iter()
+                .map(|t| format!("DELETE FROM {t};\n"))
+                .collect();
+            self.queue_sql(&deletes.concat());
+        }
         self.rows_in_transaction += 1;
         Ok(())
     }

@@ -35,6 +35,14 @@ pub enum PipelineError {
         "more than {max} streamed transactions are in progress on the source at once, each needing its own target session; raise max_streams for this pipeline (or stream_after_kib, so fewer transactions are streamed)"
     )]
     TooManyStreams { max: usize },
+    #[error(
+        "the source truncated {table}, but rows of {referencing} on the target refer to it (foreign key {constraint}); the pipeline stopped and the slot keeps the change: delete or re-point those rows on the target (or drop the constraint), then run the pipeline again"
+    )]
+    TruncateBlocked {
+        table: String,
+        referencing: String,
+        constraint: String,
+    },
     #[error("replication slot {slot:?} is in use by another process (pid {pid})")]
     SlotInUse { slot: String, pid: i32 },
     #[error("source database: {context}: {}", describe(source))]

@@ -672,13 +672,8 @@ impl Streamer<'_> {
             }
             LogicalMessage::Truncate(truncate) => {
                 if let Some(applier) = self.session_for(truncate.xid).await? {
-                    applier
-                        .truncate(
-                            &truncate.relation_ids,
-                            truncate.cascade(),
-                            truncate.restart_identity(),
-                        )
-                        .await?;
+                    // CASCADE and RESTART IDENTITY stay on the source (see `Applier::truncate`).
+                    applier.truncate(&truncate.relation_ids).await?;
                 }
             }
             LogicalMessage::Commit(commit) => {

@@ -487,3 +487,95 @@ async fn values_keep_their_meaning_whatever_date_interval_and_float_formats_the_
     assert_eq!(rows(&pair.dst, "shop.moments", order).await.len(), 4);
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_truncate_empties_only_the_pipelines_tables_and_never_rows_the_target_refers_to() {
+    let pair = Pair::new(
+        "truncate",
+        "CREATE SCHEMA shop;
+         CREATE TABLE shop.artists (id bigserial PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE shop.albums (id bigint PRIMARY KEY,
+                                   artist_id bigint REFERENCES shop.artists (id),
+                                   title text NOT NULL);",
+    )
+    .await;
+    // Only on the target: holds on albums, as the catalog service's reservations are.
+    pair.dst
+        .batch_execute(
+            "CREATE TABLE shop.holds (id serial PRIMARY KEY,
+                                      album_id bigint REFERENCES shop.albums (id))",
+        )
+        .await
+        .unwrap();
+    let fill = "INSERT INTO shop.artists (name) SELECT 'artist ' || n FROM generate_series(1, 3) n;
+                INSERT INTO shop.albums SELECT a.id, a.id, 'album ' || a.id FROM shop.artists a
+                  ON CONFLICT DO NOTHING;";
+    pair.src.batch_execute(fill).await.unwrap();
+    let running = start(pair.pipeline(&["shop.artists", "shop.albums"]));
+    running.streaming().await;
+    pair.caught_up().await;
+    let target_sequence = "SELECT last_value FROM shop.artists_id_seq";
+    pair.dst
+        .batch_execute("SELECT setval('shop.artists_id_seq', 500)")
+        .await
+        .unwrap();
+
+    // No hold refers to an album: the albums go, the target's sequence stays its own.
+    pair.src
+        .batch_execute("TRUNCATE shop.artists RESTART IDENTITY CASCADE")
+        .await
+        .unwrap();
+    pair.caught_up().await;
+    assert!(rows(&pair.dst, "shop.albums", "id").await.is_empty());
+    assert!(rows(&pair.dst, "shop.artists", "id").await.is_empty());
+    let last: i64 = pair
+        .dst
+        .query_one(target_sequence, &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(last, 500, "RESTART IDENTITY is not replayed");
+
+    // A hold refers to an album: the truncate must not empty the holds, nor leave them
+    // dangling. The pipeline stops, saying why, and nothing of the truncate is applied.
+    pair.src.batch_execute(fill).await.unwrap();
+    pair.caught_up().await;
+    pair.dst
+        .batch_execute("INSERT INTO shop.holds (album_id) SELECT min(id) FROM shop.albums")
+        .await
+        .unwrap();
+    let albums = rows(&pair.dst, "shop.albums", "id").await;
+    assert_eq!(albums.len(), 3);
+    pair.src
+        .batch_execute("TRUNCATE shop.albums")
+        .await
+        .unwrap();
+    let error = stopped_by_itself(running).await;
+    let message = error.to_string();
+    assert!(
+        matches!(
+            error,
+            replication::error::PipelineError::TruncateBlocked { .. }
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("truncated shop.albums, but rows of shop.holds")
+            && message.contains("holds_album_id_fkey"),
+        "{message}"
+    );
+    assert_eq!(rows(&pair.dst, "shop.holds", "id").await.len(), 1);
+    assert_eq!(rows(&pair.dst, "shop.albums", "id").await, albums);
+
+    // The hold released on the target: the kept change applies.
+    pair.dst
+        .batch_execute("DELETE FROM shop.holds")
+        .await
+        .unwrap();
+    let running = start(pair.pipeline(&["shop.artists", "shop.albums"]));
+    running.streaming().await;
+    pair.caught_up().await;
+    assert!(rows(&pair.dst, "shop.albums", "id").await.is_empty());
+    assert_eq!(rows(&pair.dst, "shop.artists", "id").await.len(), 3);
+    running.stop().await.unwrap();
+}
