@@ -299,6 +299,8 @@ impl Applier {
         })?;
         let width = plan.target_columns.len();
         let mut untouched = std::mem::take(&mut self.scratch_untouched);
+        // An update that changes the row's identity: the identity it gets.
+        let mut becomes = None;
         let (tag, row) = match change {
             Change::Insert { new } => {
                 let mut values = vec![None; width];
@@ -331,6 +333,12 @@ impl Applier {
                 // changed, or REPLICA IDENTITY FULL), else from the new row.
                 let identity = old.as_ref().map(OldTuple::tuple).unwrap_or(&new);
                 let key = identity_values(plan, identity);
+                if old.is_some() {
+                    let new_key = identity_values(plan, &new);
+                    if new_key != key {
+                        becomes = Some(identity_hash(&new_key));
+                    }
+                }
                 (Tag::Update, Row { values, key })
             }
             Change::Delete { old } => {
@@ -353,7 +361,13 @@ impl Applier {
                 }
         });
         let identity = (!row.key.is_empty()).then(|| identity_hash(&row.key));
-        let repeats = identity.is_some_and(|h| self.batch_identities.contains(&h));
+        // A set-based statement sees every row as it was before it: a change to a row whose
+        // identity the batch already names, as it was or as it became (chained key changes,
+        // renumbering, swaps), needs a statement of its own.
+        let repeats = identity
+            .into_iter()
+            .chain(becomes)
+            .any(|h| self.batch_identities.contains(&h));
         if !fits || repeats || self.batch.len() >= self.batch_rows {
             self.flush().await?;
             let kind = match tag {
@@ -364,9 +378,8 @@ impl Applier {
             self.batch_key = Some(StatementKey { relation, kind });
         }
         self.scratch_untouched = untouched;
-        if let Some(h) = identity {
-            self.batch_identities.insert(h);
-        }
+        self.batch_identities
+            .extend(identity.into_iter().chain(becomes));
         self.batch.push(row);
         self.rows_in_transaction += 1;
         Ok(())
