@@ -558,8 +558,10 @@ impl ChunkedScanner {
 
 /// Is `name` a header that describes one connection and is never forwarded (RFC 9110 §7.6.1,
 /// plus the non-standard ones proxies conventionally drop)?
-pub fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// The fields [`is_hop_by_hop`] names.
@@ -592,10 +594,7 @@ impl<'a> HopFields<'a> {
     /// the same (requests that do this are refused; such an answer closes the client's
     /// connection after it).
     pub fn stays(&self, name: &[u8]) -> bool {
-        if HOP_BY_HOP
-            .iter()
-            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
-        {
+        if is_hop_by_hop(name) {
             return true;
         }
         self.named

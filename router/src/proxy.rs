@@ -227,10 +227,6 @@ impl Router {
         self
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Client connections open now.
     pub fn open_connections(&self) -> usize {
         self.metrics.connections_open.load(Ordering::Relaxed)
@@ -1052,15 +1048,22 @@ impl Conn {
     /// and dropped until it closes too, or for `linger` at most.
     async fn linger(mut self, linger: Duration) {
         drop(std::mem::take(&mut self.idle));
-        if self.client.shutdown().await.is_err() {
-            return;
-        }
-        let mut sink = vec![0u8; READ_SIZE];
-        let _ = tokio::time::timeout(linger, async {
-            while matches!(self.client.read(&mut sink).await, Ok(n) if n > 0) {}
-        })
-        .await;
+        close_gently(&mut self.client, linger).await;
     }
+}
+
+/// Tells the client no more is coming, then reads and drops what it still sends until it
+/// closes too, for `linger` at most: closing on unread input would make the kernel reset the
+/// connection, which can destroy an answer the client has not read yet.
+async fn close_gently(stream: &mut TcpStream, linger: Duration) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = vec![0u8; READ_SIZE];
+    let _ = tokio::time::timeout(linger, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// A kept connection to an upstream.
@@ -1365,13 +1368,9 @@ async fn shed(mut stream: TcpStream, open: OpenConnection) {
         upstream: None,
     };
     let _ = write_error(&mut stream, "", &overloaded, true, Duration::from_secs(1)).await;
+    // Shorter than a served connection's: shedding happens under load.
     let linger = open.router.limits.linger.min(Duration::from_millis(500));
-    let conn_linger = async {
-        let _ = stream.shutdown().await;
-        let mut sink = [0u8; 4096];
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-    };
-    let _ = tokio::time::timeout(linger, conn_linger).await;
+    close_gently(&mut stream, linger).await;
     drop(open);
 }
 

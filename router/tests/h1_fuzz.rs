@@ -6,26 +6,9 @@
 use bytes::BytesMut;
 use router::h1::{self, ChunkedScanner, Framing, HopFields};
 
-/// SplitMix64: small, fast, and enough to spread mutations.
-struct Rng(u64);
+mod support;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+use support::rng::Rng;
 
 /// Bytes that matter to HTTP/1.1 parsers: delimiters, whitespace, controls, obs-text.
 const SPECIAL: &[u8] = b"\r\n\0\t :;,=\"%/?#\x7f\x80\xff0123456789aAfFzZ-+.";
@@ -64,7 +47,7 @@ fn mutate(rng: &mut Rng, template: &[u8]) -> Vec<u8> {
         let byte = if rng.below(3) == 0 {
             rng.next() as u8
         } else {
-            *rng.pick(SPECIAL)
+            rng.pick(SPECIAL)
         };
         match rng.below(6) {
             0 if at < out.len() => out[at] = byte,

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod rng;
 
 use std::convert::Infallible;
 use std::sync::Arc;
