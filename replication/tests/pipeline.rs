@@ -115,14 +115,8 @@ async fn schema_drift_stops_the_pipeline_naming_the_column_and_loses_nothing() {
         message.contains("schema drift in shop.albums: column \"colour\""),
         "{message}"
     );
-    let recorded: Option<String> = pair
-        .dst
-        .query_one("SELECT last_error FROM fig_replication.pipelines", &[])
-        .await
-        .unwrap()
-        .get(0);
     assert_eq!(
-        recorded.as_deref(),
+        last_error(&pair).await.as_deref(),
         Some(message.as_str()),
         "status shows why it stopped"
     );
@@ -135,6 +129,15 @@ async fn schema_drift_stops_the_pipeline_naming_the_column_and_loses_nothing() {
     // Fixed on the target: the slot kept the change, so it arrives.
     fixed_on_the_target_it_catches_up(&pair, "ALTER TABLE shop.albums ADD COLUMN colour text")
         .await;
+}
+
+/// The error the target's status table records for the pair's pipeline.
+async fn last_error(pair: &Pair) -> Option<String> {
+    pair.dst
+        .query_one("SELECT last_error FROM fig_replication.pipelines", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// The error a pipeline stopped with by itself.
@@ -400,13 +403,7 @@ async fn a_value_too_long_for_the_target_column_stops_the_pipeline_instead_of_be
         message.contains("applying changes to shop.albums: value too long for type character varying(8) (SQLSTATE 22001)"),
         "{message}"
     );
-    let recorded: Option<String> = pair
-        .dst
-        .query_one("SELECT last_error FROM fig_replication.pipelines", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(recorded.as_deref(), Some(message.as_str()));
+    assert_eq!(last_error(&pair).await.as_deref(), Some(message.as_str()));
     assert_eq!(
         rows(&pair.dst, "shop.albums", "id").await,
         ["(1,Help!,,,,,,,,,)"],
