@@ -45,16 +45,28 @@ impl Config {
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let basics = Basics::from_lookup(&lookup, &NAMES, 7001)?;
+        let integrations = Integrations {
+            stock: backend(&lookup, ENV_STOCK_URL)?,
+            wishlist: backend(&lookup, ENV_WISHLIST_URL)?,
+            timeout: millis(&lookup, ENV_REMOTE_TIMEOUT_MS, 2_000)?,
+            outbox_poll: millis(&lookup, ENV_OUTBOX_POLL_MS, 1_000)?,
+            ..Integrations::default()
+        };
+        // The monolith refuses to start rather than run with a lease that a reservation can
+        // outlive (why refuse, not clamp: `Integrations::check`).
+        integrations
+            .check()
+            .map_err(|e| ConfigError::Invalid {
+                name: ENV_REMOTE_TIMEOUT_MS,
+                detail: format!(
+                    "{e}, the TTL the monolith asks the catalog service to hold stock reservations for; \
+                     lower {ENV_REMOTE_TIMEOUT_MS} (or {ENV_OUTBOX_POLL_MS})"
+                ),
+            })?;
         Ok(Config {
             options: crate::Options {
                 workers: basics.workers,
-                integrations: Integrations {
-                    stock: backend(&lookup, ENV_STOCK_URL)?,
-                    wishlist: backend(&lookup, ENV_WISHLIST_URL)?,
-                    timeout: millis(&lookup, ENV_REMOTE_TIMEOUT_MS, 2_000)?,
-                    outbox_poll: millis(&lookup, ENV_OUTBOX_POLL_MS, 1_000)?,
-                    ..Integrations::default()
-                },
+                integrations,
             },
             basics,
         })
@@ -101,5 +113,40 @@ mod tests {
         assert!(e.to_string().contains(ENV_WISHLIST_URL), "{e}");
         let e = config(&[(NAMES.database_url, "u"), (ENV_OUTBOX_POLL_MS, "0")]).unwrap_err();
         assert!(e.to_string().contains(ENV_OUTBOX_POLL_MS), "{e}");
+    }
+
+    #[test]
+    fn a_timeout_whose_outbox_lease_could_outlive_a_reservation_is_refused() {
+        let ttl = Integrations::default().reservation_ttl;
+        // (remote timeout ms, poll ms, accepted): 60 s + poll + (50 × timeout + 10 s) + poll < 900 s
+        for (timeout, poll, accepted) in [
+            ("2000", "1000", true),    // the defaults: 172 s
+            ("16559", "1000", true),   // the longest timeout accepted: 899.95 s
+            ("16560", "1000", false),  // 900 s: reaches the TTL
+            ("60000", "1000", false),  // 3,072 s
+            ("2000", "364999", true),  // 899.998 s
+            ("2000", "365000", false), // 900 s
+        ] {
+            let got = config(&[
+                (NAMES.database_url, "u"),
+                (ENV_REMOTE_TIMEOUT_MS, timeout),
+                (ENV_OUTBOX_POLL_MS, poll),
+            ]);
+            match got {
+                Ok(c) => {
+                    assert!(accepted, "{timeout} ms, poll {poll} ms was accepted");
+                    let i = c.options.integrations;
+                    assert!(crate::orders::outbox::lease(i.timeout) < ttl, "{timeout}");
+                    assert!(i.confirm_bound() < ttl, "{timeout} ms, poll {poll} ms");
+                }
+                Err(e) => {
+                    assert!(!accepted, "{timeout} ms, poll {poll} ms: {e}");
+                    let e = e.to_string();
+                    for named in [ENV_REMOTE_TIMEOUT_MS, ENV_OUTBOX_POLL_MS, "reservation TTL"] {
+                        assert!(e.contains(named), "{e}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -31,6 +31,10 @@ pub struct Integrations {
     /// A saga order still pending after this long was abandoned by a crashed request: its
     /// reservation is released and the order removed.
     pub abandon_after: Duration,
+    /// How long the catalog service holds a reservation that nobody confirmed (sent as
+    /// `ttl_seconds`, whole seconds). Its confirm must arrive before then, which is what
+    /// [`Integrations::check`] guarantees for the outbox's lease.
+    pub reservation_ttl: Duration,
 }
 
 impl Default for Integrations {
@@ -41,7 +45,60 @@ impl Default for Integrations {
             timeout: Duration::from_secs(2),
             outbox_poll: Duration::from_secs(1),
             abandon_after: Duration::from_secs(60),
+            // The catalog's own default, so sending it changes nothing there.
+            reservation_ttl: Duration::from_secs(900),
         }
+    }
+}
+
+/// A configuration whose outbox lease could outlast the reservation it protects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a remote timeout of {timeout:?} makes an outbox lease of {lease:?} (every call of one \
+     delivery timing out, plus a margin), so a stock.confirm whose delivery is cut short by a \
+     crash could wait {bound:?} after its reservation was made ({abandon_after:?} and a {poll:?} \
+     poll until the order completes, then the lease, then another poll): that is not below the \
+     reservation TTL of {ttl:?}"
+)]
+pub struct LeaseOutlivesReservation {
+    pub timeout: Duration,
+    pub lease: Duration,
+    pub abandon_after: Duration,
+    pub poll: Duration,
+    pub bound: Duration,
+    pub ttl: Duration,
+}
+
+impl Integrations {
+    /// How late a `stock.confirm` can be, counted from its reservation, when the process that
+    /// leased it dies mid-delivery: the order completes within `abandon_after` and one poll of
+    /// being started (the stale-order sweep runs every poll, and a later transaction B finds the
+    /// order abandoned), the confirm then stays hidden for one lease, and a worker finds it at its
+    /// next poll.
+    pub fn confirm_bound(&self) -> Duration {
+        self.abandon_after
+            .saturating_add(self.outbox_poll)
+            .saturating_add(crate::orders::outbox::lease(self.timeout))
+            .saturating_add(self.outbox_poll)
+    }
+
+    /// The outbox lease must end before the reservation it protects expires. Refused rather
+    /// than clamped: a shorter lease than one delivery's worst case would let a slow but working
+    /// delivery be taken over (and a shorter cut-off would fail deliveries that would succeed),
+    /// and quietly changing what an operator set hides the mistake. Lower the timeout instead.
+    pub fn check(&self) -> Result<(), LeaseOutlivesReservation> {
+        let bound = self.confirm_bound();
+        if bound < self.reservation_ttl {
+            return Ok(());
+        }
+        Err(LeaseOutlivesReservation {
+            timeout: self.timeout,
+            lease: crate::orders::outbox::lease(self.timeout),
+            abandon_after: self.abandon_after,
+            poll: self.outbox_poll,
+            bound,
+            ttl: self.reservation_ttl,
+        })
     }
 }
 
@@ -114,13 +171,16 @@ pub struct ReservedLine {
 pub struct StockClient {
     http: reqwest::Client,
     base: String,
+    ttl_seconds: u64,
 }
 
 impl StockClient {
-    pub fn new(http: reqwest::Client, base: &str) -> Self {
+    /// Reservations it makes last `reservation_ttl` (whole seconds, at least one).
+    pub fn new(http: reqwest::Client, base: &str, reservation_ttl: Duration) -> Self {
         StockClient {
             http,
             base: base.trim_end_matches('/').to_string(),
+            ttl_seconds: reservation_ttl.as_secs().max(1),
         }
     }
 
@@ -136,7 +196,7 @@ impl StockClient {
         let reply = self
             .http
             .put(format!("{}/catalog/reservations/{key}", self.base))
-            .json(&json!({"lines": lines}))
+            .json(&json!({"lines": lines, "ttl_seconds": self.ttl_seconds}))
             .send()
             .await
             .map_err(transport)?;

@@ -64,15 +64,34 @@ pub fn server(listener: TcpListener, pool: Pool, workers: usize) -> std::io::Res
     )
 }
 
-/// The HTTP server plus the outbox worker, which runs on the current Tokio runtime.
+/// A started monolith: the HTTP server, and the outbox worker running beside it.
+pub struct Started {
+    pub server: Server,
+    /// Stop it after the server (see [`orders::outbox::Worker::stop`]), so that what the last
+    /// requests owe is delivered or left due.
+    pub outbox: orders::outbox::Worker,
+}
+
+/// The HTTP server plus the outbox worker, which runs on the current Tokio runtime until the
+/// server has stopped; then it finishes or releases the message in flight.
 pub fn server_with(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Server> {
+    start(listener, pool, options).map(|started| started.server)
+}
+
+/// Like [`server_with`], with a handle to stop the outbox worker and wait for it. Refuses
+/// integrations whose outbox lease could outlast a stock reservation ([`Integrations::check`]).
+pub fn start(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Started> {
     let integrations = options.integrations;
+    integrations
+        .check()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let http = integrations::http_client(integrations.timeout)?;
     let remote = |backend: &Backend| match backend {
         Backend::Local => None,
         Backend::Remote { base_url } => Some(base_url.clone()),
     };
-    let stock = remote(&integrations.stock).map(|url| StockClient::new(http.clone(), &url));
+    let stock = remote(&integrations.stock)
+        .map(|url| StockClient::new(http.clone(), &url, integrations.reservation_ttl));
     let wishlist =
         remote(&integrations.wishlist).map(|url| WishlistClient::new(http.clone(), &url));
     let removal = if wishlist.is_some() {
@@ -80,7 +99,8 @@ pub fn server_with(listener: TcpListener, pool: Pool, options: Options) -> std::
     } else {
         Removal::Local
     };
-    let outbox = orders::outbox::spawn_worker(Delivery {
+    // The server's app data holds the only `Outbox`es: once the server is gone, the worker stops.
+    let (outbox, worker) = orders::outbox::spawn_worker(Delivery {
         pool: pool.clone(),
         integrations,
         stock: stock.clone(),
@@ -103,5 +123,8 @@ pub fn server_with(listener: TcpListener, pool: Pool, options: Options) -> std::
     .disable_signals()
     .listen(listener)?
     .run();
-    Ok(server)
+    Ok(Started {
+        server,
+        outbox: worker,
+    })
 }

@@ -7,13 +7,21 @@ use platform::serve::{Binary, init_logging};
 async fn main() -> anyhow::Result<()> {
     init_logging();
     let config = Config::from_env()?;
-    Binary {
+    let mut outbox = None;
+    let served = Binary {
         name: "monolith",
         basics: &config.basics,
     }
     .run(MIGRATIONS, |listener, pool| {
-        monolith::server_with(listener, pool, config.options.clone())
+        let started = monolith::start(listener, pool, config.options.clone())?;
+        outbox = Some(started.outbox);
+        Ok(started.server)
     })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))
+    .await;
+    // The server has stopped (a signal, or it failed): the outbox delivers or releases the message
+    // in flight before the process exits, so another process can take it over at once.
+    if let Some(outbox) = outbox {
+        outbox.stop().await;
+    }
+    served.map_err(|e| anyhow::anyhow!("{e}"))
 }

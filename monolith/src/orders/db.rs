@@ -203,15 +203,26 @@ pub fn enqueue(
         .get_result(conn)
 }
 
-/// Leases up to `limit` due messages for `lease`: other workers skip them until it runs out, so a
-/// worker that dies mid-delivery only delays a message, never loses it.
-pub fn lease_due(
+/// A message leased for delivery. `attempts` counts its leases, this one included; it also
+/// tells this lease from a later one, so that a worker never moves a row another worker leased
+/// since.
+pub struct Leased {
+    pub id: i64,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub attempts: i32,
+}
+
+/// Leases the first due message with an id above `after` for `lease`: other workers skip it until
+/// the lease runs out, so a worker that dies mid-delivery only delays a message, never loses it.
+/// One message at a time, so that a lease only has to cover one delivery.
+pub fn lease_next(
     conn: &mut PgConnection,
-    limit: i64,
+    after: i64,
     lease: std::time::Duration,
-) -> QueryResult<Vec<(i64, String, serde_json::Value, i32)>> {
+) -> QueryResult<Option<Leased>> {
     #[derive(QueryableByName)]
-    struct Leased {
+    struct Row {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         id: i64,
         #[diesel(sql_type = diesel::sql_types::Text)]
@@ -221,37 +232,46 @@ pub fn lease_due(
         #[diesel(sql_type = diesel::sql_types::Integer)]
         attempts: i32,
     }
-    let rows: Vec<Leased> = diesel::sql_query(
+    let row: Option<Row> = diesel::sql_query(
         "UPDATE orders.outbox SET next_attempt_at = now() + make_interval(secs => $2), attempts = attempts + 1
-         WHERE id IN (SELECT id FROM orders.outbox WHERE next_attempt_at <= now()
-                      ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+         WHERE id = (SELECT id FROM orders.outbox WHERE next_attempt_at <= now() AND id > $1
+                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
          RETURNING id, kind, payload, attempts",
     )
-    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .bind::<diesel::sql_types::BigInt, _>(after)
     .bind::<diesel::sql_types::Double, _>(lease.as_secs_f64())
-    .load(conn)?;
-    let mut out: Vec<_> = rows
-        .into_iter()
-        .map(|r| (r.id, r.kind, r.payload, r.attempts))
-        .collect();
-    out.sort_by_key(|r| r.0);
-    Ok(out)
+    .get_result(conn)
+    .optional()?;
+    Ok(row.map(|r| Leased {
+        id: r.id,
+        kind: r.kind,
+        payload: r.payload,
+        attempts: r.attempts,
+    }))
 }
 
 pub fn delivered(conn: &mut PgConnection, id: i64) -> QueryResult<usize> {
     diesel::delete(outbox::table.find(id)).execute(conn)
 }
 
+/// Makes a leased message due again after `after` (`Duration::ZERO`: at once), noting why, unless
+/// it was leased again since (`attempts` moved on) or is gone.
 pub fn retry_later(
     conn: &mut PgConnection,
     id: i64,
+    attempts: i32,
     after: std::time::Duration,
     error: &str,
 ) -> QueryResult<usize> {
-    let at = Utc::now() + chrono::Duration::milliseconds(after.as_millis() as i64);
-    diesel::update(outbox::table.find(id))
-        .set((outbox::next_attempt_at.eq(at), outbox::last_error.eq(error)))
-        .execute(conn)
+    diesel::sql_query(
+        "UPDATE orders.outbox SET next_attempt_at = now() + make_interval(secs => $3), last_error = $4
+         WHERE id = $1 AND attempts = $2",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(id)
+    .bind::<diesel::sql_types::Integer, _>(attempts)
+    .bind::<diesel::sql_types::Double, _>(after.as_secs_f64())
+    .bind::<diesel::sql_types::Text, _>(error)
+    .execute(conn)
 }
 
 pub fn outbox_len(conn: &mut PgConnection) -> QueryResult<i64> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use diesel::{Connection, PgConnection};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::{OrderId, OrdersError, db};
 use crate::catalog::AlbumId;
@@ -59,15 +59,26 @@ pub fn pending(conn: &mut PgConnection) -> Result<i64, OrdersError> {
     Ok(db::outbox_len(conn)?)
 }
 
-/// Wakes the worker after a commit, so delivery does not wait for the next poll.
-#[derive(Debug, Clone, Default)]
+/// Wakes the worker after a commit, so delivery does not wait for the next poll. The worker also
+/// stops once every `Outbox` is gone: the server holding them has stopped.
+#[derive(Debug, Clone)]
 pub struct Outbox {
     wake: Arc<Notify>,
+    _stop_when_gone: Arc<StopWhenDropped>,
 }
 
 impl Outbox {
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+}
+
+#[derive(Debug)]
+struct StopWhenDropped(Arc<watch::Sender<bool>>);
+
+impl Drop for StopWhenDropped {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
     }
 }
 
@@ -80,16 +91,30 @@ pub struct Delivery {
     pub wishlist: Option<WishlistClient>,
 }
 
-const BATCH: i64 = 10;
 /// A message that can never be read is parked this long (effectively until an operator acts).
 const PARKED: Duration = Duration::from_secs(365 * 86_400);
+/// The most remote calls one message makes: a wishlist removal makes one per album, and an order
+/// has at most `MAX_LINES` lines; a confirm or a release makes one.
+const CALLS_PER_MESSAGE: u32 = super::domain::MAX_LINES as u32;
+/// Room in a lease for the database work around one delivery (leasing, then deleting the row or
+/// setting its next attempt).
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
+/// How long a stopping worker lets the message in flight finish before it releases it: enough
+/// for a receiver that answers, short next to the time a process is given to stop.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// How long a leased batch is hidden from other workers: every call of the batch timing out
-/// (a wishlist removal makes one call per album, at most 50), plus slack. A worker that dies
-/// mid-batch only delays its messages by this much; one that is merely slow may see another
-/// worker deliver the same message too, which idempotent receivers make harmless.
-fn lease(timeout: Duration) -> Duration {
-    timeout * (BATCH as u32) * 50 + Duration::from_secs(30)
+/// How long one delivery may take: every call it makes timing out. A delivery still running
+/// then is cut off and retried later, so no delivery outlasts its lease.
+pub fn delivery_budget(timeout: Duration) -> Duration {
+    timeout.saturating_mul(CALLS_PER_MESSAGE)
+}
+
+/// How long a leased message is hidden from other workers: one delivery's budget plus a margin.
+/// Messages are leased one at a time, just before their delivery, so a worker that dies only
+/// delays the message it was delivering, and by at most this much. `Integrations::check` keeps
+/// it below the reservation TTL that a `stock.confirm` must beat.
+pub fn lease(timeout: Duration) -> Duration {
+    delivery_budget(timeout).saturating_add(LEASE_MARGIN)
 }
 
 /// Backoff after `attempts` failed deliveries: 200 ms doubling, at most 10 s.
@@ -98,67 +123,177 @@ pub fn backoff(attempts: i32) -> Duration {
     Duration::from_millis(200u64.saturating_mul(1 << exp)).min(Duration::from_secs(10))
 }
 
-/// Starts the worker on the current Tokio runtime; it runs as long as the runtime does.
-pub fn spawn_worker(delivery: Delivery) -> Outbox {
-    let outbox = Outbox::default();
-    let wake = outbox.wake.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(delivery.integrations.outbox_poll) => {}
-            }
-            if let Err(e) = drain(&delivery).await {
-                tracing::warn!(error = %e, "outbox: delivery round failed");
-            }
-            if let Err(e) = abandon_stale(&delivery).await {
-                tracing::warn!(error = %e, "outbox: abandoning stale saga orders failed");
-            }
-        }
-    });
-    outbox
+/// The running worker.
+#[derive(Debug)]
+pub struct Worker {
+    stop: Arc<watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-/// Delivers due messages, batch after batch while every delivery succeeds. A round ends at the
-/// first failure (the rest waits for the next round), so a receiver that is down cannot keep the
-/// worker in one endless round.
-pub async fn drain(delivery: &Delivery) -> Result<usize, OrdersError> {
-    let lease = lease(delivery.integrations.timeout);
-    let mut delivered = 0;
+impl Worker {
+    /// Tells the worker to stop at once, and resolves when it has. It leases nothing more; the
+    /// message in flight gets [`STOP_GRACE`] to be delivered, and is otherwise released: due
+    /// again at once, for another process or the next start.
+    pub fn stop(self) -> impl Future<Output = ()> {
+        self.stop.send_replace(true);
+        let task = self.task;
+        async move {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "outbox: the worker ended abnormally");
+            }
+        }
+    }
+}
+
+/// Whether the worker has been told to stop (or everything that could tell it is gone).
+#[derive(Debug, Clone)]
+struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    fn now(&self) -> bool {
+        *self.0.borrow() || self.0.has_changed().is_err()
+    }
+
+    async fn wait(&self) {
+        let mut rx = self.0.clone();
+        // An error means every sender is gone, which is a stop too.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+
+    /// Resolves `STOP_GRACE` after the stop.
+    async fn grace_over(&self) {
+        self.wait().await;
+        tokio::time::sleep(STOP_GRACE).await;
+    }
+}
+
+/// Starts the worker on the current Tokio runtime. It runs until [`Worker::stop`], or until the
+/// returned `Outbox` and all its clones are dropped, and then stops the same way.
+pub fn spawn_worker(delivery: Delivery) -> (Outbox, Worker) {
+    let (tx, rx) = watch::channel(false);
+    let stop = Arc::new(tx);
+    let outbox = Outbox {
+        wake: Arc::default(),
+        _stop_when_gone: Arc::new(StopWhenDropped(stop.clone())),
+    };
+    let task = tokio::spawn(run(delivery, outbox.wake.clone(), Stopping(rx)));
+    (outbox, Worker { stop, task })
+}
+
+/// Delivery and the stale-order sweep run side by side, so that a long delivery round (a
+/// receiver that hangs) does not hold up the sweep: a pending order is abandoned within one poll
+/// of `abandon_after`, which `Integrations::confirm_bound` counts on.
+async fn run(delivery: Delivery, wake: Arc<Notify>, stopping: Stopping) {
+    tokio::join!(
+        deliver_rounds(&delivery, &wake, &stopping),
+        sweep_stale(&delivery, &wake, &stopping)
+    );
+    tracing::info!("outbox: worker stopped");
+}
+
+async fn deliver_rounds(delivery: &Delivery, wake: &Notify, stopping: &Stopping) {
     loop {
-        let batch = blocking(&delivery.pool, move |c| {
-            Ok::<_, OrdersError>(db::lease_due(c, BATCH, lease)?)
+        tokio::select! {
+            () = stopping.wait() => return,
+            () = wake.notified() => {}
+            () = tokio::time::sleep(delivery.integrations.outbox_poll) => {}
+        }
+        if let Err(e) = drain(delivery, stopping).await {
+            tracing::warn!(error = %e, "outbox: delivery round failed");
+        }
+    }
+}
+
+async fn sweep_stale(delivery: &Delivery, wake: &Notify, stopping: &Stopping) {
+    loop {
+        tokio::select! {
+            () = stopping.wait() => return,
+            () = tokio::time::sleep(delivery.integrations.outbox_poll) => {}
+        }
+        match abandon_stale(delivery).await {
+            // Each abandoned order owes a release.
+            Ok(0) => {}
+            Ok(_) => wake.notify_one(),
+            Err(e) => tracing::warn!(error = %e, "outbox: abandoning stale saga orders failed"),
+        }
+    }
+}
+
+/// Delivers the messages that are due, in id order, each at most once per round (a failed one
+/// waits for its backoff and a later round), so a receiver that is down cannot keep the worker in
+/// one endless round, and cannot hold up messages behind its own. Each message is leased just
+/// before its delivery. A stop ends the round before the next message.
+async fn drain(delivery: &Delivery, stopping: &Stopping) -> Result<usize, OrdersError> {
+    let lease = lease(delivery.integrations.timeout);
+    let mut after = 0;
+    let mut delivered = 0;
+    while !stopping.now() {
+        let Some(leased) = blocking(&delivery.pool, move |c| {
+            Ok::<_, OrdersError>(db::lease_next(c, after, lease)?)
         })
-        .await?;
-        let full = batch.len() as i64 == BATCH;
-        let mut clean = true;
-        for (id, kind, payload, attempts) in batch {
-            let outcome = match serde_json::from_value::<Message>(payload) {
-                Ok(message) => deliver(delivery, &message)
-                    .await
-                    .map_err(|e| (e, backoff(attempts))),
-                Err(e) => Err((format!("unreadable {kind} message, parked: {e}"), PARKED)),
-            };
-            match outcome {
-                Ok(()) => {
+        .await?
+        else {
+            break;
+        };
+        after = leased.id;
+        if attempt(delivery, leased, stopping).await? {
+            delivered += 1;
+        }
+    }
+    Ok(delivered)
+}
+
+/// Delivers one leased message, and deletes it, or sets when it is due again. Returns whether it
+/// was delivered.
+async fn attempt(
+    delivery: &Delivery,
+    leased: db::Leased,
+    stopping: &Stopping,
+) -> Result<bool, OrdersError> {
+    let db::Leased {
+        id,
+        kind,
+        payload,
+        attempts,
+    } = leased;
+    let budget = delivery_budget(delivery.integrations.timeout);
+    let outcome = match serde_json::from_value::<Message>(payload) {
+        Err(e) => Err((format!("unreadable {kind} message, parked: {e}"), PARKED)),
+        Ok(message) => {
+            let delivering = tokio::time::timeout(budget, deliver(delivery, &message));
+            tokio::select! {
+                done = delivering => match done {
+                    Ok(done) => done.map_err(|e| (e, backoff(attempts))),
+                    Err(_) => Err((format!("not delivered within {budget:?}"), backoff(attempts))),
+                },
+                () = stopping.grace_over() => {
+                    // Released, not failed: a later attempt need not wait.
+                    let why = "the worker stopped during its delivery; released";
+                    tracing::info!(id, kind, "outbox: stopping; released the message in flight");
                     blocking(&delivery.pool, move |c| {
-                        Ok::<_, OrdersError>(db::delivered(c, id)?)
+                        Ok::<_, OrdersError>(db::retry_later(c, id, attempts, Duration::ZERO, why)?)
                     })
                     .await?;
-                    delivered += 1;
-                }
-                Err((error, wait)) => {
-                    clean = false;
-                    tracing::warn!(id, kind, attempts, retry_in_ms = wait.as_millis() as u64, %error, "outbox: delivery failed");
-                    blocking(&delivery.pool, move |c| {
-                        Ok::<_, OrdersError>(db::retry_later(c, id, wait, &error)?)
-                    })
-                    .await?;
+                    return Ok(false);
                 }
             }
         }
-        if !(full && clean) {
-            return Ok(delivered);
+    };
+    match outcome {
+        Ok(()) => {
+            blocking(&delivery.pool, move |c| {
+                Ok::<_, OrdersError>(db::delivered(c, id)?)
+            })
+            .await?;
+            Ok(true)
+        }
+        Err((error, wait)) => {
+            tracing::warn!(id, kind, attempts, retry_in_ms = wait.as_millis() as u64, %error, "outbox: delivery failed");
+            blocking(&delivery.pool, move |c| {
+                Ok::<_, OrdersError>(db::retry_later(c, id, attempts, wait, &error)?)
+            })
+            .await?;
+            Ok(false)
         }
     }
 }
@@ -270,12 +405,14 @@ pub fn reservation_key(order: OrderId) -> String {
     format!("order-{}", order.0)
 }
 
-async fn abandon_stale(delivery: &Delivery) -> Result<(), OrdersError> {
+/// Abandons the saga orders left pending for longer than `abandon_after`; returns how many.
+async fn abandon_stale(delivery: &Delivery) -> Result<usize, OrdersError> {
     let age = delivery.integrations.abandon_after;
     let stale = blocking(&delivery.pool, move |c| {
         Ok::<_, OrdersError>(db::stale_pending(c, age)?)
     })
     .await?;
+    let count = stale.len();
     for order in stale {
         tracing::warn!(
             order_id = order.0,
@@ -283,7 +420,7 @@ async fn abandon_stale(delivery: &Delivery) -> Result<(), OrdersError> {
         );
         blocking(&delivery.pool, move |c| abandon(c, order)).await?;
     }
-    Ok(())
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -325,6 +462,40 @@ mod tests {
             1,
             "abandoning twice owes one release"
         );
+    }
+
+    #[test]
+    fn a_lease_covers_one_delivery_every_call_of_which_times_out() {
+        let ms = Duration::from_millis;
+        // (remote timeout, delivery budget = 50 calls, lease = budget + 10 s)
+        for (timeout, budget, leased) in [
+            (ms(1), ms(50), ms(10_050)),
+            (ms(800), ms(40_000), ms(50_000)),
+            (ms(2_000), ms(100_000), ms(110_000)),
+            (ms(16_559), ms(827_950), ms(837_950)),
+            (Duration::MAX, Duration::MAX, Duration::MAX),
+        ] {
+            assert_eq!(delivery_budget(timeout), budget, "{timeout:?}");
+            assert_eq!(lease(timeout), leased, "{timeout:?}");
+        }
+    }
+
+    #[test]
+    fn the_lease_is_shorter_than_the_reservation_it_protects() {
+        let defaults = Integrations::default();
+        assert_eq!(defaults.reservation_ttl, Duration::from_secs(900));
+        assert!(
+            lease(defaults.timeout) < defaults.reservation_ttl,
+            "a {:?} lease outlives a {:?} reservation",
+            lease(defaults.timeout),
+            defaults.reservation_ttl
+        );
+        // Even after the order takes as long as it may to complete and a worker polls once more.
+        assert_eq!(
+            defaults.confirm_bound(),
+            Duration::from_secs(60 + 1 + 110 + 1)
+        );
+        assert_eq!(defaults.check(), Ok(()));
     }
 
     #[test]
