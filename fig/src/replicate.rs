@@ -125,7 +125,8 @@ impl Replicating {
 
 /// After cutover: make sure the services hold the data once (the forward copy, unless the
 /// reverse stream already exists, which means the services own newer data), retire the
-/// forward stream, and start the reverse ones.
+/// forward stream, bring the services' sequences up to the monolith's, and start the reverse
+/// ones.
 pub async fn cutover(forward: &[Pipeline], limit: Duration) -> anyhow::Result<Replicating> {
     let reverse: Vec<Pipeline> = forward.iter().map(reverse).collect();
     let mut copy_first = Vec::new();
@@ -154,6 +155,15 @@ pub async fn cutover(forward: &[Pipeline], limit: Duration) -> anyhow::Result<Re
                 .await
                 .with_context(|| format!("retiring the forward pipeline {}", f.name))?;
         }
+    }
+    // The services draw ids from now on: their sequences go past every id the monolith drew
+    // (the forward streams synced them while running; this covers the last moments, and writes
+    // to the monolith since). Forward only, so what the services drew stays theirs. From here
+    // the reverse streams keep the monolith's sequences following the services'.
+    for f in forward {
+        replication::ops::sync_sequences(f)
+            .await
+            .with_context(|| format!("moving the services' sequences forward ({})", f.name))?;
     }
     Ok(start(&reverse))
 }

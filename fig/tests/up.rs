@@ -240,8 +240,74 @@ fn cutover_orders_take_stock_from_the_catalog_service_and_clear_the_remote_wishl
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // The catalog service draws ids now: past every id copied from the monolith (its sequences
+    // once stayed at 1, and a new album collided with a copied one, reported as "sku taken").
+    let (status, artist) = post(
+        &format!("{catalog}/catalog/artists"),
+        serde_json::json!({"name": "After Cutover"}),
+    );
+    assert_eq!(status, 201, "{artist}");
+    let album = |sku: &str, artist: &serde_json::Value| {
+        serde_json::json!({
+            "sku": sku, "title": "After Cutover", "artist_id": artist["id"], "genre": "rock",
+            "release_year": 2026, "price": {"amount_cents": 1500, "currency": "EUR"}, "stock": 3
+        })
+    };
+    let (status, created) = post(
+        &format!("{catalog}/catalog/albums"),
+        album("CUTOVER-1", &artist),
+    );
+    assert_eq!(status, 201, "{created}");
+    let album_id = created["id"].as_i64().unwrap();
+    // The reverse stream keeps the monolith's sequences following the service's, so an album
+    // added on the monolith's own endpoint (say, after rolling back) takes a fresh id too. Rows
+    // and sequences travel separately: wait for both (the new album names the new artist).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&format!("{monolith}/catalog/albums/{album_id}")).0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "album {album_id} not in the monolith"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for_sequence(&stack.value("postgres"), "catalog.albums_id_seq", album_id);
+    let (status, created) = post(
+        &format!("{monolith}/catalog/albums"),
+        album("CUTOVER-2", &artist),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert!(created["id"].as_i64().unwrap() > album_id, "{created}");
+
     stack.signal(Signal::SIGINT);
     assert!(stack.wait(Duration::from_secs(60)).success());
+}
+
+/// Polls (up to 30 s) until `sequence` in the database at `url` has handed out `value` or more.
+fn wait_for_sequence(url: &str, sequence: &str, value: i64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = replication::source::connect(url).await.expect("connect");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let last: i64 = client
+                .query_one(&format!("SELECT last_value FROM {sequence}"), &[])
+                .await
+                .expect("read the sequence")
+                .get(0);
+            if last >= value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{sequence} is at {last}, not yet {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
 }
 
 /// Runs `fig toggle …` against a running stack; returns its printed JSON.

@@ -7,6 +7,7 @@
 //! - [`pipeline`]: one source → target stream: publication, slot, initial copy ([`copy`]),
 //!   then applying changes ([`apply`]) with the position kept in the target ([`state`]), large
 //!   transactions while still in progress on the source ([`streamed`]);
+//! - [`sequences`]: target sequences kept at or past the source's, so the target can draw ids;
 //! - [`config`] for the pipeline file, [`verify`] to compare both sides, [`metrics`].
 
 pub mod apply;
@@ -19,6 +20,7 @@ pub mod ops;
 pub mod pgoutput;
 pub mod pipeline;
 pub mod schema;
+pub mod sequences;
 pub mod source;
 pub mod state;
 pub mod streamed;

@@ -207,6 +207,15 @@ pub async fn drop(pipeline: &Pipeline) -> Result<(), PipelineError> {
     Ok(())
 }
 
+/// Moves the target's sequences of the pipeline's tables forward to the source's (never back):
+/// for whoever takes over writes on the target, e.g. at a cutover, after the pipeline stopped.
+/// Returns how many moved.
+pub async fn sync_sequences(pipeline: &Pipeline) -> Result<usize, PipelineError> {
+    let (s, t) = connect_both(pipeline).await?;
+    let pairs = crate::sequences::resolve(&s, &t, &pipeline.tables).await?;
+    crate::sequences::sync(&s, &t, &pairs).await
+}
+
 /// Waits (up to `wait`) until a streaming pipeline's target has applied everything the source
 /// has now; returns whether it got there.
 pub async fn caught_up(pipeline: &Pipeline, wait: Duration) -> Result<bool, PipelineError> {

@@ -16,6 +16,7 @@ use crate::error::{PipelineError, source, target};
 use crate::metrics::PipelineMetrics;
 use crate::pgoutput::{self, LogicalMessage};
 use crate::schema::{self, RelPlan, TableInfo};
+use crate::sequences::{self, SequencePair};
 use crate::source as src;
 use crate::state::{self, Phase};
 use crate::streamed::InProgress;
@@ -100,6 +101,8 @@ async fn run_with(
         .await
         .map_err(source("connecting"))?;
     let tables = resolve(pipeline, &source_client, &target_client).await?;
+    let sequence_pairs =
+        sequences::resolve(&source_client, &target_client, &pipeline.tables).await?;
     let names: Vec<QualifiedName> = tables.iter().map(|t| t.source.name.clone()).collect();
     src::ensure_publication(&source_client, &pipeline.publication(), &names).await?;
     prepare_apply_session(
@@ -157,6 +160,14 @@ async fn run_with(
         .start_logical_replication(&slot, start_lsn, &options)
         .await?;
     tracing::info!(pipeline = %pipeline.name, from = %format_lsn(start_lsn), streaming, "streaming");
+    // After the copy (or where a resumed run left off) and before the target sees new rows.
+    sequences::sync_or_warn(
+        &pipeline.name,
+        &source_client,
+        &target_client,
+        &sequence_pairs,
+    )
+    .await;
     state::clear_error(&target_client, &pipeline.name).await?;
     metrics.set_phase("streaming");
     let applier = Applier::new(target_client, &pipeline.name, pipeline.batch_rows);
@@ -183,6 +194,7 @@ async fn run_with(
         last_status: Instant::now(),
         last_idle_record: Instant::now(),
         last_slot_check: Instant::now() - SLOT_CHECK_EVERY,
+        sequences: sequence_pairs,
     };
     streamer.run(stop).await
 }
@@ -418,6 +430,8 @@ struct Streamer<'a> {
     last_status: Instant,
     last_idle_record: Instant,
     last_slot_check: Instant,
+    /// Target sequences that follow the source's (see [`sequences`]).
+    sequences: Vec<SequencePair>,
 }
 
 impl Streamer<'_> {
@@ -461,6 +475,9 @@ impl Streamer<'_> {
         // sends it again).
         if !self.in_source_transaction {
             self.commit().await?;
+            // The last word before whoever takes over writes on the target (a cutover stops
+            // this pipeline first).
+            self.sync_sequences().await;
         }
         self.send_status(false).await?;
         self.stream.finish().await?;
@@ -518,6 +535,19 @@ impl Streamer<'_> {
         Ok(())
     }
 
+    /// Moves the target's sequences up to the source's; a failure is only logged.
+    async fn sync_sequences(&self) {
+        if !self.sequences.is_empty() {
+            sequences::sync_or_warn(
+                &self.pipeline.name,
+                &self.source_client,
+                self.applier.client(),
+                &self.sequences,
+            )
+            .await;
+        }
+    }
+
     async fn housekeeping(&mut self) -> Result<(), PipelineError> {
         // Skipped transactions (echoes, already applied) leave nothing to commit: once idle,
         // confirm past them too, or the slot would hold their WAL until the next keepalive.
@@ -529,6 +559,11 @@ impl Streamer<'_> {
         }
         if self.last_status.elapsed() >= STATUS_EVERY {
             self.send_status(false).await?;
+        }
+        // Every tick (STATUS_EVERY), between target transactions: the sync shares the applier's
+        // session, and a failed statement must not abort a transaction being applied.
+        if idle {
+            self.sync_sequences().await;
         }
         if self.last_slot_check.elapsed() >= SLOT_CHECK_EVERY {
             self.last_slot_check = Instant::now();
