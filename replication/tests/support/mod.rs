@@ -2,6 +2,8 @@
 //! pipeline running in this process, and waiting (by polling) until the target caught up.
 #![allow(dead_code)]
 
+pub mod rng;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
