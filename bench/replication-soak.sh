@@ -85,7 +85,7 @@ main() {
         (cd "$ROOT/replication" &&
             FIG_DIFF_SEED=$seed FIG_DIFF_SEEDS=$BATCH FIG_DIFF_TXNS=$TXNS FIG_DIFF_TIMEOUT=$TIMEOUT \
                 timeout --kill-after=10 $((BATCH * (TIMEOUT * 8 + 60))) \
-                "$bin" --include-ignored --nocapture --test-threads 1 >"$out" 2>&1) || code=$?
+                "$bin" --nocapture --test-threads 1 >"$out" 2>&1) || code=$?
         local seen=0
         while IFS= read -r line; do
             seen=$((seen + 1))
@@ -117,7 +117,7 @@ main() {
     echo "   passed: $ok; failed: ${#failed[@]}"
     local s
     for s in "${failed[@]}"; do
-        echo "   FAILED seed $s: FIG_DIFF_SEED=$s FIG_DIFF_TXNS=$TXNS FIG_DIFF_TIMEOUT=$TIMEOUT cargo test -p replication --test differential -- --include-ignored --nocapture"
+        echo "   FAILED seed $s: FIG_DIFF_SEED=$s FIG_DIFF_TXNS=$TXNS FIG_DIFF_TIMEOUT=$TIMEOUT cargo test -p replication --test differential -- --nocapture"
     done
     ((${#failed[@]} == 0)) || exit 1
 }

@@ -200,23 +200,24 @@ impl Applier {
         Ok(())
     }
 
-    /// Undoes everything since the savepoint `name` (a source subtransaction aborted).
+    /// Undoes everything since the savepoint `name` (a source subtransaction aborted), at once:
+    /// the caller has sent what came before ([`Applier::send_now`]), or dropped it after the
+    /// target refused part of it. The target refuses a savepoint that never reached it (one
+    /// queued after a refused statement).
     pub async fn rollback_to(&mut self, name: &str) -> Result<(), PipelineError> {
-        // What is batched is written first, so it is undone in order with the rest.
-        self.flush().await?;
-        self.queue_sql(&format!("ROLLBACK TO SAVEPOINT {};\n", quote_ident(name)));
-        Ok(())
+        self.client
+            .batch_execute(&format!("ROLLBACK TO SAVEPOINT {}", quote_ident(name)))
+            .await
+            .map_err(target(format!("rolling back to savepoint {name}")))
     }
 
     /// Discards the open target transaction (a source transaction aborted, or was already
     /// applied): nothing of it is written.
     pub async fn rollback(&mut self) -> Result<(), PipelineError> {
-        self.settle().await?;
-        self.batch.clear();
-        self.batch_key = None;
-        self.batch_identities.clear();
+        // A write that failed is undone with the rest: its error no longer matters.
+        let _ = self.settle().await;
+        self.discard_unsent();
         self.pending = None;
-        self.queued.clear();
         // (If BEGIN never reached the server, ROLLBACK only draws a warning.)
         if std::mem::take(&mut self.in_transaction) {
             self.client
@@ -225,6 +226,21 @@ impl Applier {
                 .map_err(target("rolling back"))?;
         }
         Ok(())
+    }
+
+    /// Forgets what is batched or queued and not yet sent (after the target refused a statement
+    /// of the open transaction, the server would refuse all of it anyway).
+    pub fn discard_unsent(&mut self) {
+        self.batch.clear();
+        self.batch_key = None;
+        self.batch_identities.clear();
+        self.queued.clear();
+    }
+
+    /// Sends what is queued now, rather than with the next batch or the commit.
+    pub async fn send_now(&mut self) -> Result<(), PipelineError> {
+        self.flush().await?;
+        self.send_sql().await
     }
 
     pub fn in_transaction(&self) -> bool {
@@ -687,9 +703,12 @@ fn statement_sql(plan: &RelPlan, kind: &Kind, param: &dyn Fn(usize) -> String) -
             })
             .collect();
         if plan.full_identity {
-            // Without a key, identical rows are interchangeable: change exactly one.
+            // Without a key, identical rows are interchangeable: change exactly one. One that
+            // another apply session has locked is skipped: on the source this change found an
+            // identical row nobody held (row locks order the source), and waiting for the
+            // other session, whose transaction commits later in the stream, would never end.
             format!(
-                "ctid = (SELECT ctid FROM {table} WHERE {} LIMIT 1)",
+                "ctid = (SELECT ctid FROM {table} WHERE {} LIMIT 1 FOR UPDATE SKIP LOCKED)",
                 conditions.join(" AND ")
             )
         } else {
@@ -877,6 +896,6 @@ mod tests {
             sql.contains("ctid = (SELECT ctid FROM \"d\".\"t\" WHERE \"id\" IS NOT DISTINCT FROM"),
             "{sql}"
         );
-        assert!(sql.ends_with("LIMIT 1)"), "{sql}");
+        assert!(sql.ends_with("LIMIT 1 FOR UPDATE SKIP LOCKED)"), "{sql}");
     }
 }

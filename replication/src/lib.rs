@@ -25,4 +25,5 @@ pub mod source;
 pub mod state;
 pub mod streamed;
 pub mod verify;
+pub mod waits;
 pub mod wire;

@@ -22,6 +22,9 @@ pub struct PipelineMetrics {
     /// Source commit time (Unix µs) of the last transaction applied.
     last_commit_unix_micros: AtomicI64,
     retained_wal_bytes: AtomicI64,
+    /// Times the pipeline applied again in commit order, without streaming, after a streamed
+    /// transaction was refused or two sessions waited on each other.
+    commit_order_retries: AtomicU64,
 }
 
 fn unix_micros(t: SystemTime) -> i64 {
@@ -41,6 +44,7 @@ impl PipelineMetrics {
             transactions: AtomicU64::new(0),
             last_commit_unix_micros: AtomicI64::new(0),
             retained_wal_bytes: AtomicI64::new(0),
+            commit_order_retries: AtomicU64::new(0),
         })
     }
 
@@ -73,6 +77,14 @@ impl PipelineMetrics {
 
     pub fn retained_wal(&self, bytes: i64) {
         self.retained_wal_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn commit_order_retry(&self) {
+        self.commit_order_retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn commit_order_retries(&self) -> u64 {
+        self.commit_order_retries.load(Ordering::Relaxed)
     }
 
     pub fn phase(&self) -> &'static str {
@@ -125,13 +137,18 @@ impl PipelineMetrics {
             "fig_replication_retained_wal_bytes{{pipeline=\"{name}\"}} {}",
             self.retained_wal_bytes.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "fig_replication_commit_order_retries_total{{pipeline=\"{name}\"}} {}",
+            self.commit_order_retries()
+        );
     }
 }
 
 /// The Prometheus text for every pipeline.
 pub fn render(pipelines: &[Arc<PipelineMetrics>]) -> String {
     let mut out = String::from(
-        "# TYPE fig_replication_up gauge\n# TYPE fig_replication_lag_bytes gauge\n# TYPE fig_replication_lag_seconds gauge\n# TYPE fig_replication_applied_lsn gauge\n# TYPE fig_replication_transactions_total counter\n# TYPE fig_replication_retained_wal_bytes gauge\n",
+        "# TYPE fig_replication_up gauge\n# TYPE fig_replication_lag_bytes gauge\n# TYPE fig_replication_lag_seconds gauge\n# TYPE fig_replication_applied_lsn gauge\n# TYPE fig_replication_transactions_total counter\n# TYPE fig_replication_retained_wal_bytes gauge\n# TYPE fig_replication_commit_order_retries_total counter\n",
     );
     for p in pipelines {
         p.render_into(&mut out);

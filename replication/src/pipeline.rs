@@ -2,7 +2,7 @@
 //! slot's snapshot when starting fresh, then stream and apply, answering the server and moving
 //! the slot only past what the target has committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use crate::sequences::{self, SequencePair};
 use crate::source as src;
 use crate::state::{self, Phase};
 use crate::streamed::InProgress;
+use crate::waits::WaitWatch;
 use crate::wire::{
     ReplicationConfig, ReplicationConnection, ReplicationMessage, ReplicationStream,
     SnapshotAction, format_lsn, publication_names_option,
@@ -70,17 +71,29 @@ struct Resolved {
     plan: RelPlan,
 }
 
+/// How one connection's worth of streaming ended, short of failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// `stop` turned true.
+    Stopped,
+    /// Connect again, streaming in-progress transactions only from `serial_until` on.
+    Again { serial_until: u64 },
+}
+
 /// Runs `pipeline` until `stop` turns true (a clean stop: Ok) or it fails.
 pub async fn run(
     pipeline: &Pipeline,
     mut stop: watch::Receiver<bool>,
     metrics: Arc<PipelineMetrics>,
 ) -> Result<(), PipelineError> {
-    let target_client = src::connect(&pipeline.target)
-        .await
-        .map_err(target("connecting"))?;
-    state::ensure_schema(&target_client).await?;
-    let result = run_with(pipeline, &mut stop, &metrics, target_client).await;
+    let mut serial_until = 0;
+    let result = loop {
+        match connect_and_run(pipeline, &mut stop, &metrics, serial_until).await {
+            Ok(Ended::Stopped) => break Ok(()),
+            Ok(Ended::Again { serial_until: s }) => serial_until = s,
+            Err(e) => break Err(e),
+        }
+    };
     if let Err(e) = &result {
         metrics.set_error(&e.to_string());
         // The applier's connection may be inside a failed transaction: use a fresh one.
@@ -91,12 +104,26 @@ pub async fn run(
     result
 }
 
+async fn connect_and_run(
+    pipeline: &Pipeline,
+    stop: &mut watch::Receiver<bool>,
+    metrics: &Arc<PipelineMetrics>,
+    serial_until: u64,
+) -> Result<Ended, PipelineError> {
+    let target_client = src::connect(&pipeline.target)
+        .await
+        .map_err(target("connecting"))?;
+    state::ensure_schema(&target_client).await?;
+    run_with(pipeline, stop, metrics, target_client, serial_until).await
+}
+
 async fn run_with(
     pipeline: &Pipeline,
     stop: &mut watch::Receiver<bool>,
     metrics: &Arc<PipelineMetrics>,
     target_client: tokio_postgres::Client,
-) -> Result<(), PipelineError> {
+    serial_until: u64,
+) -> Result<Ended, PipelineError> {
     let source_client = src::connect(&pipeline.source)
         .await
         .map_err(source("connecting"))?;
@@ -146,10 +173,14 @@ async fn run_with(
         }
     };
     let publication = publication_names_option(&[pipeline.publication().as_str()]);
-    let streaming = pipeline.stream_after_kib > 0
+    let can_stream = pipeline.stream_after_kib > 0
         && connection
             .parameter("server_version")
             .is_some_and(|v| major_version(v) >= 14);
+    // After a streamed transaction went wrong, everything up to where it happened is applied
+    // again in commit order, one transaction after the other (see `Streamer::run`).
+    let stream_again_at = (can_stream && serial_until > start_lsn).then_some(serial_until);
+    let streaming = can_stream && stream_again_at.is_none();
     let mut options = vec![("publication_names", publication.as_str())];
     options.extend(if streaming {
         [("proto_version", "2"), ("streaming", "on")].as_slice()
@@ -160,6 +191,10 @@ async fn run_with(
         .start_logical_replication(&slot, start_lsn, &options)
         .await?;
     tracing::info!(pipeline = %pipeline.name, from = %format_lsn(start_lsn), streaming, "streaming");
+    let waits = streaming.then(|| {
+        let main = pipeline.application_name();
+        WaitWatch::spawn(&pipeline.target, vec![format!("{main}-stream"), main])
+    });
     // After the copy (or where a resumed run left off) and before the target sees new rows.
     sequences::sync_or_warn(
         &pipeline.name,
@@ -183,6 +218,10 @@ async fn run_with(
         metrics: metrics.clone(),
         source_client,
         in_progress: InProgress::new(),
+        streaming,
+        stream_again_at,
+        waits,
+        ignored: HashSet::new(),
         block: None,
         received: start_lsn,
         applied: start_lsn,
@@ -413,6 +452,14 @@ struct Streamer<'a> {
     source_client: tokio_postgres::Client,
     /// Streamed transactions being applied, each on its own session.
     in_progress: InProgress,
+    /// This connection asked for in-progress transactions to be streamed.
+    streaming: bool,
+    /// Not streaming until the position reaches this (then connect again, streaming).
+    stream_again_at: Option<u64>,
+    /// Keeps the sessions from waiting on each other for good (while streaming).
+    waits: Option<WaitWatch>,
+    /// Relations published but not in the mapping: their changes are not this pipeline's.
+    ignored: HashSet<u32>,
     /// Inside a stream block: the streamed transaction its changes belong to.
     block: Option<u32>,
     /// The furthest WAL position the server has told us about.
@@ -435,9 +482,48 @@ struct Streamer<'a> {
 }
 
 impl Streamer<'_> {
-    async fn run(mut self, stop: &mut watch::Receiver<bool>) -> Result<(), PipelineError> {
+    async fn run(mut self, stop: &mut watch::Receiver<bool>) -> Result<Ended, PipelineError> {
+        match self.apply(stop).await {
+            // The target refused something, or two of our sessions waited on each other, while
+            // transactions were applied concurrently. Nothing uncommitted survives (the sessions
+            // are dropped with `self`, and the server rolls their transactions back): from the
+            // applied position up to what was received, apply again in commit order on one
+            // session. A refusal that was not about the order comes back then, and stops the
+            // pipeline.
+            Err(e)
+                if self.streaming && self.received > self.applied && retry_in_commit_order(&e) =>
+            {
+                let wait = self.waits.as_ref().and_then(WaitWatch::cancelled);
+                tracing::warn!(pipeline = %self.pipeline.name, error = %e, wait = wait.as_deref().unwrap_or("none"),
+                    until = %format_lsn(self.received),
+                    "applying again without streaming, one transaction after the other, up to where this happened");
+                self.metrics.commit_order_retry();
+                Ok(Ended::Again {
+                    serial_until: self.received,
+                })
+            }
+            Ok(ended) => {
+                self.stream.finish().await?;
+                Ok(ended)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn apply(&mut self, stop: &mut watch::Receiver<bool>) -> Result<Ended, PipelineError> {
         let mut tick = tokio::time::interval(STATUS_EVERY);
+        let mut ended = Ended::Stopped;
         loop {
+            // Applied in commit order as far as asked: stream again (from a clean stop).
+            if let Some(at) = self.stream_again_at
+                && self.applied >= at
+                && !self.in_source_transaction
+                && !self.applier.in_transaction()
+            {
+                tracing::info!(pipeline = %self.pipeline.name, at = %format_lsn(self.applied), "streaming in-progress transactions again");
+                ended = Ended::Again { serial_until: 0 };
+                break;
+            }
             // Between source transactions with a target transaction open: commit once nothing
             // more is waiting, or the group is big or old enough.
             if !self.in_source_transaction && self.applier.in_transaction() {
@@ -480,8 +566,7 @@ impl Streamer<'_> {
             self.sync_sequences().await;
         }
         self.send_status(false).await?;
-        self.stream.finish().await?;
-        Ok(())
+        Ok(ended)
     }
 
     async fn commit(&mut self) -> Result<(), PipelineError> {
@@ -632,16 +717,20 @@ impl Streamer<'_> {
             .any(|p| is_origin_of(origin, p))
     }
 
-    /// The session a data message is applied on: the main one, or inside a stream block its
-    /// transaction's (with the savepoint of its subtransaction opened). `None`: not applied.
-    async fn session_for(
+    /// A row change, on the main session, or inside a stream block in its transaction's.
+    async fn apply_change(
         &mut self,
+        relation: u32,
         xid: Option<u32>,
-    ) -> Result<Option<&mut Applier>, PipelineError> {
+        change: Change,
+    ) -> Result<(), PipelineError> {
+        if self.ignored.contains(&relation) {
+            return Ok(());
+        }
         match self.block {
-            Some(top) => self.in_progress.session(top, xid).await,
-            None if self.skipping => Ok(None),
-            None => Ok(Some(&mut self.applier)),
+            Some(top) => self.in_progress.change(top, xid, relation, change).await,
+            None if self.skipping => Ok(()),
+            None => self.applier.change(relation, change).await,
         }
     }
 
@@ -670,45 +759,54 @@ impl Streamer<'_> {
                     schema: relation.namespace.clone(),
                     name: relation.name.clone(),
                 };
-                let resolved = self
-                    .mappings
-                    .get(&name)
-                    .ok_or_else(|| PipelineError::Mapping {
-                        table: name.to_string(),
-                        detail: "is published but not in the pipeline's table mapping".into(),
-                    })?;
+                let Some(resolved) = self.mappings.get(&name) else {
+                    // A table taken out of the mapping while changes of it were still in the
+                    // slot, or one a shared publication carries for another pipeline.
+                    if self.ignored.insert(relation.id) {
+                        tracing::info!(pipeline = %self.pipeline.name, table = %name, "published but not in the mapping: its changes are ignored");
+                    }
+                    return Ok(());
+                };
+                self.ignored.remove(&relation.id);
                 let plan = schema::plan_relation(&relation, &resolved.mapping, &resolved.target)?;
                 self.in_progress.set_plan(relation.id, &plan).await?;
                 self.applier.set_plan(relation.id, plan).await?;
             }
             LogicalMessage::Type(_) | LogicalMessage::Message(_) => {}
             LogicalMessage::Insert(insert) => {
-                if let Some(applier) = self.session_for(insert.xid).await? {
-                    applier
-                        .change(insert.relation_id, Change::Insert { new: insert.new })
-                        .await?;
-                }
+                let change = Change::Insert { new: insert.new };
+                self.apply_change(insert.relation_id, insert.xid, change)
+                    .await?;
             }
             LogicalMessage::Update(update) => {
-                if let Some(applier) = self.session_for(update.xid).await? {
-                    let change = Change::Update {
-                        old: update.old,
-                        new: update.new,
-                    };
-                    applier.change(update.relation_id, change).await?;
-                }
+                let change = Change::Update {
+                    old: update.old,
+                    new: update.new,
+                };
+                self.apply_change(update.relation_id, update.xid, change)
+                    .await?;
             }
             LogicalMessage::Delete(delete) => {
-                if let Some(applier) = self.session_for(delete.xid).await? {
-                    applier
-                        .change(delete.relation_id, Change::Delete { old: delete.old })
-                        .await?;
-                }
+                let change = Change::Delete { old: delete.old };
+                self.apply_change(delete.relation_id, delete.xid, change)
+                    .await?;
             }
             LogicalMessage::Truncate(truncate) => {
-                if let Some(applier) = self.session_for(truncate.xid).await? {
-                    // CASCADE and RESTART IDENTITY stay on the source (see `Applier::truncate`).
-                    applier.truncate(&truncate.relation_ids).await?;
+                // CASCADE and RESTART IDENTITY stay on the source (see `Applier::truncate`).
+                let relations: Vec<u32> = truncate
+                    .relation_ids
+                    .iter()
+                    .copied()
+                    .filter(|r| !self.ignored.contains(r))
+                    .collect();
+                match self.block {
+                    Some(top) => {
+                        self.in_progress
+                            .truncate(top, truncate.xid, &relations)
+                            .await?
+                    }
+                    None if self.skipping => {}
+                    None => self.applier.truncate(&relations).await?,
                 }
             }
             LogicalMessage::Commit(commit) => {
@@ -727,6 +825,10 @@ impl Streamer<'_> {
                 self.metrics.commit_seen(commit.commit_time);
             }
             LogicalMessage::StreamStart(start) => {
+                // Every transaction the source committed before this block is committed on the
+                // target before any of the block is applied: the block may change their rows,
+                // and must neither overtake them nor wait for the main session's locks.
+                self.commit().await?;
                 if start.first_segment {
                     tracing::debug!(pipeline = %self.pipeline.name, xid = start.xid, "streaming an in-progress transaction");
                 }
@@ -747,6 +849,9 @@ impl Streamer<'_> {
                 self.commit().await?;
                 if streamed.skipping || commit.commit_lsn < self.applied {
                     streamed.applier.rollback().await?;
+                } else if let Some(refused) = streamed.failed.take() {
+                    // The source committed what the target refused.
+                    return Err(refused);
                 } else {
                     streamed
                         .applier
@@ -761,6 +866,18 @@ impl Streamer<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether an error met while applying streamed transactions concurrently calls for applying
+/// the same changes again in commit order: the target refused a statement, or a wait between
+/// two of our sessions was cancelled. Anything else (a connection lost, a mapping that does not
+/// fit) would fail the same way again.
+fn retry_in_commit_order(e: &PipelineError) -> bool {
+    match e {
+        PipelineError::Target { source, .. } => source.as_db_error().is_some(),
+        PipelineError::TruncateBlocked { .. } => true,
+        _ => false,
     }
 }
 

@@ -10,12 +10,19 @@
 //! the source rather than a whole replay later. Subtransactions become savepoints, so a
 //! `ROLLBACK TO SAVEPOINT` on the source undoes exactly its changes on the target.
 //!
-//! Row locks on the source order conflicting writes: a transaction that commits while a
-//! streamed one is open touched none of its rows, so the sessions never wait for each other.
+//! The target may refuse a change of a streamed transaction that the source itself undid: a
+//! multi-row INSERT is decoded and streamed row by row before the statement fails on a
+//! duplicate key, and only the subtransaction's (or the transaction's) abort comes later. So a
+//! refusal is kept, the transaction's later changes are dropped (the server would refuse them
+//! too), and the verdict decides: a rollback to a savepoint set before the refusal undoes it
+//! and the transaction goes on; an abort discards it; a commit reports it.
+//!
+//! How the sessions are kept from overtaking or waiting for each other is the pipeline's part
+//! (ADR 0010): ordinary transactions are committed before a stream block is applied.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::apply::Applier;
+use crate::apply::{Applier, Change};
 use crate::config::Pipeline;
 use crate::error::{PipelineError, target};
 use crate::schema::RelPlan;
@@ -64,6 +71,39 @@ pub struct Streamed {
     /// It carries an origin this pipeline skips (an echo): nothing of it is applied.
     pub skipping: bool,
     savepoints: Savepoints,
+    /// The target refused one of its changes; nothing more is sent until a rollback to a
+    /// savepoint from before the refusal undoes it.
+    pub failed: Option<PipelineError>,
+}
+
+/// Whether the target's refusal `e` of a change in a streamed transaction may be one the source
+/// undoes later. A cancelled statement or a deadlock is between our own sessions, never the
+/// source's doing: the pipeline has to hear of it at once.
+fn deferrable(e: &PipelineError) -> bool {
+    use tokio_postgres::error::SqlState;
+    match e {
+        PipelineError::Target { source, .. } => source.as_db_error().is_some_and(|db| {
+            *db.code() != SqlState::QUERY_CANCELED && *db.code() != SqlState::T_R_DEADLOCK_DETECTED
+        }),
+        PipelineError::TruncateBlocked { .. } => true,
+        _ => false,
+    }
+}
+
+impl Streamed {
+    /// Keeps a refusal the source may still undo (the first one: later ones follow from it);
+    /// anything else is the caller's.
+    fn absorb(&mut self, result: Result<(), PipelineError>) -> Result<(), PipelineError> {
+        match result {
+            Err(e) if deferrable(&e) => {
+                tracing::debug!(error = %e, "the target refused a change of a streamed transaction: waiting for its verdict");
+                self.applier.discard_unsent();
+                self.failed.get_or_insert(e);
+                Ok(())
+            }
+            other => other,
+        }
+    }
 }
 
 /// The streamed transactions open now, and target sessions kept for the next ones.
@@ -126,6 +166,7 @@ impl InProgress {
                 applier,
                 skipping: false,
                 savepoints: Savepoints::default(),
+                failed: None,
             },
         );
         Ok(())
@@ -146,7 +187,9 @@ impl InProgress {
     /// A Relation message: every session's plan for it changes.
     pub async fn set_plan(&mut self, relation: u32, plan: &RelPlan) -> Result<(), PipelineError> {
         for streamed in self.open.values_mut() {
-            streamed.applier.set_plan(relation, plan.clone()).await?;
+            // (Writes what is batched for the relation: the target may refuse it.)
+            let set = streamed.applier.set_plan(relation, plan.clone()).await;
+            streamed.absorb(set)?;
         }
         for applier in &mut self.spare {
             applier.set_plan(relation, plan.clone()).await?;
@@ -154,22 +197,59 @@ impl InProgress {
         Ok(())
     }
 
-    /// The session a change of (sub)transaction `xid` (`None`: the top one) of the streamed
-    /// transaction `top` is applied on, with its savepoint opened first if it needs one; `None`
-    /// when the transaction is skipped.
-    pub async fn session(
+    /// The transaction a change of (sub)transaction `xid` (`None`: the top one) of the streamed
+    /// transaction `top` is applied in, with its savepoint opened first if it needs one; `None`
+    /// when nothing of it is to be sent (skipped, or refused until its verdict).
+    async fn enter(
         &mut self,
         top: u32,
         xid: Option<u32>,
-    ) -> Result<Option<&mut Applier>, PipelineError> {
+    ) -> Result<Option<&mut Streamed>, PipelineError> {
         let streamed = self.get(top)?;
         if streamed.skipping {
             return Ok(None);
         }
-        if let Some(name) = streamed.savepoints.enter(top, xid.unwrap_or(top)) {
-            streamed.applier.savepoint(&name).await?;
+        // Counted even while refused: a rollback to it must not reach further back.
+        if let Some(name) = streamed.savepoints.enter(top, xid.unwrap_or(top))
+            && streamed.failed.is_none()
+        {
+            let opened = streamed.applier.savepoint(&name).await;
+            streamed.absorb(opened)?;
         }
-        Ok(Some(&mut streamed.applier))
+        Ok(if streamed.failed.is_some() {
+            None
+        } else {
+            Some(streamed)
+        })
+    }
+
+    /// A row change of (sub)transaction `xid` in the streamed transaction `top`.
+    pub async fn change(
+        &mut self,
+        top: u32,
+        xid: Option<u32>,
+        relation: u32,
+        change: Change,
+    ) -> Result<(), PipelineError> {
+        if let Some(streamed) = self.enter(top, xid).await? {
+            let applied = streamed.applier.change(relation, change).await;
+            streamed.absorb(applied)?;
+        }
+        Ok(())
+    }
+
+    /// A TRUNCATE in (sub)transaction `xid` of the streamed transaction `top`.
+    pub async fn truncate(
+        &mut self,
+        top: u32,
+        xid: Option<u32>,
+        relations: &[u32],
+    ) -> Result<(), PipelineError> {
+        if let Some(streamed) = self.enter(top, xid).await? {
+            let applied = streamed.applier.truncate(relations).await;
+            streamed.absorb(applied)?;
+        }
+        Ok(())
     }
 
     /// StreamAbort of `subxid` in `xid`: the whole transaction, or one subtransaction.
@@ -181,10 +261,24 @@ impl InProgress {
             }
             return Ok(());
         }
-        if let Some(streamed) = self.open.get_mut(&xid)
-            && let Some(name) = streamed.savepoints.abort(subxid)
-        {
-            streamed.applier.rollback_to(&name).await?;
+        let Some(streamed) = self.open.get_mut(&xid) else {
+            return Ok(());
+        };
+        let Some(name) = streamed.savepoints.abort(subxid) else {
+            return Ok(());
+        };
+        if streamed.failed.is_none() {
+            // What came before goes first (the target may refuse it, and the rollback undo it).
+            let sent = streamed.applier.send_now().await;
+            streamed.absorb(sent)?;
+        }
+        match streamed.applier.rollback_to(&name).await {
+            // Everything since the savepoint is undone, a refused statement among it included.
+            Ok(()) => streamed.failed = None,
+            // The savepoint never reached the target: it was queued after a refused statement,
+            // which stays refused.
+            Err(e) if deferrable(&e) && streamed.failed.is_some() => {}
+            Err(e) => return Err(e),
         }
         Ok(())
     }

@@ -1109,7 +1109,7 @@ impl Plan {
 
     fn replay(&self, seed: u64) -> String {
         format!(
-            "FIG_DIFF_SEED={seed} {}cargo test -p replication --test differential -- --include-ignored --nocapture",
+            "FIG_DIFF_SEED={seed} {}cargo test -p replication --test differential -- --nocapture",
             self.replay_env
         )
     }
@@ -1126,12 +1126,6 @@ fn panic_text(e: tokio::task::JoinError) -> String {
     }
 }
 
-// Ignored until the engine's fixes for issue 16 land: on the engine as committed, most seeds
-// stop the pipeline with a duplicate key (a failed INSERT in a subtransaction of a streamed
-// transaction applied although the source rolled it back, item 4), and some hang (a streamed
-// transaction applied ahead of earlier ordinary ones, two target sessions waiting on each other,
-// item 1). Run it with `-- --include-ignored`; un-ignore it once those are fixed.
-#[ignore = "finds the engine's open issue-16 bugs (items 1 and 4): un-ignore once fixed"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_concurrent_workloads_end_with_the_target_equal_to_the_source() {
     let plan = Plan::from_env();

@@ -3,9 +3,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
-use support::{DEADLINE, Pair, rows, start};
+use support::{Pair, applying_in_progress, rows, start, until};
 
 const ITEMS: &str = "
 CREATE SCHEMA shop;
@@ -16,27 +14,6 @@ fn streaming_pipeline(pair: &Pair) -> replication::config::Pipeline {
     let mut p = pair.pipeline(&["shop.items"]);
     p.stream_after_kib = 64;
     p
-}
-
-/// Polls `sql` (a boolean) until true.
-async fn until(client: &tokio_postgres::Client, sql: &str, what: &str) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if client.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// True once the pipeline has a target session with an open transaction that has written:
-/// a streamed transaction being applied before its source transaction ended.
-fn applying_in_progress(name: &str) -> String {
-    format!(
-        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-          WHERE application_name = 'fig-replication-{name}-stream' AND backend_xid IS NOT NULL)"
-    )
 }
 
 /// Starts a streaming pipeline for `pair`, then runs `sql` on a source session of its own (a

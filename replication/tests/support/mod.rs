@@ -2,6 +2,7 @@
 //! pipeline running in this process, and waiting (by polling) until the target caught up.
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod rng;
 
 use std::sync::Arc;
@@ -222,4 +223,25 @@ pub async fn texts(client: &Client, sql: &str) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
+}
+
+/// Polls `sql` (a boolean) until true.
+pub async fn until(client: &tokio_postgres::Client, sql: &str, what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if client.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// True once the pipeline has a target session with an open transaction that has written:
+/// a streamed transaction being applied before its source transaction ended.
+pub fn applying_in_progress(name: &str) -> String {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+          WHERE application_name = 'fig-replication-{name}-stream' AND backend_xid IS NOT NULL)"
+    )
 }
