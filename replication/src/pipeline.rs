@@ -172,6 +172,18 @@ async fn run_with(
             .await?
         }
     };
+    let copied_at = refresh_tables(
+        pipeline,
+        &source_client,
+        &target_client,
+        &replication_config,
+        &tables,
+        metrics,
+    )
+    .await?;
+    // A table just copied is applied in commit order until the position passes its copy: only
+    // then is every transaction's commit position known before its changes are applied.
+    let serial_until = copied_at.values().fold(serial_until, |a, &b| a.max(b));
     let publication = publication_names_option(&[pipeline.publication().as_str()]);
     let can_stream = pipeline.stream_after_kib > 0
         && connection
@@ -222,6 +234,9 @@ async fn run_with(
         stream_again_at,
         waits,
         ignored: HashSet::new(),
+        copied_at,
+        copied_until: HashMap::new(),
+        final_lsn: 0,
         block: None,
         received: start_lsn,
         applied: start_lsn,
@@ -396,15 +411,7 @@ async fn fresh_start(
             .snapshot_name
             .clone()
             .ok_or_else(|| PipelineError::Protocol("the server exported no snapshot".into()))?;
-        let mut jobs = Vec::new();
-        for t in tables {
-            jobs.push(CopyJob {
-                plan: t.plan.clone(),
-                source_columns: t.source.columns.iter().map(|c| c.name.clone()).collect(),
-                same_types: same_types(t),
-                estimate: estimate(source_client, &t.source.name).await,
-            });
-        }
+        let jobs = copy_jobs(source_client, tables.iter()).await;
         // The replication connection stays silent until the copy is done: its next command
         // would end the exported snapshot.
         rows = copy::copy_all(&pipeline.source, &pipeline.target, &snapshot, jobs).await?;
@@ -416,8 +423,105 @@ async fn fresh_start(
         rows,
     )
     .await?;
+    let copied: Vec<(String, u64)> = tables
+        .iter()
+        .map(|t| (t.source.name.to_string(), created.consistent_point))
+        .collect();
+    state::record_tables(target_client, &pipeline.name, &copied, &[]).await?;
     tracing::info!(pipeline = %pipeline.name, rows, from = %format_lsn(created.consistent_point), "initial copy complete");
     Ok((connection, created.consistent_point))
+}
+
+async fn copy_jobs<'a>(
+    source_client: &tokio_postgres::Client,
+    tables: impl Iterator<Item = &'a Resolved>,
+) -> Vec<CopyJob> {
+    let mut jobs = Vec::new();
+    for t in tables {
+        jobs.push(CopyJob {
+            plan: t.plan.clone(),
+            source_columns: t.source.columns.iter().map(|c| c.name.clone()).collect(),
+            same_types: same_types(t),
+            estimate: estimate(source_client, &t.source.name).await,
+        });
+    }
+    jobs
+}
+
+/// Brings the tables the pipeline carries in line with its mapping, on a resumed run: a table
+/// taken out is forgotten (its changes still in the slot are ignored), and a table added is
+/// copied on its own, at a snapshot of a temporary slot, as PostgreSQL's `REFRESH PUBLICATION`
+/// does. Returns, for every table, where its copy was taken: changes of transactions that
+/// committed before that are in the copy already.
+async fn refresh_tables(
+    pipeline: &Pipeline,
+    source_client: &tokio_postgres::Client,
+    target_client: &tokio_postgres::Client,
+    replication_config: &ReplicationConfig,
+    tables: &[Resolved],
+    metrics: &PipelineMetrics,
+) -> Result<HashMap<QualifiedName, u64>, PipelineError> {
+    let configured: Vec<String> = tables.iter().map(|t| t.source.name.to_string()).collect();
+    let recorded = match state::tables(target_client, &pipeline.name).await? {
+        Some(recorded) => recorded,
+        None => {
+            // Streaming since before the engine recorded its tables: all of them were copied.
+            let all: Vec<(String, u64)> = configured.iter().map(|t| (t.clone(), 0)).collect();
+            state::record_tables(target_client, &pipeline.name, &all, &[]).await?;
+            all.into_iter().collect()
+        }
+    };
+    let removed: Vec<String> = recorded
+        .keys()
+        .filter(|t| !configured.contains(t))
+        .cloned()
+        .collect();
+    let added: Vec<&Resolved> = tables
+        .iter()
+        .filter(|t| !recorded.contains_key(&t.source.name.to_string()))
+        .collect();
+    for table in &removed {
+        tracing::info!(pipeline = %pipeline.name, table, "no longer in the mapping: its changes are ignored from now on");
+    }
+    let mut copied_at = 0;
+    if !added.is_empty() && pipeline.initial_copy == InitialCopy::Snapshot {
+        metrics.set_phase("copying");
+        // A slot of its own, for its snapshot and the position that goes with it; temporary,
+        // so the server drops it when this connection ends.
+        let mut connection = ReplicationConnection::connect(replication_config).await?;
+        let created = connection
+            .create_logical_slot(
+                &format!("{}_add", pipeline.slot()),
+                true,
+                SnapshotAction::Export,
+            )
+            .await?;
+        let snapshot = created
+            .snapshot_name
+            .clone()
+            .ok_or_else(|| PipelineError::Protocol("the server exported no snapshot".into()))?;
+        let jobs = copy_jobs(source_client, added.iter().copied()).await;
+        let rows = copy::copy_all(&pipeline.source, &pipeline.target, &snapshot, jobs).await?;
+        copied_at = created.consistent_point;
+        let names: Vec<String> = added.iter().map(|t| t.source.name.to_string()).collect();
+        tracing::info!(pipeline = %pipeline.name, tables = ?names, rows, at = %format_lsn(copied_at), "copied the tables added to the pipeline");
+        connection.close().await?;
+    }
+    let now: Vec<(String, u64)> = added
+        .iter()
+        .map(|t| (t.source.name.to_string(), copied_at))
+        .collect();
+    if !now.is_empty() || !removed.is_empty() {
+        state::record_tables(target_client, &pipeline.name, &now, &removed).await?;
+    }
+    Ok(tables
+        .iter()
+        .map(|t| {
+            let name = t.source.name.to_string();
+            let at = recorded.get(&name).copied().unwrap_or(copied_at);
+            (t.source.name.clone(), at)
+        })
+        .collect())
 }
 
 fn same_types(t: &Resolved) -> bool {
@@ -460,6 +564,13 @@ struct Streamer<'a> {
     waits: Option<WaitWatch>,
     /// Relations published but not in the mapping: their changes are not this pipeline's.
     ignored: HashSet<u32>,
+    /// Where each table's copy was taken...
+    copied_at: HashMap<QualifiedName, u64>,
+    /// ...and, by relation id, for tables whose copy is ahead of the position: changes of
+    /// transactions that committed before it are in the copy already.
+    copied_until: HashMap<u32, u64>,
+    /// The commit position of the ordinary source transaction being received.
+    final_lsn: u64,
     /// Inside a stream block: the streamed transaction its changes belong to.
     block: Option<u32>,
     /// The furthest WAL position the server has told us about.
@@ -729,9 +840,18 @@ impl Streamer<'_> {
         }
         match self.block {
             Some(top) => self.in_progress.change(top, xid, relation, change).await,
-            None if self.skipping => Ok(()),
+            None if self.skipping || self.in_copy(relation) => Ok(()),
             None => self.applier.change(relation, change).await,
         }
+    }
+
+    /// Whether the ordinary transaction being received is in `relation`'s copy already (it
+    /// committed before the copy's snapshot). Streamed transactions never are: nothing is
+    /// streamed until the position has passed every copy (see `run_with`).
+    fn in_copy(&self, relation: u32) -> bool {
+        self.copied_until
+            .get(&relation)
+            .is_some_and(|&at| self.final_lsn < at)
     }
 
     async fn logical(&mut self, message: LogicalMessage) -> Result<(), PipelineError> {
@@ -740,6 +860,7 @@ impl Streamer<'_> {
                 self.in_source_transaction = true;
                 // Applied before a crash: the position committed with it is past this commit.
                 self.skipping = begin.final_lsn < self.applied;
+                self.final_lsn = begin.final_lsn;
                 tracing::debug!(pipeline = %self.pipeline.name, xid = begin.xid, final_lsn = %format_lsn(begin.final_lsn), skipping = self.skipping, "begin");
                 if self.group_started.is_none() {
                     self.group_started = Some(Instant::now());
@@ -768,6 +889,10 @@ impl Streamer<'_> {
                     return Ok(());
                 };
                 self.ignored.remove(&relation.id);
+                match self.copied_at.get(&name) {
+                    Some(&at) if at > self.applied => self.copied_until.insert(relation.id, at),
+                    _ => self.copied_until.remove(&relation.id),
+                };
                 let plan = schema::plan_relation(&relation, &resolved.mapping, &resolved.target)?;
                 self.in_progress.set_plan(relation.id, &plan).await?;
                 self.applier.set_plan(relation.id, plan).await?;
@@ -798,6 +923,7 @@ impl Streamer<'_> {
                     .iter()
                     .copied()
                     .filter(|r| !self.ignored.contains(r))
+                    .filter(|r| self.block.is_some() || !self.in_copy(*r))
                     .collect();
                 match self.block {
                     Some(top) => {

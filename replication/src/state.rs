@@ -1,6 +1,8 @@
 //! The pipeline's position, kept in the target database (schema `fig_replication`), written in
 //! the same transaction as the rows it accounts for.
 
+use std::collections::HashMap;
+
 use tokio_postgres::Client;
 
 use crate::error::{PipelineError, target};
@@ -22,6 +24,14 @@ CREATE TABLE IF NOT EXISTS fig_replication.pipelines (
     copy_finished_at    timestamptz,
     last_error          text,
     updated_at          timestamptz NOT NULL DEFAULT now()
+);
+-- The source tables a pipeline carries, and where each one's copy was taken: changes committed
+-- before copied_lsn are in the copy. A table added to a running pipeline is copied on its own.
+CREATE TABLE IF NOT EXISTS fig_replication.pipeline_tables (
+    pipeline            text NOT NULL,
+    source_table        text NOT NULL,
+    copied_lsn          pg_lsn NOT NULL,
+    PRIMARY KEY (pipeline, source_table)
 );
 ";
 
@@ -84,6 +94,65 @@ pub async fn start_copy(client: &Client, pipeline: &str, slot: &str) -> Result<(
         )
         .await
         .map_err(target("recording the start of the copy"))?;
+    client
+        .execute(
+            "DELETE FROM fig_replication.pipeline_tables WHERE pipeline = $1",
+            &[&pipeline],
+        )
+        .await
+        .map_err(target("recording the start of the copy"))?;
+    Ok(())
+}
+
+/// The source tables recorded for `pipeline` and where each one's copy was taken (`None`: none
+/// recorded, as by an engine that did not keep them).
+pub async fn tables(
+    client: &Client,
+    pipeline: &str,
+) -> Result<Option<HashMap<String, u64>>, PipelineError> {
+    let rows = client
+        .query(
+            "SELECT source_table, copied_lsn::text FROM fig_replication.pipeline_tables
+              WHERE pipeline = $1",
+            &[&pipeline],
+        )
+        .await
+        .map_err(target("reading the pipeline's tables"))?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.iter()
+            .map(|r| {
+                let lsn = crate::wire::parse_lsn(r.get::<_, &str>(1)).unwrap_or(0);
+                (r.get::<_, String>(0), lsn)
+            })
+            .collect(),
+    ))
+}
+
+/// Records `tables` (source table, copy position) as carried by `pipeline`, and forgets
+/// `removed`.
+pub async fn record_tables(
+    client: &Client,
+    pipeline: &str,
+    tables: &[(String, u64)],
+    removed: &[String],
+) -> Result<(), PipelineError> {
+    let names: Vec<&str> = tables.iter().map(|(t, _)| t.as_str()).collect();
+    let positions: Vec<String> = tables.iter().map(|(_, lsn)| format_lsn(*lsn)).collect();
+    client
+        .execute(
+            "WITH gone AS (
+                 DELETE FROM fig_replication.pipeline_tables
+                  WHERE pipeline = $1 AND source_table = ANY($4))
+             INSERT INTO fig_replication.pipeline_tables (pipeline, source_table, copied_lsn)
+             SELECT $1, t, p::pg_lsn FROM unnest($2::text[], $3::text[]) AS u(t, p)
+             ON CONFLICT (pipeline, source_table) DO UPDATE SET copied_lsn = excluded.copied_lsn",
+            &[&pipeline, &names, &positions, &removed],
+        )
+        .await
+        .map_err(target("recording the pipeline's tables"))?;
     Ok(())
 }
 
@@ -205,5 +274,17 @@ pub async fn forget(client: &Client, pipeline: &str) -> Result<(), PipelineError
         )
         .await
         .map_err(target("removing the pipeline state"))?;
+    // (A target last run by an engine that did not record tables has no such table.)
+    client
+        .execute(
+            "DELETE FROM fig_replication.pipeline_tables WHERE pipeline = $1",
+            &[&pipeline],
+        )
+        .await
+        .or_else(|e| match e.code() {
+            Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(0),
+            _ => Err(e),
+        })
+        .map_err(target("removing the pipeline's tables"))?;
     Ok(())
 }
