@@ -35,6 +35,8 @@ const GROUP_COMMIT_AGE: Duration = Duration::from_millis(2);
 const GROUP_COMMIT_ROWS: u64 = 50_000;
 /// How often an idle pipeline records the end of WAL it confirms.
 const IDLE_RECORD_EVERY: Duration = Duration::from_secs(1);
+/// How long a stop may take before the pipeline stops without finishing what it was doing.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often the slot's retained WAL is checked.
 const SLOT_CHECK_EVERY: Duration = Duration::from_secs(10);
 
@@ -594,7 +596,24 @@ struct Streamer<'a> {
 
 impl Streamer<'_> {
     async fn run(mut self, stop: &mut watch::Receiver<bool>) -> Result<Ended, PipelineError> {
-        match self.apply(stop).await {
+        let mut asked = stop.clone();
+        let cut_short = async move {
+            if asked.wait_for(|stop| *stop).await.is_err() {
+                // Nobody can ask any more.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(STOP_GRACE).await;
+        };
+        let applied = tokio::select! {
+            applied = self.apply(stop) => applied,
+            // Stuck waiting on the target (a lock another session holds): stop as a crash
+            // would. Nothing uncommitted survives, and the slot sends it again next time.
+            () = cut_short => {
+                tracing::warn!(pipeline = %self.pipeline.name, "stopped while waiting on the target: what was not committed is applied again on the next run");
+                return Ok(Ended::Stopped);
+            }
+        };
+        match applied {
             // The target refused something, or two of our sessions waited on each other, while
             // transactions were applied concurrently. Nothing uncommitted survives (the sessions
             // are dropped with `self`, and the server rolls their transactions back): from the

@@ -302,3 +302,42 @@ async fn a_wait_on_a_target_only_unique_index_stops_the_pipeline_instead_of_hang
     // The pipeline stopped without applying the insert: the slot still has it.
     assert_eq!(rows(&pair.dst, "shop.marks", "id").await, ["(1,X)"]);
 }
+
+#[tokio::test]
+async fn a_pipeline_stuck_on_a_lock_stops_when_asked() {
+    let pair = Pair::new("stream_stuck", DDL).await;
+    let running = start(pair.pipeline(&TABLES));
+    running.streaming().await;
+    // Another session on the target holds a lock the engine needs.
+    let locker = support::client(pair.target.url()).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE shop.marks IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    pair.src
+        .batch_execute("INSERT INTO shop.marks VALUES (1, 'waits')")
+        .await
+        .unwrap();
+    until(
+        &pair.dst,
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+              AND application_name = 'fig-replication-{}')",
+            pair.name
+        ),
+        "the engine waits for the lock",
+    )
+    .await;
+    // Before the fix the stop was only seen between messages: it waited as long as the lock.
+    tokio::time::timeout(DEADLINE / 4, running.stop())
+        .await
+        .expect("the pipeline stops while the lock is still held")
+        .unwrap();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    // Nothing was lost: the next run applies the row.
+    let running = start(pair.pipeline(&TABLES));
+    running.streaming().await;
+    pair.caught_up().await;
+    assert_eq!(rows(&pair.dst, "shop.marks", "id").await, ["(1,waits)"]);
+    running.stop().await.unwrap();
+}
