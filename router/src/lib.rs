@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod breaker;
+pub mod compare;
 pub mod config;
 pub mod decide;
 pub mod h1;

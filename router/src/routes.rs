@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::compare::Rules;
+
 /// The table MusicCorp ships with.
 pub const MUSICCORP: &str = include_str!("../routes.toml");
 
@@ -67,6 +69,22 @@ struct RawRoute {
     capability: String,
     #[serde(default)]
     methods: Option<Vec<String>>,
+    #[serde(default)]
+    compare: RawCompare,
+}
+
+/// How the parallel run compares the two sides' answers on this route; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompare {
+    #[serde(default)]
+    ignore: Vec<String>,
+    #[serde(default)]
+    unordered: Vec<String>,
+    #[serde(default)]
+    tolerance: f64,
+    #[serde(default)]
+    headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,16 +106,20 @@ pub struct Capability {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+// Not `Eq`: the comparison rules hold an `f64` tolerance.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub prefix: String,
     pub capability: usize,
     /// Upper-case methods this route is limited to; `None` means all.
     pub methods: Option<Vec<String>>,
+    /// How the parallel run compares the two sides' answers to this route's requests (checked;
+    /// header names lower-case). The default compares status and body strictly.
+    pub rules: Rules,
 }
 
 /// A validated table. Indices replace names, so deciding never looks a name up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteTable {
     pub upstreams: Vec<Upstream>,
     pub default_upstream: usize,
@@ -198,10 +220,21 @@ impl RouteTable {
                     format!("{:?} is routed twice", r.prefix),
                 ));
             }
+            let c = &r.compare;
+            let rules = Rules {
+                ignore: c.ignore.clone(),
+                unordered: c.unordered.clone(),
+                tolerance: c.tolerance,
+                headers: c.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            };
+            rules
+                .check()
+                .map_err(|e| invalid(field(&format!("compare.{}", e.field)), e.message))?;
             routes.push(Route {
                 prefix: r.prefix.clone(),
                 capability,
                 methods,
+                rules,
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -221,6 +254,19 @@ impl RouteTable {
                     .as_ref()
                     .is_none_or(|ms| ms.iter().any(|m| m.eq_ignore_ascii_case(method)))
         })
+    }
+
+    /// The comparison rules for this request: its route's, or the default (strict) rules when
+    /// no route matches.
+    pub fn rules_for(&self, method: &str, path: &str) -> &Rules {
+        // An immutable empty value, so that an unrouted request borrows like a routed one.
+        static STRICT: Rules = Rules {
+            ignore: Vec::new(),
+            unordered: Vec::new(),
+            tolerance: 0.0,
+            headers: Vec::new(),
+        };
+        self.route(method, path).map_or(&STRICT, |r| &r.rules)
     }
 
     pub fn upstream_named(&self, name: &str) -> Option<usize> {
@@ -320,6 +366,119 @@ mod tests {
             RouteTable::parse("not toml ["),
             Err(TableError::Syntax(_))
         ));
+    }
+
+    fn with_compare(compare: &str) -> String {
+        format!("{BASE}\n[[routes]]\nprefix = \"/a\"\ncapability = \"c\"\ncompare = {compare}\n")
+    }
+
+    #[test]
+    fn a_route_carries_its_comparison_rules() {
+        let t = RouteTable::parse(&with_compare(
+            r#"{ ignore = ["$.meta", '$["odd key"]'], unordered = ["$.albums"], tolerance = 1, headers = ["Content-Type"] }"#,
+        ))
+        .unwrap();
+        let expected = Rules {
+            ignore: vec!["$.meta".into(), r#"$["odd key"]"#.into()],
+            unordered: vec!["$.albums".into()],
+            tolerance: 1.0,
+            headers: vec!["content-type".into()],
+        };
+        assert_eq!(
+            t.routes[0].rules, expected,
+            "every field, header names lower-cased, an integer tolerance"
+        );
+        assert_eq!(
+            t.rules_for("GET", "/a/1"),
+            &expected,
+            "rules_for finds the route's rules"
+        );
+        assert_eq!(
+            t.rules_for("GET", "/b"),
+            &Rules::default(),
+            "no route: strict rules"
+        );
+        let partial = RouteTable::parse(&with_compare(r#"{ tolerance = 0.5 }"#)).unwrap();
+        assert_eq!(
+            partial.routes[0].rules,
+            Rules {
+                tolerance: 0.5,
+                ..Rules::default()
+            },
+            "every field is optional"
+        );
+        let none = RouteTable::parse(&format!(
+            "{BASE}\n[[routes]]\nprefix = \"/a\"\ncapability = \"c\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            none.routes[0].rules,
+            Rules::default(),
+            "no compare table: strict rules"
+        );
+    }
+
+    #[test]
+    fn the_shipped_table_compares_strictly() {
+        // Checked against both sides' answers: the catalog service answers with the monolith's
+        // code and data, and the wishlist service only adds `degraded`, which is a real
+        // difference (its album details are missing) and so is left to be reported.
+        let t = RouteTable::musiccorp();
+        for r in &t.routes {
+            assert_eq!(r.rules, Rules::default(), "{}", r.prefix);
+        }
+    }
+
+    #[test]
+    fn bad_comparison_rules_name_the_route_and_the_field() {
+        let cases = [
+            (
+                "paths start with $",
+                r#"{ ignore = ["meta"] }"#,
+                "routes[0].compare.ignore[0]",
+            ),
+            (
+                "paths parse",
+                r#"{ ignore = ["$.a", "$..b"] }"#,
+                "routes[0].compare.ignore[1]",
+            ),
+            (
+                "unordered paths too",
+                r#"{ unordered = ["$.x", "albums"] }"#,
+                "routes[0].compare.unordered[1]",
+            ),
+            (
+                "tolerance is not negative",
+                r#"{ tolerance = -0.5 }"#,
+                "routes[0].compare.tolerance",
+            ),
+            (
+                "tolerance is a number",
+                r#"{ tolerance = nan }"#,
+                "routes[0].compare.tolerance",
+            ),
+            (
+                "tolerance is finite",
+                r#"{ tolerance = inf }"#,
+                "routes[0].compare.tolerance",
+            ),
+            (
+                "headers are header names",
+                r#"{ headers = ["content type"] }"#,
+                "routes[0].compare.headers[0]",
+            ),
+        ];
+        for (rule, compare, field) in cases {
+            assert_eq!(field_of(&with_compare(compare)), field, "{rule}");
+        }
+        match RouteTable::parse(&with_compare(r#"{ ignored = ["$.a"] }"#)) {
+            Err(TableError::Syntax(message)) => assert!(message.contains("ignored"), "{message}"),
+            other => panic!("an unknown field is refused: {other:?}"),
+        }
+        match RouteTable::parse(&with_compare(r#"{ tolerance = "0.1" }"#)) {
+            Err(TableError::Syntax(_)) => {}
+            other => panic!("a tolerance that is a string is refused: {other:?}"),
+        }
     }
 
     #[test]
