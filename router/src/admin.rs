@@ -73,6 +73,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/admin/evaluate").route(web::post().to(evaluate)))
     .service(web::resource("/admin/stale").route(web::get().to(stale)))
     .service(web::resource("/admin/upstreams").route(web::get().to(upstreams)))
+    .service(
+        web::resource("/admin/diffs")
+            .route(web::get().to(diffs))
+            .route(web::delete().to(reset_diffs)),
+    )
     .service(web::resource("/metrics").route(web::get().to(metrics)))
     .service(web::resource("/api/client/features").route(web::get().to(client_features)))
     .service(web::resource("/api/client/register").route(web::post().to(accepted)))
@@ -596,12 +601,46 @@ async fn upstreams(admin: web::Data<Admin>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"upstreams": list}))
 }
 
+/// The parallel run's reports, per route (`METHOD prefix`): this instance's since it started
+/// or was last reset.
+async fn diffs(admin: web::Data<Admin>) -> HttpResponse {
+    let shadows = &admin.router.shadows;
+    let limits = shadows.limits();
+    HttpResponse::Ok().json(json!({
+        "routes": shadows.reports(),
+        "limits": {
+            "in_flight": limits.in_flight,
+            "bytes": limits.bytes,
+            "answer_bytes": limits.answer,
+            "recheck_ms": limits.recheck.as_millis() as u64,
+            "noise_every": limits.noise_every,
+        },
+    }))
+}
+
+/// Forgets one route's report (`?route=GET /catalog/albums`), or every route's.
+async fn reset_diffs(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, ApiError> {
+    let route = q.text("route");
+    if let Some(route) = route
+        && !admin.router.shadows.reports().contains_key(route)
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_report",
+            format!("no report for route {route:?}: GET /admin/diffs lists them"),
+        ));
+    }
+    let reset = admin.router.shadows.reset(route);
+    Ok(HttpResponse::Ok().json(json!({"reset": reset})))
+}
+
 /// Prometheus text exposition (scrape with the admin token as a bearer token).
 async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
     let r = &admin.router;
-    let text = r
+    let mut text = r
         .metrics
         .render(&r.table, r.toggles.load().version, &r.breakers);
+    text.push_str(&crate::metrics::render_shadows(&r.shadows));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(text)

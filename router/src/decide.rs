@@ -49,6 +49,8 @@ impl Reason {
 pub struct Plan {
     /// Index into the table's capabilities.
     pub capability: Option<usize>,
+    /// Index into the table's routes: the route that matched.
+    pub route: Option<usize>,
     /// Index into the table's upstreams: who answers the client.
     pub primary: usize,
     /// Who also gets a copy, for comparison (reads only, when the shadow toggle is on).
@@ -60,12 +62,14 @@ pub fn decide(head: &RequestHead, toggles: &impl Toggles, table: &RouteTable) ->
     let Some(route) = table.route(head.method, head.path) else {
         return Plan {
             capability: None,
+            route: None,
             primary: table.default_upstream,
             shadow: None,
             reason: Reason::NoRoute,
         };
     };
     let cap = &table.capabilities[route.capability];
+    let route_index = table.routes.iter().position(|r| std::ptr::eq(r, route));
     if !head.is_read() {
         let owner = match cap.write_owner {
             WriteOwner::Legacy => cap.legacy,
@@ -73,6 +77,7 @@ pub fn decide(head: &RequestHead, toggles: &impl Toggles, table: &RouteTable) ->
         };
         return Plan {
             capability: Some(route.capability),
+            route: route_index,
             primary: owner,
             shadow: None,
             reason: Reason::WriteToOwner,
@@ -85,6 +90,7 @@ pub fn decide(head: &RequestHead, toggles: &impl Toggles, table: &RouteTable) ->
     };
     Plan {
         capability: Some(route.capability),
+        route: route_index,
         primary,
         shadow: toggles.enabled(&cap.shadow_toggle, head).then_some(other),
         reason,

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod run;
+pub mod shadow;
 pub mod store;
 pub mod sync;
 pub mod toggles;

@@ -204,6 +204,32 @@ impl Metrics {
     }
 }
 
+/// The parallel run's counters, per route and outcome (`Shadows` keeps them with its reports).
+pub fn render_shadows(shadows: &crate::shadow::Shadows) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP router_shadow_total Shadow copies by route and outcome (matched, real, transient, dropped, too_large, failed).\n# TYPE router_shadow_total counter"
+    );
+    for (route, r) in shadows.reports() {
+        for (outcome, n) in [
+            ("matched", r.matched),
+            ("real", r.real),
+            ("transient", r.transient),
+            ("dropped", r.dropped),
+            ("too_large", r.too_large),
+            ("failed", r.failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "router_shadow_total{{route=\"{}\",outcome=\"{outcome}\"}} {n}",
+                route.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ use crate::h1::{self, Framing, Head, HeadError};
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::routes::{RouteTable, WriteOwner};
+use crate::shadow::{self, Capture, Job, ShadowLimits, Shadows, Tee};
 use crate::toggles::LiveToggles;
 
 /// Header naming the user for sticky rollouts.
@@ -178,6 +179,8 @@ pub struct Router {
     /// `1.1 <token>`, the element this hop adds to `Via`.
     via: String,
     trace_ids: AtomicU64,
+    /// The parallel run's shadow copies and their reports.
+    pub shadows: Arc<Shadows>,
 }
 
 impl Router {
@@ -207,6 +210,7 @@ impl Router {
             via: format!("1.1 {token}"),
             token,
             trace_ids: AtomicU64::new(seed),
+            shadows: Shadows::new(ShadowLimits::default()),
         }
     }
 
@@ -224,6 +228,12 @@ impl Router {
     /// Replaces the data path's limits.
     pub fn with_limits(mut self, limits: Limits) -> Router {
         self.limits = limits;
+        self
+    }
+
+    /// Replaces the shadowing limits (and forgets the reports so far).
+    pub fn with_shadow_limits(mut self, limits: ShadowLimits) -> Router {
+        self.shadows = Shadows::new(limits);
         self
     }
 
@@ -257,6 +267,7 @@ impl Router {
             to_upstream: Vec::with_capacity(1024),
             to_client: Vec::with_capacity(1024),
             answered: false,
+            shadow: None,
             write_idle: self.limits.body_idle,
         };
         loop {
@@ -378,6 +389,17 @@ impl Router {
             spent_by: started + timeout * ATTEMPT_BUDGETS,
         };
 
+        // A copy for the parallel run: admitted now (or dropped and counted), so the primary's
+        // answer is kept while it is relayed. Only bodiless reads are shadowed.
+        conn.shadow = match (plan.shadow, plan.route) {
+            (Some(_), Some(route)) if framing == Framing::None => {
+                let route = &self.table.routes[route];
+                self.shadows
+                    .admit(&format!("{} {}", head.method(), route.prefix))
+            }
+            _ => None,
+        };
+
         let mut last = Failure::CircuitOpen(plan.primary);
         let mut body_spent = false;
         let mut attempts = 0;
@@ -415,7 +437,14 @@ impl Router {
                     .await;
                 body_spent = framing != Framing::None;
                 let failure = match outcome {
-                    Attempt::Done(next) => return next,
+                    Attempt::Done(next) => {
+                        if let Some(capture) = conn.shadow.take()
+                            && capture.answered()
+                        {
+                            self.launch_shadow(capture, &request, &conn.client_ip);
+                        }
+                        return next;
+                    }
                     Attempt::Failed(failure) => failure,
                 };
                 last = failure;
@@ -431,8 +460,39 @@ impl Router {
                 break;
             }
         }
+        // No answer from the primary: nothing to compare (and the place is given back).
+        conn.shadow = None;
         self.fail(conn, &request, last, close_after_error || body_spent)
             .await
+    }
+
+    /// Hands the kept answer and copies of the request for both sides to the shadow task.
+    fn launch_shadow(&self, capture: Capture, request: &Request, client_ip: &str) {
+        let (Some(candidate), Some(route)) = (request.plan.shadow, request.plan.route) else {
+            return;
+        };
+        let for_upstream = |upstream: usize| {
+            let mut bytes = Vec::new();
+            self.write_request_head(&mut bytes, request, upstream, client_ip);
+            // The head ends with an empty line: the shadow's own fields go before it.
+            bytes.truncate(bytes.len() - 2);
+            headers::write_field(&mut bytes, shadow::SHADOW_HEADER, b"1");
+            headers::write_field(&mut bytes, "connection", b"close");
+            bytes.extend_from_slice(b"\r\n");
+            shadow::Target {
+                authority: self.addresses[upstream].authority.clone(),
+                request: bytes,
+            }
+        };
+        self.shadows.launch(Job {
+            rules: self.table.routes[route].rules.clone(),
+            method: request.head.method().to_string(),
+            target: request.target.to_string(),
+            primary: for_upstream(request.plan.primary),
+            candidate: for_upstream(candidate),
+            timeout: request.timeout,
+            capture,
+        });
     }
 
     /// Answers with the JSON error for `failure`, counted under its upstream.
@@ -729,9 +789,14 @@ impl Router {
             if hop.stays(name) {
                 continue;
             }
-            if [UPSTREAM_HEADER, REASON_HEADER, "via"]
-                .iter()
-                .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
+            if [
+                UPSTREAM_HEADER,
+                REASON_HEADER,
+                "via",
+                shadow::POSITION_HEADER,
+            ]
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
             {
                 continue;
             }
@@ -795,6 +860,7 @@ impl Router {
             to_upstream,
             to_client,
             answered,
+            shadow: capture,
             ..
         } = conn;
         let (mut client_read, mut client_write) = client.split();
@@ -810,6 +876,7 @@ impl Router {
             to_upstream,
             idle,
             &waiting_for_client,
+            None,
         );
         tokio::pin!(send);
         let mut sent: Option<Result<(), CopyError>> = None;
@@ -877,6 +944,17 @@ impl Router {
             !request.keep_alive || framing == Framing::UntilClose || matches!(sent, Some(Err(_))),
         );
         *answered = true;
+        // Kept for the parallel run only when the planned primary answers (not a fallback).
+        let mut tee = match capture {
+            Some(kept) if upstream == request.plan.primary => {
+                kept.head(&answer, framing);
+                Some(&mut kept.tee)
+            }
+            _ => {
+                *capture = None;
+                None
+            }
+        };
         self.metrics.observe(
             request.plan.capability,
             upstream,
@@ -893,6 +971,7 @@ impl Router {
                 to_client,
                 idle,
                 &unused,
+                tee.take(),
             );
             tokio::pin!(receive);
             loop {
@@ -994,6 +1073,8 @@ struct Conn {
     to_client: Vec<u8>,
     /// Whether any of the answer to the current request has been written.
     answered: bool,
+    /// The current request's copy of the primary's answer, for the parallel run.
+    shadow: Option<Capture>,
     /// How long a write to the client may make no progress (see [`Limits::body_idle`]).
     write_idle: Duration,
 }
@@ -1083,7 +1164,7 @@ impl Link {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CopyError {
+pub(crate) enum CopyError {
     /// Reading the source failed.
     Read,
     /// The source ended before the body did.
@@ -1100,7 +1181,8 @@ enum CopyError {
 /// and `src` to `dst`. Body bytes already in `buf` go out with the head in one write; what
 /// follows the body stays in `buf`. Memory stays bounded: one read's worth at a time. Every
 /// read and write must complete within `idle`; `reading` is true while it waits for `src`.
-async fn copy_body<R, W>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn copy_body<R, W>(
     framing: Framing,
     src: &mut R,
     buf: &mut BytesMut,
@@ -1108,6 +1190,7 @@ async fn copy_body<R, W>(
     out: &mut Vec<u8>,
     idle: Duration,
     reading: &AtomicBool,
+    mut tee: Option<&mut Tee>,
 ) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin,
@@ -1129,6 +1212,9 @@ where
                 Framing::Chunked => scanner.scan(buf).map_err(|_| CopyError::Malformed)?,
                 Framing::UntilClose => buf.len(),
             };
+            if let Some(tee) = tee.as_deref_mut() {
+                tee.push(&buf[..take]);
+            }
             if out.is_empty() {
                 write_within(dst, &buf[..take], idle).await?;
             } else {
@@ -1192,7 +1278,7 @@ async fn write_within<W: AsyncWrite + Unpin>(
 }
 
 #[derive(Debug)]
-enum ReadHeadError {
+pub(crate) enum ReadHeadError {
     /// The connection ended; `partial` if some of a head had arrived.
     Closed {
         partial: bool,
@@ -1203,7 +1289,7 @@ enum ReadHeadError {
 
 /// Reads until `buf` starts with a complete response head. Cancel-safe: a partial head stays
 /// in `buf`.
-async fn read_head<R: AsyncRead + Unpin>(
+pub(crate) async fn read_head<R: AsyncRead + Unpin>(
     src: &mut R,
     buf: &mut BytesMut,
 ) -> Result<Head, ReadHeadError> {

@@ -631,3 +631,82 @@ async fn toggles_can_come_from_an_unleash_server_instead() {
     follower.stop().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn shadow_reports_are_served_and_reset_behind_the_token() {
+    let db = TestDb::new("router", router::store::MIGRATIONS);
+    let (monolith, catalog) = two_sides().await;
+    let r = instance(&db, table(&monolith, &catalog), "diffs").await;
+    let admin = Admin::of(&r);
+    admin
+        .ok(
+            reqwest::Method::PUT,
+            "/admin/toggles/catalog.shadow",
+            Some(reads("catalog.shadow", true)),
+        )
+        .await;
+    assert_eq!(
+        data_path_answer(r.addr, "GET", "/catalog/albums/1").await,
+        "monolith"
+    );
+    // The two sides name themselves: a real difference at `$.upstream`.
+    let route = "GET /catalog/";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let diffs = admin.ok(reqwest::Method::GET, "/admin/diffs", None).await;
+        if diffs["routes"][route]["compared"] == 1 {
+            break diffs["routes"][route].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no comparison: {diffs}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(report["real"], 1, "{report}");
+    assert_eq!(report["paths"]["$.upstream"], 1, "{report}");
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", admin.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("router_shadow_total{route=\"GET /catalog/\",outcome=\"real\"} 1"),
+        "{metrics}"
+    );
+    for token in [None, Some("wrong")] {
+        let (status, _) = admin
+            .call(reqwest::Method::GET, "/admin/diffs", None, token)
+            .await;
+        assert_eq!(status, 401);
+        let (status, _) = admin
+            .call(reqwest::Method::DELETE, "/admin/diffs", None, token)
+            .await;
+        assert_eq!(status, 401);
+    }
+    let (status, body) = admin
+        .call(
+            reqwest::Method::DELETE,
+            "/admin/diffs?route=GET%20/nowhere",
+            None,
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "no_such_report");
+    let reset = admin
+        .ok(
+            reqwest::Method::DELETE,
+            "/admin/diffs?route=GET%20/catalog/",
+            None,
+        )
+        .await;
+    assert_eq!(reset["reset"], 1);
+    let diffs = admin.ok(reqwest::Method::GET, "/admin/diffs", None).await;
+    assert_eq!(diffs["routes"], json!({}));
+    r.stop().await;
+}

@@ -1,0 +1,712 @@
+//! The parallel run's shadow traffic: a copy of a request goes to the side that is not answering
+//! the client, off the client's critical path, and the two answers are compared.
+//!
+//! The client is answered by the primary exactly as without shadowing; the data path only keeps
+//! a copy of the primary's answer (up to [`ShadowLimits::answer`] bytes) while relaying it. A
+//! shadow is admitted before that, within a bound on shadows in flight and on the bytes they
+//! hold: when either is reached the shadow is dropped and counted, never queued. The rest happens
+//! in a task of its own: the candidate is asked, [`compare`](crate::compare) judges, and the
+//! outcome lands in the route's report.
+//!
+//! Three things keep a difference that is no defect from counting as one:
+//! - **Noise**: every [`ShadowLimits::noise_every`]th shadow asks the primary twice; the JSON
+//!   paths that differ between two answers of the same side are noise for that route from then
+//!   on, reported apart and never counted as mismatches.
+//! - **Lag**: each side says where its database is (`x-fig-db-position`, in the writing owner's
+//!   WAL terms: the owner's position after answering, a replica's applied position). When the
+//!   answers differ and one side had not reached the other's position, that side is asked again
+//!   until it has (within [`ShadowLimits::recheck`]): a match then is *transient*, a difference
+//!   *real*. This works whichever side answers the client.
+//! - **Rules** per route (ignored paths, arrays compared as sets, numeric tolerance), from the
+//!   route table.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout_at;
+
+use crate::compare::{self, Answer, Difference, Rules};
+use crate::h1::{self, Framing, Head};
+
+/// The response header in which a side reports its database position; the router reads it and
+/// does not pass it on.
+pub const POSITION_HEADER: &str = "x-fig-db-position";
+/// Marks a request as a shadow copy (for the upstream's logs; it changes nothing there).
+pub const SHADOW_HEADER: &str = "x-fig-shadow";
+
+/// Bounds on shadowing, per router instance.
+#[derive(Debug, Clone)]
+pub struct ShadowLimits {
+    /// Shadows in flight at most.
+    pub in_flight: usize,
+    /// Bytes the shadows in flight may hold at most (each reserves twice `answer`).
+    pub bytes: usize,
+    /// The most of one answer kept for comparison; a larger answer is not compared.
+    pub answer: usize,
+    /// How long a lagging side is waited for before its difference counts as real.
+    pub recheck: Duration,
+    /// One shadow in this many also asks the primary twice, to learn the route's noise.
+    pub noise_every: u64,
+}
+
+impl Default for ShadowLimits {
+    fn default() -> Self {
+        ShadowLimits {
+            in_flight: 64,
+            bytes: 64 * 1024 * 1024,
+            answer: 256 * 1024,
+            recheck: Duration::from_secs(2),
+            noise_every: 10,
+        }
+    }
+}
+
+/// What one route's shadows came to.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RouteReport {
+    /// Pairs of answers compared.
+    pub compared: u64,
+    pub matched: u64,
+    /// Differences that stayed once both sides had seen the same data.
+    pub real: u64,
+    /// Differences that went away once the lagging side caught up.
+    pub transient: u64,
+    /// Shadows not sent: too many in flight, or their bytes over budget.
+    pub dropped: u64,
+    /// Answers too large to keep for comparison.
+    pub too_large: u64,
+    /// The candidate (or a second ask of the primary) gave no answer.
+    pub failed: u64,
+    /// Paths learned as noise.
+    pub noise: BTreeSet<String>,
+    /// How often each noise path differed (never counted as a mismatch).
+    pub noise_hits: BTreeMap<String, u64>,
+    /// Generalised paths of real differences, with counts.
+    pub paths: BTreeMap<String, u64>,
+    /// The last few real differences, request and answers abridged.
+    pub samples: Vec<Sample>,
+}
+
+/// One real difference, for a person to look at.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Method and target, values of sensitive query parameters redacted.
+    pub request: String,
+    pub primary_status: u16,
+    pub candidate_status: u16,
+    pub differences: Vec<SampleDifference>,
+    pub primary_body: String,
+    pub candidate_body: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleDifference {
+    pub path: String,
+    pub kind: String,
+    pub primary: Option<String>,
+    pub candidate: Option<String>,
+}
+
+const SAMPLES_KEPT: usize = 5;
+const SAMPLE_BODY: usize = 2 * 1024;
+const SAMPLE_DIFFERENCES: usize = 10;
+
+/// Every route's report, with the shadows in flight.
+pub struct Shadows {
+    limits: ShadowLimits,
+    in_flight: AtomicUsize,
+    bytes: AtomicUsize,
+    started: AtomicU64,
+    reports: Mutex<BTreeMap<String, RouteReport>>,
+}
+
+/// A shadow's place within the limits, given back when dropped.
+pub struct Ticket {
+    shadows: Arc<Shadows>,
+    bytes: usize,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.shadows.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.shadows.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// A body kept while it streams past, up to a limit.
+#[derive(Debug, Default)]
+pub struct Tee {
+    body: Vec<u8>,
+    limit: usize,
+    overflow: bool,
+}
+
+impl Tee {
+    pub fn new(limit: usize) -> Tee {
+        Tee {
+            body: Vec::new(),
+            limit,
+            overflow: false,
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if self.body.len() + bytes.len() > self.limit {
+            self.overflow = true;
+            self.body = Vec::new();
+        } else {
+            self.body.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// The primary's answer as the data path relayed it.
+pub struct Capture {
+    ticket: Ticket,
+    pub route: String,
+    status: u16,
+    headers: Vec<(String, String)>,
+    chunked: bool,
+    /// The answer's head was seen (from the planned primary, not a fallback).
+    answered: bool,
+    pub tee: Tee,
+}
+
+impl Capture {
+    /// Keeps the answer's status and fields (`framing` says how its body comes).
+    pub fn head(&mut self, head: &Head, framing: Framing) {
+        self.status = head.status;
+        self.headers = fields(head);
+        self.chunked = framing == Framing::Chunked;
+        self.answered = true;
+    }
+
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+}
+
+/// Where to send one side's copy: the upstream's address and the request's bytes for it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub authority: String,
+    pub request: Vec<u8>,
+}
+
+/// Everything a shadow needs once the client has its answer.
+pub struct Job {
+    pub capture: Capture,
+    pub rules: Rules,
+    /// Method and target, for the report (redacted there).
+    pub method: String,
+    pub target: String,
+    pub primary: Target,
+    pub candidate: Target,
+    /// Each ask of either side gets this long.
+    pub timeout: Duration,
+}
+
+/// Which side of a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Primary,
+    Candidate,
+}
+
+/// Given the positions two answers report, the side that had not yet seen what the other had,
+/// and the position it must reach: `None` when they saw the same, or one cannot tell.
+pub fn lagging(primary: Option<u64>, candidate: Option<u64>) -> Option<(Side, u64)> {
+    match (primary?, candidate?) {
+        (p, c) if c < p => Some((Side::Candidate, p)),
+        (p, c) if p < c => Some((Side::Primary, c)),
+        _ => None,
+    }
+}
+
+/// An `X/Y` (hexadecimal) log sequence number.
+pub fn parse_position(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    let hi = u32::from_str_radix(hi, 16).ok()?;
+    let lo = u32::from_str_radix(lo, 16).ok()?;
+    Some((u64::from(hi) << 32) | u64::from(lo))
+}
+
+fn position(answer: &Answer) -> Option<u64> {
+    answer
+        .headers
+        .iter()
+        .find(|(name, _)| name == POSITION_HEADER)
+        .and_then(|(_, value)| parse_position(value))
+}
+
+/// A head's fields, names lower-cased, values as text (lossy).
+fn fields(head: &Head) -> Vec<(String, String)> {
+    head.fields()
+        .map(|(name, value)| {
+            (
+                String::from_utf8_lossy(name).to_ascii_lowercase(),
+                String::from_utf8_lossy(value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The request line for a report: query parameters whose names suggest secrets keep their
+/// names only.
+pub fn redact(method: &str, target: &str) -> String {
+    const SENSITIVE: [&str; 7] = [
+        "token",
+        "key",
+        "secret",
+        "password",
+        "auth",
+        "session",
+        "signature",
+    ];
+    let Some((path, query)) = target.split_once('?') else {
+        return format!("{method} {target}");
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let name = pair.split('=').next().unwrap_or("");
+            let lower = name.to_ascii_lowercase();
+            if SENSITIVE.iter().any(|s| lower.contains(s)) {
+                format!("{name}=REDACTED")
+            } else {
+                pair.to_string()
+            }
+        })
+        .collect();
+    format!("{method} {path}?{}", pairs.join("&"))
+}
+
+/// The body of a complete chunked message (already checked by the data path's scanner).
+fn dechunk(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(rest.get(..size)?);
+        rest = rest.get(size + 2..)?;
+    }
+}
+
+impl Shadows {
+    pub fn new(limits: ShadowLimits) -> Arc<Shadows> {
+        Arc::new(Shadows {
+            limits,
+            in_flight: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            reports: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn limits(&self) -> &ShadowLimits {
+        &self.limits
+    }
+
+    /// A place for one more shadow of `route`, if within the limits; otherwise the drop is
+    /// counted.
+    pub fn admit(self: &Arc<Self>, route: &str) -> Option<Capture> {
+        let bytes = self.limits.answer.saturating_mul(2);
+        let counted = self.in_flight.fetch_add(1, Ordering::AcqRel) < self.limits.in_flight;
+        let held =
+            counted && self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes <= self.limits.bytes;
+        // From here the ticket's drop gives back what was taken, admitted or not.
+        let ticket = Ticket {
+            shadows: self.clone(),
+            bytes: if counted { bytes } else { 0 },
+        };
+        if !held {
+            drop(ticket);
+            self.with_report(route, |r| r.dropped += 1);
+            return None;
+        }
+        Some(Capture {
+            ticket,
+            route: route.to_string(),
+            status: 0,
+            headers: Vec::new(),
+            chunked: false,
+            answered: false,
+            tee: Tee::new(self.limits.answer),
+        })
+    }
+
+    fn with_report<T>(&self, route: &str, f: impl FnOnce(&mut RouteReport) -> T) -> T {
+        let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        f(reports.entry(route.to_string()).or_default())
+    }
+
+    /// Every route's report.
+    pub fn reports(&self) -> BTreeMap<String, RouteReport> {
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forgets one route's report (`Some`), or all of them; learned noise goes with it.
+    pub fn reset(&self, route: Option<&str>) -> usize {
+        let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        match route {
+            Some(route) => usize::from(reports.remove(route).is_some()),
+            None => {
+                let n = reports.len();
+                reports.clear();
+                n
+            }
+        }
+    }
+
+    /// Totals over every route: (compared, matched, real, transient, dropped, failed).
+    pub fn totals(&self) -> [u64; 6] {
+        let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        reports.values().fold([0; 6], |mut t, r| {
+            for (slot, n) in t.iter_mut().zip([
+                r.compared,
+                r.matched,
+                r.real,
+                r.transient,
+                r.dropped + r.too_large,
+                r.failed,
+            ]) {
+                *slot += n;
+            }
+            t
+        })
+    }
+
+    /// Runs the shadow in a task of its own; the client already has its answer.
+    pub fn launch(self: &Arc<Self>, job: Job) {
+        let shadows = self.clone();
+        tokio::spawn(async move { shadows.run(job).await });
+    }
+
+    async fn run(&self, job: Job) {
+        let Job {
+            capture,
+            rules,
+            method,
+            target,
+            primary: primary_target,
+            candidate: candidate_target,
+            timeout,
+        } = job;
+        let route = capture.route.clone();
+        let _ticket = capture.ticket;
+        if capture.tee.overflow {
+            self.with_report(&route, |r| r.too_large += 1);
+            return;
+        }
+        let body = if capture.chunked {
+            dechunk(&capture.tee.body).unwrap_or_default()
+        } else {
+            capture.tee.body
+        };
+        let primary = Answer {
+            status: capture.status,
+            headers: capture.headers,
+            body: body.into(),
+        };
+        let limit = self.limits.answer;
+        let ask = |target: &Target| fetch(target.clone(), method.clone(), timeout, limit);
+        let sample_noise = self
+            .started
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(self.limits.noise_every.max(1));
+        if sample_noise {
+            match ask(&primary_target).await {
+                Ok(again) => {
+                    let learned = compare::noise(&primary, &again);
+                    if !learned.is_empty() {
+                        self.with_report(&route, |r| r.noise.extend(learned));
+                    }
+                }
+                Err(_) => self.with_report(&route, |r| r.failed += 1),
+            }
+        }
+        let candidate = match ask(&candidate_target).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                self.with_report(&route, |r| r.failed += 1);
+                return;
+            }
+        };
+        let noise = self.with_report(&route, |r| r.noise.clone());
+        let (mut real, mut noisy) = split_noise(
+            compare::compare(&primary, &candidate, &rules).differences,
+            &noise,
+        );
+        let mut transient = false;
+        let mut answers = (primary, candidate);
+        if !real.is_empty()
+            && let Some((side, goal)) = lagging(position(&answers.0), position(&answers.1))
+        {
+            let until = Instant::now() + self.limits.recheck;
+            let again = match side {
+                Side::Primary => &primary_target,
+                Side::Candidate => &candidate_target,
+            };
+            while Instant::now() < until {
+                let Ok(fresh) = ask(again).await else { break };
+                if position(&fresh).is_some_and(|p| p >= goal) {
+                    match side {
+                        Side::Primary => answers.0 = fresh,
+                        Side::Candidate => answers.1 = fresh,
+                    }
+                    let (r, n) = split_noise(
+                        compare::compare(&answers.0, &answers.1, &rules).differences,
+                        &noise,
+                    );
+                    transient = r.is_empty();
+                    real = r;
+                    noisy = n;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let request = redact(&method, &target);
+        self.with_report(&route, |r| {
+            r.compared += 1;
+            for d in &noisy {
+                *r.noise_hits
+                    .entry(compare::generalise(&d.path))
+                    .or_default() += 1;
+            }
+            if real.is_empty() {
+                if transient {
+                    r.transient += 1;
+                } else {
+                    r.matched += 1;
+                }
+                return;
+            }
+            r.real += 1;
+            let paths: BTreeSet<String> =
+                real.iter().map(|d| compare::generalise(&d.path)).collect();
+            for path in paths {
+                *r.paths.entry(path).or_default() += 1;
+            }
+            if r.samples.len() >= SAMPLES_KEPT {
+                r.samples.remove(0);
+            }
+            r.samples
+                .push(sample(request, &answers.0, &answers.1, &real));
+        });
+    }
+}
+
+/// Splits differences into those that count and those on the route's noise paths.
+fn split_noise(
+    differences: Vec<Difference>,
+    noise: &BTreeSet<String>,
+) -> (Vec<Difference>, Vec<Difference>) {
+    differences
+        .into_iter()
+        .partition(|d| !noise.iter().any(|n| compare::covers(n, &d.path)))
+}
+
+fn sample(request: String, primary: &Answer, candidate: &Answer, real: &[Difference]) -> Sample {
+    let abridged = |body: &[u8]| {
+        let text = String::from_utf8_lossy(body);
+        text.chars().take(SAMPLE_BODY).collect::<String>()
+    };
+    Sample {
+        request,
+        primary_status: primary.status,
+        candidate_status: candidate.status,
+        differences: real
+            .iter()
+            .take(SAMPLE_DIFFERENCES)
+            .map(|d| SampleDifference {
+                path: d.path.clone(),
+                kind: d.kind.as_str().to_string(),
+                primary: d.primary.clone(),
+                candidate: d.candidate.clone(),
+            })
+            .collect(),
+        primary_body: abridged(&primary.body),
+        candidate_body: abridged(&candidate.body),
+    }
+}
+
+/// Why a side gave no answer to compare.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("no answer in time")]
+    Timeout,
+    #[error("could not connect")]
+    Unreachable,
+    #[error("the connection broke")]
+    Broken,
+    #[error("the answer is malformed")]
+    Malformed,
+    #[error("the answer is larger than the comparison keeps")]
+    TooLarge,
+}
+
+/// Sends `target`'s request on a connection of its own and reads the whole answer (at most
+/// `limit` bytes of body), within `timeout`.
+pub async fn fetch(
+    target: Target,
+    method: String,
+    timeout: Duration,
+    limit: usize,
+) -> Result<Answer, FetchError> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = timeout_at(deadline.into(), TcpStream::connect(&target.authority))
+        .await
+        .map_err(|_| FetchError::Timeout)?
+        .map_err(|_| FetchError::Unreachable)?;
+    let _ = stream.set_nodelay(true);
+    timeout_at(deadline.into(), stream.write_all(&target.request))
+        .await
+        .map_err(|_| FetchError::Timeout)?
+        .map_err(|_| FetchError::Broken)?;
+    let mut inbound = BytesMut::with_capacity(16 * 1024);
+    let head = loop {
+        let head = timeout_at(
+            deadline.into(),
+            crate::proxy::read_head(&mut stream, &mut inbound),
+        )
+        .await
+        .map_err(|_| FetchError::Timeout)?
+        .map_err(|_| FetchError::Broken)?;
+        if !(100..200).contains(&head.status) {
+            break head;
+        }
+    };
+    let framing = h1::response_framing(&head, &method).map_err(|_| FetchError::Malformed)?;
+    let mut tee = Tee::new(limit);
+    let idle = deadline.saturating_duration_since(Instant::now());
+    let unused = AtomicBool::new(false);
+    timeout_at(
+        deadline.into(),
+        crate::proxy::copy_body(
+            framing,
+            &mut stream,
+            &mut inbound,
+            &mut tokio::io::sink(),
+            &mut Vec::new(),
+            idle,
+            &unused,
+            Some(&mut tee),
+        ),
+    )
+    .await
+    .map_err(|_| FetchError::Timeout)?
+    .map_err(|_| FetchError::Broken)?;
+    if tee.overflow {
+        return Err(FetchError::TooLarge);
+    }
+    let body = if framing == Framing::Chunked {
+        dechunk(&tee.body).ok_or(FetchError::Malformed)?
+    } else {
+        tee.body
+    };
+    Ok(Answer {
+        status: head.status,
+        headers: fields(&head),
+        body: body.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_side_behind_the_other_is_asked_again() {
+        let cases = [
+            // (primary position, candidate position, expected)
+            (Some(10), Some(5), Some((Side::Candidate, 10))),
+            (Some(5), Some(10), Some((Side::Primary, 10))),
+            (Some(7), Some(7), None),
+            (None, Some(7), None),
+            (Some(7), None, None),
+        ];
+        for (p, c, want) in cases {
+            assert_eq!(lagging(p, c), want, "{p:?} {c:?}");
+        }
+    }
+
+    #[test]
+    fn positions_read_as_log_sequence_numbers() {
+        let cases = [
+            ("0/16B3748", Some(0x16B_3748)),
+            ("1/0", Some(1 << 32)),
+            (" A/FF ", Some((10 << 32) | 0xFF)),
+            ("", None),
+            ("16B3748", None),
+            ("x/1", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_position(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn sensitive_query_values_are_redacted() {
+        let cases = [
+            ("/catalog/albums", "GET /catalog/albums"),
+            ("/a?page=2", "GET /a?page=2"),
+            ("/a?token=abc&page=2", "GET /a?token=REDACTED&page=2"),
+            (
+                "/a?api_key=1&SessionId=2",
+                "GET /a?api_key=REDACTED&SessionId=REDACTED",
+            ),
+        ];
+        for (target, want) in cases {
+            assert_eq!(redact("GET", target), want);
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        let cases: [(&[u8], Option<&[u8]>); 4] = [
+            (b"0\r\n\r\n", Some(b"")),
+            (b"3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n", Some(b"abcde")),
+            (
+                b"A\r\n0123456789\r\n0\r\nTrailer: 1\r\n\r\n",
+                Some(b"0123456789"),
+            ),
+            (b"5\r\nab", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(dechunk(raw).as_deref(), want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_not_kept() {
+        let mut tee = Tee::new(4);
+        tee.push(b"ab");
+        tee.push(b"cd");
+        assert!(!tee.overflow);
+        assert_eq!(tee.body, b"abcd");
+        tee.push(b"e");
+        assert!(tee.overflow);
+        assert!(tee.body.is_empty());
+        tee.push(b"");
+        assert!(tee.overflow);
+    }
+}

@@ -1,0 +1,264 @@
+//! The parallel run's shadow traffic through the router's data path (issue 17): clients are
+//! answered by the primary alone, the candidate gets a copy off the critical path, and the
+//! comparison lands in the route's report, with noise and replication lag told apart.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{Response, StatusCode};
+use router::shadow::{RouteReport, ShadowLimits};
+use router::{LiveToggles, Router};
+use serde_json::json;
+use support::{full, raw, table, toggles, upstream};
+use tokio::net::TcpListener;
+
+const ROUTE: &str = "GET /catalog/";
+
+/// A router in front of `monolith` and `catalog` with `catalog.shadow` on for everyone: the
+/// monolith answers clients, the catalog service gets the copies.
+async fn shadowing(monolith: &str, catalog: &str, limits: ShadowLimits) -> (String, Arc<Router>) {
+    shadowing_within(monolith, catalog, limits, 500).await
+}
+
+/// As [`shadowing`], each ask of a side given `timeout_ms`.
+async fn shadowing_within(
+    monolith: &str,
+    catalog: &str,
+    limits: ShadowLimits,
+    timeout_ms: u64,
+) -> (String, Arc<Router>) {
+    let live = Arc::new(LiveToggles::new(toggles(
+        json!({"version": 2, "features": [
+            {"name": "catalog.shadow", "enabled": true, "strategies": [{"name": "default"}]}
+        ]}),
+    )));
+    let router = Arc::new(
+        Router::new(Arc::new(table(monolith, catalog, timeout_ms)), live, "test")
+            .with_shadow_limits(limits),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(router::serve(listener, router.clone()));
+    (base, router)
+}
+
+fn json_answer(body: serde_json::Value, position: Option<&str>) -> Response<support::TestBody> {
+    let mut answer = Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json");
+    if let Some(position) = position {
+        answer = answer.header("x-fig-db-position", position);
+    }
+    answer.body(full(body.to_string())).unwrap()
+}
+
+async fn get(base: &str, path: &str) -> String {
+    raw::exchange(
+        base,
+        format!("GET {path} HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+}
+
+/// Polls the route's report until `done` says so.
+async fn report_until(router: &Router, done: impl Fn(&RouteReport) -> bool) -> RouteReport {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = router.shadows.reports().remove(ROUTE).unwrap_or_default();
+        if done(&report) {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the report never got there: {report:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn quiet() -> ShadowLimits {
+    ShadowLimits {
+        noise_every: u64::MAX,
+        ..ShadowLimits::default()
+    }
+}
+
+#[tokio::test]
+async fn clients_get_the_primary_and_the_report_names_the_differing_path() {
+    let monolith = upstream(|req| async move {
+        let id = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        json_answer(
+            json!({"id": id, "price": 10, "tags": ["a", "b"]}),
+            Some("0/100"),
+        )
+    })
+    .await;
+    let catalog = upstream(|req| async move {
+        let id = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let price = if id == "7" { 11 } else { 10 };
+        json_answer(
+            json!({"id": id, "price": price, "tags": ["a", "b"]}),
+            Some("0/100"),
+        )
+    })
+    .await;
+    let (base, router) = shadowing(&monolith, &catalog, quiet()).await;
+    for id in 1..=10 {
+        let answer = get(&base, &format!("/catalog/albums/{id}")).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains("\"price\":10"),
+            "the primary answers: {answer}"
+        );
+        assert!(
+            !answer.to_ascii_lowercase().contains("x-fig-db-position"),
+            "the position is the router's, not the client's: {answer}"
+        );
+    }
+    let report = report_until(&router, |r| r.compared == 10).await;
+    assert_eq!((report.matched, report.real, report.transient), (9, 1, 0));
+    assert_eq!(report.paths.get("$.price"), Some(&1), "{report:#?}");
+    assert_eq!(report.samples.len(), 1);
+    assert_eq!(report.samples[0].request, "GET /catalog/albums/7");
+}
+
+#[tokio::test]
+async fn a_field_that_changes_on_every_call_is_noise_not_a_mismatch() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let monolith = upstream(move |_| {
+        let calls = calls.clone();
+        async move {
+            let n = calls.fetch_add(1, Ordering::Relaxed);
+            json_answer(json!({"title": "Blue", "served_at": n}), None)
+        }
+    })
+    .await;
+    let catalog =
+        upstream(
+            |_| async move { json_answer(json!({"title": "Blue", "served_at": 123_456}), None) },
+        )
+        .await;
+    let limits = ShadowLimits {
+        noise_every: 1,
+        ..ShadowLimits::default()
+    };
+    let (base, router) = shadowing(&monolith, &catalog, limits).await;
+    for _ in 0..5 {
+        get(&base, "/catalog/albums/1").await;
+    }
+    let report = report_until(&router, |r| r.compared == 5).await;
+    assert!(report.noise.contains("$.served_at"), "{report:#?}");
+    assert_eq!(report.real, 0, "{report:#?}");
+    assert_eq!(report.matched, 5);
+    assert_eq!(report.noise_hits.get("$.served_at"), Some(&5));
+}
+
+#[tokio::test]
+async fn a_candidate_behind_the_primary_is_asked_again_and_counts_as_transient() {
+    // The replica answers from before the primary's write until asked a second time.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let monolith = upstream(|req| async move {
+        let defect = req.uri().path().ends_with("/9");
+        json_answer(json!({"stock": 5, "defect": defect}), Some("0/200"))
+    })
+    .await;
+    let catalog = upstream(move |req| {
+        let asked = asked.clone();
+        async move {
+            if req.uri().path().ends_with("/9") {
+                // A real defect on the same route: caught up, and still different.
+                return json_answer(json!({"stock": 5, "defect": false}), Some("0/200"));
+            }
+            if asked.fetch_add(1, Ordering::Relaxed) == 0 {
+                json_answer(json!({"stock": 6, "defect": false}), Some("0/150"))
+            } else {
+                json_answer(json!({"stock": 5, "defect": false}), Some("0/200"))
+            }
+        }
+    })
+    .await;
+    let (base, router) = shadowing(&monolith, &catalog, quiet()).await;
+    get(&base, "/catalog/albums/1").await;
+    report_until(&router, |r| r.compared == 1).await;
+    get(&base, "/catalog/albums/9").await;
+    let report = report_until(&router, |r| r.compared == 2).await;
+    assert_eq!(
+        (report.transient, report.real, report.matched),
+        (1, 1, 0),
+        "{report:#?}"
+    );
+    assert_eq!(report.paths.get("$.defect"), Some(&1));
+    assert_eq!(report.paths.get("$.stock"), None);
+}
+
+#[tokio::test]
+async fn a_hanging_or_absent_candidate_changes_nothing_for_clients() {
+    let monolith = upstream(|_| async move { json_answer(json!({"ok": true}), None) }).await;
+    let hanging = upstream(|_| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        json_answer(json!({"ok": true}), None)
+    })
+    .await;
+    // A port nothing listens on.
+    let absent = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    for (candidate, hangs) in [(hanging, true), (absent, false)] {
+        let limits = ShadowLimits {
+            in_flight: 4,
+            ..quiet()
+        };
+        // Each ask of the candidate may take 3 s: a client that waited for one would show it.
+        let (base, router) = shadowing_within(&monolith, &candidate, limits, 3_000).await;
+        let started = Instant::now();
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                let base = base.clone();
+                tokio::spawn(async move {
+                    let mut slowest = Duration::ZERO;
+                    for _ in 0..25 {
+                        let at = Instant::now();
+                        let answer = get(&base, "/catalog/albums/1").await;
+                        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+                        assert!(answer.contains("{\"ok\":true}"), "{answer}");
+                        slowest = slowest.max(at.elapsed());
+                    }
+                    slowest
+                })
+            })
+            .collect();
+        for client in clients {
+            let slowest = client.await.unwrap();
+            // The candidate is given 3 s and hangs for 30: no client waited on it.
+            assert!(
+                slowest < Duration::from_secs(1),
+                "a client waited {slowest:?}"
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Four at most in flight: while they hang the rest are dropped and counted; every
+        // admitted one fails.
+        let report = report_until(&router, |r| r.dropped + r.failed == 200).await;
+        assert!(report.failed > 0, "{report:#?}");
+        if hangs {
+            assert!(report.dropped >= 150, "{report:#?}");
+        }
+        assert_eq!(report.compared, 0);
+    }
+}
