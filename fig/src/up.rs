@@ -355,6 +355,7 @@ fn serve(
         reload_every: Duration::from_secs(30),
         source: router::sync::Source::Store,
         limits: router::proxy::Limits::default(),
+        record: None,
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -25,6 +25,10 @@ pub const ENV_RELOAD_SECONDS: &str = "ROUTER_RELOAD_SECONDS";
 pub const ENV_UNLEASH_URL: &str = "ROUTER_UNLEASH_URL";
 pub const ENV_UNLEASH_TOKEN: &str = "ROUTER_UNLEASH_TOKEN";
 pub const ENV_UNLEASH_POLL_MS: &str = "ROUTER_UNLEASH_POLL_MS";
+/// Append a sample of routed requests to this file (JSON lines, what `fig replay` reads)...
+pub const ENV_RECORD_FILE: &str = "ROUTER_RECORD_FILE";
+/// ...this many out of every hundred (default 10).
+pub const ENV_RECORD_PERCENT: &str = "ROUTER_RECORD_PERCENT";
 
 /// The configuration plus the runtime size (worker threads).
 pub fn from_lookup(
@@ -110,6 +114,21 @@ pub fn from_lookup(
             },
             ..crate::proxy::Limits::default()
         },
+        record: match lookup(ENV_RECORD_FILE).filter(|f| !f.trim().is_empty()) {
+            None => None,
+            Some(file) => match parse(&lookup, ENV_RECORD_PERCENT, 10u32)? {
+                percent @ 1..=100 => Some(crate::record::RecordSettings {
+                    file: file.into(),
+                    percent,
+                }),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: ENV_RECORD_PERCENT,
+                        detail: "must be 1 to 100".into(),
+                    });
+                }
+            },
+        },
         reload_every: match parse(&lookup, ENV_RELOAD_SECONDS, 30u64)? {
             0 => {
                 return Err(ConfigError::Invalid {
@@ -162,6 +181,22 @@ mod tests {
         assert_eq!(c.admin_listen.to_string(), "127.0.0.1:7100");
         let catalog = c.table.upstream_named("catalog").unwrap();
         assert_eq!(c.table.upstreams[catalog].url, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn recording_is_off_unless_a_file_is_named() {
+        let (c, _) = load(&[]).unwrap();
+        assert_eq!(c.record, None);
+        let (c, _) = load(&[(ENV_RECORD_FILE, "/tmp/sample.jsonl")]).unwrap();
+        let record = c.record.unwrap();
+        assert_eq!(
+            (record.file.to_str(), record.percent),
+            (Some("/tmp/sample.jsonl"), 10)
+        );
+        for bad in ["0", "101", "half"] {
+            let e = load(&[(ENV_RECORD_FILE, "/tmp/s"), (ENV_RECORD_PERCENT, bad)]).unwrap_err();
+            assert!(e.to_string().contains(ENV_RECORD_PERCENT), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod h1;
 pub mod headers;
 pub mod metrics;
 pub mod proxy;
+pub mod record;
 pub mod routes;
 pub mod run;
 pub mod shadow;

@@ -22,6 +22,7 @@ use crate::decide::{Plan, RequestHead, decide};
 use crate::h1::{self, Framing, Head, HeadError};
 use crate::headers;
 use crate::metrics::Metrics;
+use crate::record::{self, Recorder};
 use crate::routes::{RouteTable, WriteOwner};
 use crate::shadow::{self, Capture, Job, ShadowLimits, Shadows, Tee};
 use crate::toggles::LiveToggles;
@@ -34,6 +35,8 @@ pub const UPSTREAM_HEADER: &str = "x-fig-upstream";
 pub const REASON_HEADER: &str = "x-fig-reason";
 /// How long an unrouted request (to the default upstream) may wait for response headers.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request body a recorded request keeps; a larger one leaves it out of the sample.
+const RECORDED_BODY: usize = 1024 * 1024;
 /// How long connecting to an upstream may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Room kept free in a read buffer: one socket read at most this large.
@@ -181,6 +184,8 @@ pub struct Router {
     trace_ids: AtomicU64,
     /// The parallel run's shadow copies and their reports.
     pub shadows: Arc<Shadows>,
+    /// Writes a sample of routed requests to a file, for replaying.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl Router {
@@ -211,6 +216,7 @@ impl Router {
             token,
             trace_ids: AtomicU64::new(seed),
             shadows: Shadows::new(ShadowLimits::default()),
+            recorder: None,
         }
     }
 
@@ -234,6 +240,12 @@ impl Router {
     /// Replaces the shadowing limits (and forgets the reports so far).
     pub fn with_shadow_limits(mut self, limits: ShadowLimits) -> Router {
         self.shadows = Shadows::new(limits);
+        self
+    }
+
+    /// Records a sample of routed requests with `recorder`.
+    pub fn with_recorder(mut self, recorder: Arc<Recorder>) -> Router {
+        self.recorder = Some(recorder);
         self
     }
 
@@ -268,6 +280,7 @@ impl Router {
             to_client: Vec::with_capacity(1024),
             answered: false,
             shadow: None,
+            recorded_body: None,
             write_idle: self.limits.body_idle,
         };
         loop {
@@ -399,6 +412,13 @@ impl Router {
             }
             _ => None,
         };
+        // In the recorded sample: a body is kept (up to a limit) as it streams to the upstream.
+        let recording = self
+            .recorder
+            .as_ref()
+            .filter(|r| plan.capability.is_some() && r.sampled());
+        conn.recorded_body =
+            (recording.is_some() && framing != Framing::None).then(|| Tee::new(RECORDED_BODY));
 
         let mut last = Failure::CircuitOpen(plan.primary);
         let mut body_spent = false;
@@ -438,6 +458,20 @@ impl Router {
                 body_spent = framing != Framing::None;
                 let failure = match outcome {
                     Attempt::Done(next) => {
+                        if let Some(recorder) = recording {
+                            let body = conn.recorded_body.take();
+                            match body.as_ref().map(Tee::kept) {
+                                // Too large to keep: not in the sample.
+                                Some(None) => {}
+                                kept => {
+                                    if let Some(line) =
+                                        record::line(head, request.target, kept.flatten())
+                                    {
+                                        recorder.record(&line);
+                                    }
+                                }
+                            }
+                        }
                         if let Some(capture) = conn.shadow.take()
                             && capture.answered()
                         {
@@ -861,6 +895,7 @@ impl Router {
             to_client,
             answered,
             shadow: capture,
+            recorded_body,
             ..
         } = conn;
         let (mut client_read, mut client_write) = client.split();
@@ -876,7 +911,7 @@ impl Router {
             to_upstream,
             idle,
             &waiting_for_client,
-            None,
+            recorded_body.as_mut(),
         );
         tokio::pin!(send);
         let mut sent: Option<Result<(), CopyError>> = None;
@@ -1075,6 +1110,8 @@ struct Conn {
     answered: bool,
     /// The current request's copy of the primary's answer, for the parallel run.
     shadow: Option<Capture>,
+    /// The current request's body, kept for the recorded sample.
+    recorded_body: Option<Tee>,
     /// How long a write to the client may make no progress (see [`Limits::body_idle`]).
     write_idle: Duration,
 }

@@ -36,12 +36,20 @@ pub struct Config {
     pub source: sync::Source,
     /// The data path's connection limit and timeouts.
     pub limits: proxy::Limits,
+    /// Record a sample of routed requests to a file (`fig replay` reads it).
+    pub record: Option<crate::record::RecordSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("router database: {0}")]
     Database(String),
+    #[error("recording requests to {file}: {source}")]
+    Record {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -99,10 +107,17 @@ pub async fn start_on(
     sync::reload(&pool, &live)
         .await
         .map_err(|e| StartError::Database(e.to_string()))?;
-    let router = Arc::new(
-        Router::new(Arc::new(config.table), live.clone(), &config.instance)
-            .with_limits(config.limits),
-    );
+    let mut router = Router::new(Arc::new(config.table), live.clone(), &config.instance)
+        .with_limits(config.limits);
+    if let Some(settings) = &config.record {
+        let recorder =
+            crate::record::Recorder::start(settings).map_err(|source| StartError::Record {
+                file: settings.file.display().to_string(),
+                source,
+            })?;
+        router = router.with_recorder(recorder);
+    }
+    let router = Arc::new(router);
 
     let addr = data.local_addr().map_err(|source| StartError::Bind {
         addr: config.listen,

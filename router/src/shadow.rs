@@ -156,6 +156,11 @@ impl Tee {
         }
     }
 
+    /// What was kept: `None` when the body passed the limit.
+    pub fn kept(&self) -> Option<&[u8]> {
+        (!self.overflow).then_some(self.body.as_slice())
+    }
+
     pub fn push(&mut self, bytes: &[u8]) {
         if self.overflow {
             return;

@@ -59,6 +59,7 @@ async fn instance_from(
         reload_every: Duration::from_secs(30),
         source,
         limits: router::proxy::Limits::default(),
+        record: None,
     })
     .await
     .expect("router starts")

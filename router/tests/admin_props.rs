@@ -35,6 +35,7 @@ async fn start(db: &TestDb) -> Running {
         reload_every: Duration::from_secs(30),
         source: router::sync::Source::Store,
         limits: router::proxy::Limits::default(),
+        record: None,
     };
     run::start_on(config, data, admin)
         .await

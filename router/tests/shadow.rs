@@ -262,3 +262,68 @@ async fn a_hanging_or_absent_candidate_changes_nothing_for_clients() {
         assert_eq!(report.compared, 0);
     }
 }
+
+#[tokio::test]
+async fn a_recorded_sample_keeps_only_what_a_replay_needs() {
+    let monolith = upstream(|_| async move { json_answer(json!({"ok": true}), None) }).await;
+    let file = std::env::temp_dir().join(format!(
+        "router-record-{}-{:?}.jsonl",
+        std::process::id(),
+        Instant::now()
+    ));
+    let recorder = router::record::Recorder::start(&router::record::RecordSettings {
+        file: file.clone(),
+        percent: 100,
+    })
+    .unwrap();
+    let live = Arc::new(LiveToggles::new(toggles(
+        json!({"version": 2, "features": []}),
+    )));
+    let router = Arc::new(
+        Router::new(Arc::new(table(&monolith, &monolith, 500)), live, "test")
+            .with_recorder(recorder),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(router::serve(listener, router));
+    let body = r#"{"title": "Blue", "password": "hunter2"}"#;
+    for request in [
+        "GET /catalog/albums?page=2&token=abc HTTP/1.1\r\nHost: shop\r\nAuthorization: Bearer s3cret\r\nX-User-Id: 42\r\nCookie: a=b\r\nConnection: close\r\n\r\n".to_string(),
+        format!("POST /catalog/albums HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()),
+        // Not JSON: left out of the sample.
+        "POST /catalog/albums HTTP/1.1\r\nHost: shop\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc".to_string(),
+        // Not routed: left out.
+        "GET /elsewhere HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n".to_string(),
+    ] {
+        let answer = raw::exchange(&base, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lines = loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        if text.lines().count() >= 2 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "recorded: {text:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let recorded: Vec<router::record::Line> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recorded.len(), 2, "{lines}");
+    assert_eq!(recorded[0].method, "GET");
+    assert_eq!(recorded[0].target, "/catalog/albums?page=2&token=REDACTED");
+    assert_eq!(
+        recorded[0].headers,
+        [("x-user-id".to_string(), "42".to_string())].into()
+    );
+    assert_eq!(recorded[0].body, None);
+    assert_eq!(recorded[1].method, "POST");
+    assert_eq!(
+        recorded[1].body,
+        Some(json!({"title": "Blue", "password": "REDACTED"}))
+    );
+    assert!(!lines.contains("s3cret") && !lines.contains("hunter2") && !lines.contains("abc"));
+    let _ = std::fs::remove_file(&file);
+}
