@@ -601,13 +601,14 @@ async fn upstreams(admin: web::Data<Admin>) -> HttpResponse {
     HttpResponse::Ok().json(json!({"upstreams": list}))
 }
 
-/// The parallel run's reports, per route (`METHOD prefix`): this instance's since it started
-/// or was last reset.
-async fn diffs(admin: web::Data<Admin>) -> HttpResponse {
+/// The parallel run's reports, per route (`METHOD prefix`), summed over every instance (this
+/// one's latest counts stored first; another's may be up to `reports::FLUSH_EVERY` behind).
+async fn diffs(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
     let shadows = &admin.router.shadows;
+    let stored = crate::reports::flush(&admin.pool, shadows).await?;
     let limits = shadows.limits();
-    HttpResponse::Ok().json(json!({
-        "routes": shadows.reports(),
+    Ok(HttpResponse::Ok().json(json!({
+        "routes": stored,
         "limits": {
             "in_flight": limits.in_flight,
             "bytes": limits.bytes,
@@ -615,14 +616,21 @@ async fn diffs(admin: web::Data<Admin>) -> HttpResponse {
             "recheck_ms": limits.recheck.as_millis() as u64,
             "noise_every": limits.noise_every,
         },
-    }))
+    })))
 }
 
-/// Forgets one route's report (`?route=GET /catalog/albums`), or every route's.
+/// Forgets one route's report (`?route=GET /catalog/albums`), or every route's, for every
+/// instance (each forgets its own unsaved counts when it next hears of it: at once here).
 async fn reset_diffs(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, ApiError> {
-    let route = q.text("route");
+    let route = q.text("route").map(str::to_string);
+    let local = admin.router.shadows.reset(route.as_deref());
+    let which = route.clone();
+    let stored = blocking(&admin.pool, move |c| {
+        crate::reports::delete(c, which.as_deref())
+    })
+    .await?;
     if let Some(route) = route
-        && !admin.router.shadows.reports().contains_key(route)
+        && local + stored == 0
     {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -630,8 +638,7 @@ async fn reset_diffs(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpRespons
             format!("no report for route {route:?}: GET /admin/diffs lists them"),
         ));
     }
-    let reset = admin.router.shadows.reset(route);
-    Ok(HttpResponse::Ok().json(json!({"reset": reset})))
+    Ok(HttpResponse::Ok().json(json!({"reset": stored.max(local)})))
 }
 
 /// Prometheus text exposition (scrape with the admin token as a bearer token).

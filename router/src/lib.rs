@@ -14,6 +14,7 @@ pub mod headers;
 pub mod metrics;
 pub mod proxy;
 pub mod record;
+pub mod reports;
 pub mod routes;
 pub mod run;
 pub mod shadow;

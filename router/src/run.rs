@@ -134,7 +134,10 @@ pub async fn start_on(
     let data = tokio::net::TcpListener::from_std(data)
         .map_err(|source| StartError::Bind { addr, source })?;
 
-    let mut tasks = vec![tokio::spawn(proxy::serve(data, router.clone()))];
+    let mut tasks = vec![
+        tokio::spawn(proxy::serve(data, router.clone())),
+        crate::reports::spawn_flusher(pool.clone(), router.shadows.clone()),
+    ];
     tasks.push(match &config.source {
         sync::Source::Store => sync::spawn(
             pool.clone(),

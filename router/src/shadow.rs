@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
@@ -68,7 +68,8 @@ impl Default for ShadowLimits {
 }
 
 /// What one route's shadows came to.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RouteReport {
     /// Pairs of answers compared.
     pub compared: u64,
@@ -94,7 +95,7 @@ pub struct RouteReport {
 }
 
 /// One real difference, for a person to look at.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Method and target, values of sensitive query parameters redacted.
     pub request: String,
@@ -105,7 +106,7 @@ pub struct Sample {
     pub candidate_body: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleDifference {
     pub path: String,
     pub kind: String,
@@ -114,6 +115,62 @@ pub struct SampleDifference {
 }
 
 const SAMPLES_KEPT: usize = 5;
+
+impl RouteReport {
+    /// Adds `other` (another instance's report, or this one's since the last flush): counts
+    /// add up, noise paths join, the newest samples are kept.
+    pub fn merge(&mut self, other: &RouteReport) {
+        for (mine, theirs) in [
+            (&mut self.compared, other.compared),
+            (&mut self.matched, other.matched),
+            (&mut self.real, other.real),
+            (&mut self.transient, other.transient),
+            (&mut self.dropped, other.dropped),
+            (&mut self.too_large, other.too_large),
+            (&mut self.failed, other.failed),
+        ] {
+            *mine += theirs;
+        }
+        self.noise.extend(other.noise.iter().cloned());
+        for (counts, more) in [
+            (&mut self.noise_hits, &other.noise_hits),
+            (&mut self.paths, &other.paths),
+        ] {
+            for (path, n) in more {
+                *counts.entry(path.clone()).or_default() += n;
+            }
+        }
+        self.samples.extend(other.samples.iter().cloned());
+        let excess = self.samples.len().saturating_sub(SAMPLES_KEPT);
+        self.samples.drain(..excess);
+    }
+
+    /// Takes `other`'s counts back out (what `merge` added; samples and noise stay).
+    fn subtract(&mut self, other: &RouteReport) {
+        for (mine, theirs) in [
+            (&mut self.compared, other.compared),
+            (&mut self.matched, other.matched),
+            (&mut self.real, other.real),
+            (&mut self.transient, other.transient),
+            (&mut self.dropped, other.dropped),
+            (&mut self.too_large, other.too_large),
+            (&mut self.failed, other.failed),
+        ] {
+            *mine = mine.saturating_sub(theirs);
+        }
+        for (counts, less) in [
+            (&mut self.noise_hits, &other.noise_hits),
+            (&mut self.paths, &other.paths),
+        ] {
+            for (path, n) in less {
+                if let Some(count) = counts.get_mut(path) {
+                    *count = count.saturating_sub(*n);
+                }
+            }
+            counts.retain(|_, n| *n > 0);
+        }
+    }
+}
 const SAMPLE_BODY: usize = 2 * 1024;
 const SAMPLE_DIFFERENCES: usize = 10;
 
@@ -123,7 +180,12 @@ pub struct Shadows {
     in_flight: AtomicUsize,
     bytes: AtomicUsize,
     started: AtomicU64,
+    /// What happened since the reports were last taken (`take`), per route.
     reports: Mutex<BTreeMap<String, RouteReport>>,
+    /// What was taken before: with `reports`, this instance's whole story (for its metrics).
+    taken: Mutex<BTreeMap<String, RouteReport>>,
+    /// Every route's noise paths, learned here or by another instance.
+    noise: Mutex<BTreeMap<String, BTreeSet<String>>>,
 }
 
 /// A shadow's place within the limits, given back when dropped.
@@ -320,6 +382,8 @@ impl Shadows {
             bytes: AtomicUsize::new(0),
             started: AtomicU64::new(0),
             reports: Mutex::new(BTreeMap::new()),
+            taken: Mutex::new(BTreeMap::new()),
+            noise: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -360,22 +424,77 @@ impl Shadows {
         f(reports.entry(route.to_string()).or_default())
     }
 
-    /// Every route's report.
+    /// Every route's report, as this instance saw it.
     pub fn reports(&self) -> BTreeMap<String, RouteReport> {
-        self.reports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        let mut all = self.taken.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        for (route, report) in reports.iter() {
+            all.entry(route.clone()).or_default().merge(report);
+        }
+        all
+    }
+
+    /// Takes what happened since the last take (to add to the stored reports).
+    pub fn take(&self) -> BTreeMap<String, RouteReport> {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        let deltas = std::mem::take(&mut *reports);
+        for (route, report) in &deltas {
+            taken.entry(route.clone()).or_default().merge(report);
+        }
+        deltas
+    }
+
+    /// Puts back what `take` took when it could not be stored.
+    pub fn give_back(&self, deltas: BTreeMap<String, RouteReport>) {
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        for (route, delta) in deltas {
+            // Counted in `taken` by `take`: moved back, so the whole story stays the same.
+            if let Some(t) = taken.get_mut(&route) {
+                t.subtract(&delta);
+            }
+            reports.entry(route).or_default().merge(&delta);
+        }
+    }
+
+    /// Noise paths another instance learned.
+    pub fn learn_noise(&self, route: &str, paths: impl IntoIterator<Item = String>) {
+        let mut noise = self.noise.lock().unwrap_or_else(|e| e.into_inner());
+        noise.entry(route.to_string()).or_default().extend(paths);
+    }
+
+    fn noise_of(&self, route: &str) -> BTreeSet<String> {
+        let noise = self.noise.lock().unwrap_or_else(|e| e.into_inner());
+        noise.get(route).cloned().unwrap_or_default()
     }
 
     /// Forgets one route's report (`Some`), or all of them; learned noise goes with it.
     pub fn reset(&self, route: Option<&str>) -> usize {
+        {
+            let mut noise = self.noise.lock().unwrap_or_else(|e| e.into_inner());
+            match route {
+                Some(route) => {
+                    noise.remove(route);
+                }
+                None => noise.clear(),
+            }
+        }
+        let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
         let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
         match route {
-            Some(route) => usize::from(reports.remove(route).is_some()),
+            Some(route) => {
+                let known = taken.remove(route).is_some();
+                usize::from(reports.remove(route).is_some() || known)
+            }
             None => {
-                let n = reports.len();
+                let n = reports
+                    .keys()
+                    .chain(taken.keys())
+                    .collect::<BTreeSet<_>>()
+                    .len();
                 reports.clear();
+                taken.clear();
                 n
             }
         }
@@ -442,6 +561,7 @@ impl Shadows {
                 Ok(again) => {
                     let learned = compare::noise(&primary, &again);
                     if !learned.is_empty() {
+                        self.learn_noise(&route, learned.iter().cloned());
                         self.with_report(&route, |r| r.noise.extend(learned));
                     }
                 }
@@ -455,7 +575,7 @@ impl Shadows {
                 return;
             }
         };
-        let noise = self.with_report(&route, |r| r.noise.clone());
+        let noise = self.noise_of(&route);
         let (mut real, mut noisy) = split_noise(
             compare::compare(&primary, &candidate, &rules).differences,
             &noise,
@@ -699,6 +819,61 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(dechunk(raw).as_deref(), want, "{raw:?}");
         }
+    }
+
+    #[test]
+    fn reports_merge_by_adding_counts_and_keeping_the_newest_samples() {
+        let sample = |n: u16| Sample {
+            request: format!("GET /{n}"),
+            primary_status: n,
+            candidate_status: n,
+            differences: Vec::new(),
+            primary_body: String::new(),
+            candidate_body: String::new(),
+        };
+        let mut stored = RouteReport {
+            compared: 3,
+            matched: 2,
+            real: 1,
+            noise: ["$.a".to_string()].into(),
+            noise_hits: [("$.a".to_string(), 2)].into(),
+            paths: [("$.p".to_string(), 1)].into(),
+            samples: (1..=4).map(sample).collect(),
+            ..RouteReport::default()
+        };
+        let delta = RouteReport {
+            compared: 2,
+            transient: 1,
+            real: 1,
+            dropped: 7,
+            noise: ["$.b".to_string()].into(),
+            noise_hits: [("$.a".to_string(), 1)].into(),
+            paths: [("$.p".to_string(), 1), ("$.q".to_string(), 1)].into(),
+            samples: (5..=6).map(sample).collect(),
+            ..RouteReport::default()
+        };
+        stored.merge(&delta);
+        assert_eq!(
+            (
+                stored.compared,
+                stored.matched,
+                stored.real,
+                stored.transient,
+                stored.dropped
+            ),
+            (5, 2, 2, 1, 7)
+        );
+        assert_eq!(stored.noise, ["$.a".to_string(), "$.b".to_string()].into());
+        assert_eq!(stored.noise_hits, [("$.a".to_string(), 3)].into());
+        assert_eq!(
+            stored.paths,
+            [("$.p".to_string(), 2), ("$.q".to_string(), 1)].into()
+        );
+        let kept: Vec<u16> = stored.samples.iter().map(|s| s.primary_status).collect();
+        assert_eq!(kept, [2, 3, 4, 5, 6]);
+        let mut empty = RouteReport::default();
+        empty.merge(&RouteReport::default());
+        assert_eq!(empty, RouteReport::default());
     }
 
     #[test]

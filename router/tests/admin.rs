@@ -666,6 +666,33 @@ async fn shadow_reports_are_served_and_reset_behind_the_token() {
     };
     assert_eq!(report["real"], 1, "{report}");
     assert_eq!(report["paths"]["$.upstream"], 1, "{report}");
+    // A second instance on the same database: its counts join the same report.
+    let r2 = instance(&db, table(&monolith, &catalog), "diffs-2").await;
+    let version = r.router.toggles.load().version;
+    while r2.router.toggles.load().version < version {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second instance never got the toggle"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        data_path_answer(r2.addr, "GET", "/catalog/albums/2").await,
+        "monolith"
+    );
+    loop {
+        let diffs = admin.ok(reqwest::Method::GET, "/admin/diffs", None).await;
+        if diffs["routes"][route]["compared"] == 2 {
+            assert_eq!(diffs["routes"][route]["paths"]["$.upstream"], 2, "{diffs}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second instance's counts never arrived: {diffs}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r2.stop().await;
     let metrics = reqwest::Client::new()
         .get(format!("{}/metrics", admin.base))
         .bearer_auth(TOKEN)

@@ -1,0 +1,1 @@
+DROP TABLE shadow_reports;
