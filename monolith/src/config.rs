@@ -1,9 +1,10 @@
 //! The monolith binary's configuration, from the environment.
 
-use platform::config::{BasicNames, Basics, base_url, env, millis};
+use platform::config::{BasicNames, Basics, base_url, env, millis, name};
 
 pub use platform::config::ConfigError;
 
+use crate::ReversePipelines;
 use crate::integrations::{Backend, Integrations};
 
 pub const NAMES: BasicNames = BasicNames {
@@ -19,6 +20,11 @@ pub const ENV_STOCK_URL: &str = "MONOLITH_STOCK_URL";
 pub const ENV_WISHLIST_URL: &str = "MONOLITH_WISHLIST_URL";
 pub const ENV_REMOTE_TIMEOUT_MS: &str = "MONOLITH_REMOTE_TIMEOUT_MS";
 pub const ENV_OUTBOX_POLL_MS: &str = "MONOLITH_OUTBOX_POLL_MS";
+/// The pipeline feeding the monolith's catalog tables once the catalog service owns them (its
+/// `applied_lsn` is the `X-Fig-Db-Position` of `/catalog/*` then); default `catalog_reverse`.
+pub const ENV_CATALOG_POSITION_PIPELINE: &str = "MONOLITH_CATALOG_POSITION_PIPELINE";
+/// The same for `wishlist.items` and `/wishlists/*`; default `wishlist_reverse`.
+pub const ENV_WISHLIST_POSITION_PIPELINE: &str = "MONOLITH_WISHLIST_POSITION_PIPELINE";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -26,6 +32,8 @@ pub struct Config {
     pub basics: Basics,
     /// HTTP workers and where order placement reaches stock and wishlists.
     pub options: crate::Options,
+    /// Which pipelines feed the capabilities the monolith no longer owns.
+    pub reverse: ReversePipelines,
 }
 
 fn backend(
@@ -63,7 +71,13 @@ impl Config {
                      lower {ENV_REMOTE_TIMEOUT_MS} (or {ENV_OUTBOX_POLL_MS})"
                 ),
             })?;
+        let defaults = ReversePipelines::default();
+        let reverse = ReversePipelines {
+            catalog: name(&lookup, ENV_CATALOG_POSITION_PIPELINE, &defaults.catalog)?,
+            wishlist: name(&lookup, ENV_WISHLIST_POSITION_PIPELINE, &defaults.wishlist)?,
+        };
         Ok(Config {
+            reverse,
             options: crate::Options {
                 workers: basics.workers,
                 integrations,
@@ -89,7 +103,31 @@ mod tests {
         assert_eq!(c.basics.listen.to_string(), "127.0.0.1:7001");
         assert_eq!(c.options.integrations.stock, Backend::Local);
         assert_eq!(c.options.integrations.wishlist, Backend::Local);
+        assert_eq!(c.reverse, ReversePipelines::default());
         assert!(matches!(config(&[]), Err(ConfigError::Missing(_))));
+    }
+
+    #[test]
+    fn reverse_pipelines_are_named_by_the_environment() {
+        let c = config(&[
+            (NAMES.database_url, "u"),
+            (ENV_CATALOG_POSITION_PIPELINE, "cat_back"),
+            (ENV_WISHLIST_POSITION_PIPELINE, " wish_back "),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.reverse,
+            ReversePipelines {
+                catalog: "cat_back".into(),
+                wishlist: "wish_back".into()
+            }
+        );
+        let e = config(&[
+            (NAMES.database_url, "u"),
+            (ENV_CATALOG_POSITION_PIPELINE, " "),
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains(ENV_CATALOG_POSITION_PIPELINE), "{e}");
     }
 
     #[test]

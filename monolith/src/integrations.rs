@@ -184,22 +184,27 @@ impl StockClient {
         }
     }
 
+    /// Reserves stock under `key`. With `dry_run`, the catalog service runs the reservation in a
+    /// transaction it rolls back (`X-Fig-Dry-Run: 1`): the answer is the one a real reserve would
+    /// get, and nothing is held.
     pub async fn reserve(
         &self,
         key: &str,
         lines: &[(AlbumId, i32)],
+        dry_run: bool,
     ) -> Result<Reservation, RemoteError> {
         let lines: Vec<_> = lines
             .iter()
             .map(|(album, quantity)| json!({"album_id": album.0, "quantity": quantity}))
             .collect();
-        let reply = self
+        let mut request = self
             .http
             .put(format!("{}/catalog/reservations/{key}", self.base))
-            .json(&json!({"lines": lines, "ttl_seconds": self.ttl_seconds}))
-            .send()
-            .await
-            .map_err(transport)?;
+            .json(&json!({"lines": lines, "ttl_seconds": self.ttl_seconds}));
+        if dry_run {
+            request = request.header(platform::parallel_run::DRY_RUN, "1");
+        }
+        let reply = request.send().await.map_err(transport)?;
         if !reply.status().is_success() {
             return Err(refusal_or_unavailable(reply).await);
         }

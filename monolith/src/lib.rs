@@ -13,6 +13,7 @@ pub mod wishlist;
 use std::net::TcpListener;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
@@ -22,6 +23,7 @@ pub use integrations::{Backend, Integrations};
 use integrations::{StockClient, WishlistClient};
 use orders::outbox::Delivery;
 use orders::{OrdersDeps, Removal};
+use platform::parallel_run::{Positions, Source};
 pub use platform::{self, Pool, build_pool};
 
 /// The monolith's schema, one migration per module.
@@ -64,6 +66,49 @@ pub fn server(listener: TcpListener, pool: Pool, workers: usize) -> std::io::Res
     )
 }
 
+/// The replication pipelines that feed the monolith's copy of a capability once its service owns
+/// the writes (`fig up --cutover` names them `<forward name>_reverse`). They matter only for the
+/// `X-Fig-Db-Position` of that capability's paths, see [`positions`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReversePipelines {
+    /// Feeds `catalog.*` from the catalog service; default `catalog_reverse`.
+    pub catalog: String,
+    /// Feeds `wishlist.items` from the wishlist service; default `wishlist_reverse`.
+    pub wishlist: String,
+}
+
+impl Default for ReversePipelines {
+    fn default() -> Self {
+        ReversePipelines {
+            catalog: "catalog_reverse".into(),
+            wishlist: "wishlist_reverse".into(),
+        }
+    }
+}
+
+/// Where each path's `X-Fig-Db-Position` comes from. The monolith owns customers and orders for
+/// good. It owns the catalog and the wishlist until their services do, which is exactly when it
+/// reaches them remotely (a `Remote` stock backend means the catalog service owns stock, a
+/// `Remote` wishlist backend that the wishlist service owns wishlists, [ADR 0006]): from then on
+/// its own copy of that capability is a replica, fed by the reverse pipeline, and reports that
+/// pipeline's applied position (none while the pipeline has no row here).
+///
+/// [ADR 0006]: ../../docs/adr/0006-stock-reservation-saga.md
+pub fn positions(integrations: &Integrations, reverse: &ReversePipelines) -> Positions {
+    let source = |backend: &Backend, pipeline: &str| match backend {
+        Backend::Local => Source::Owner,
+        Backend::Remote { .. } => Source::Replica {
+            pipeline: pipeline.to_string(),
+        },
+    };
+    Positions::single(Source::Owner)
+        .with_prefix("/catalog", source(&integrations.stock, &reverse.catalog))
+        .with_prefix(
+            "/wishlists",
+            source(&integrations.wishlist, &reverse.wishlist),
+        )
+}
+
 /// A started monolith: the HTTP server, and the outbox worker running beside it.
 pub struct Started {
     pub server: Server,
@@ -81,6 +126,18 @@ pub fn server_with(listener: TcpListener, pool: Pool, options: Options) -> std::
 /// Like [`server_with`], with a handle to stop the outbox worker and wait for it. Refuses
 /// integrations whose outbox lease could outlast a stock reservation ([`Integrations::check`]).
 pub fn start(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Started> {
+    start_with(listener, pool, options, &ReversePipelines::default())
+}
+
+/// Like [`start`], naming the reverse pipelines whose positions the extracted capabilities'
+/// paths report ([`positions`]).
+pub fn start_with(
+    listener: TcpListener,
+    pool: Pool,
+    options: Options,
+    reverse: &ReversePipelines,
+) -> std::io::Result<Started> {
+    let positions = web::Data::new(positions(&options.integrations, reverse));
     let integrations = options.integrations;
     integrations
         .check()
@@ -116,7 +173,10 @@ pub fn start(listener: TcpListener, pool: Pool, options: Options) -> std::io::Re
         App::new()
             .app_data(pool.clone())
             .app_data(deps.clone())
+            .app_data(positions.clone())
             .wrap(platform::json_error_handlers())
+            // Outermost, so that every answer gets its position, rewritten errors included.
+            .wrap(from_fn(platform::parallel_run::middleware))
             .configure(configure)
     })
     .workers(options.workers.max(1))

@@ -13,7 +13,8 @@ async fn main() -> anyhow::Result<()> {
         basics: &config.basics,
     }
     .run(MIGRATIONS, |listener, pool| {
-        let started = monolith::start(listener, pool, config.options.clone())?;
+        let started =
+            monolith::start_with(listener, pool, config.options.clone(), &config.reverse)?;
         outbox = Some(started.outbox);
         Ok(started.server)
     })

@@ -44,6 +44,23 @@ pub fn parse<T: FromStr>(
     }
 }
 
+/// A name (a replication pipeline's, say): `name` trimmed, `default` when unset; set but blank is
+/// an error.
+pub fn name(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<String, ConfigError> {
+    match lookup(name) {
+        None => Ok(default.to_string()),
+        Some(v) if v.trim().is_empty() => Err(ConfigError::Invalid {
+            name,
+            detail: "must not be blank".into(),
+        }),
+        Some(v) => Ok(v.trim().to_string()),
+    }
+}
+
 /// A positive number of milliseconds.
 pub fn millis(
     lookup: &impl Fn(&str) -> Option<String>,
@@ -186,6 +203,15 @@ mod tests {
             Some("http://h:1")
         );
         assert_eq!(base_url(&lookup, "W").unwrap(), None);
+        assert_eq!(name(&lookup, "V", "d").unwrap(), "http://h:1");
+        assert_eq!(name(&lookup, "W", "d").unwrap(), "d");
+        let blank = map(&[("B", " ")]);
+        assert!(
+            name(&blank, "B", "d")
+                .unwrap_err()
+                .to_string()
+                .contains('B')
+        );
         assert!(millis(&lookup, "M", 5).is_err());
         assert_eq!(millis(&lookup, "N", 5).unwrap(), Duration::from_millis(5));
     }

@@ -1,10 +1,13 @@
 use std::time::Duration;
 
-use actix_web::web;
-use diesel::PgConnection;
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use diesel::r2d2::{ConnectionManager, PoolError};
+use diesel::{Connection, PgConnection};
+use futures_util::future::{Ready, ready};
 
 use super::ApiError;
+use crate::parallel_run::{self, Scope};
 
 pub type Pool = diesel::r2d2::Pool<ConnectionManager<PgConnection>>;
 
@@ -46,6 +49,11 @@ pub enum DbError {
     Checkout(#[from] PoolError),
     #[error("the blocking task running the query was cancelled")]
     Cancelled,
+    /// A dry run's transaction could not be opened or rolled back. Nothing was committed (no
+    /// `COMMIT` was sent, and a connection left inside a transaction is discarded by the pool),
+    /// but the answer cannot be vouched for.
+    #[error("the dry run's transaction failed: {0}")]
+    DryRun(diesel::result::Error),
 }
 
 impl From<DbError> for ApiError {
@@ -53,7 +61,7 @@ impl From<DbError> for ApiError {
         tracing::error!(error = %e, "database plumbing failed");
         match e {
             DbError::Checkout(_) => ApiError::unavailable(),
-            DbError::Cancelled => ApiError::internal(),
+            DbError::Cancelled | DbError::DryRun(_) => ApiError::internal(),
         }
     }
 }
@@ -64,8 +72,10 @@ pub fn query_failed(e: &diesel::result::Error) -> ApiError {
     ApiError::internal()
 }
 
-/// The one way handlers touch the database: check a connection out of the pool and run `f` on
-/// actix's blocking pool, because diesel and r2d2 block the thread.
+/// How background work (the outbox worker, the reservation sweeper, the router's admin API)
+/// touches the database: check a connection out of the pool and run `f` on actix's blocking pool,
+/// because diesel and r2d2 block the thread. Request handlers of the monolith and the services use
+/// [`Db`] instead, which adds dry runs and database positions.
 pub async fn blocking<T, E, F>(pool: &Pool, f: F) -> Result<T, E>
 where
     F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
@@ -79,4 +89,113 @@ where
     })
     .await
     .unwrap_or_else(|_| Err(E::from(DbError::Cancelled)))
+}
+
+/// The one way the monolith's and the services' handlers touch the database (an extractor): like
+/// [`blocking`], plus what the parallel run needs ([`parallel_run`]). In a dry-run request every
+/// [`Db::run`] happens inside a transaction that is rolled back, and each run reads the request's
+/// database position on the connection it used.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    scope: Option<Scope>,
+    dry_run: bool,
+}
+
+impl FromRequest for Db {
+    type Error = ApiError;
+    type Future = Ready<Result<Db, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(pool) = req.app_data::<web::Data<Pool>>() else {
+            tracing::error!("no database pool in the app data");
+            return ready(Err(ApiError::internal()));
+        };
+        let scope = req.extensions().get::<Scope>().cloned();
+        // Without the middleware's scope the header is read here: a dry run must never commit
+        // because an app forgot the middleware.
+        let dry_run = match &scope {
+            Some(scope) => Ok(scope.is_dry_run()),
+            None => parallel_run::dry_run(req.headers()),
+        };
+        ready(dry_run.map(|dry_run| Db {
+            pool: pool.get_ref().clone(),
+            scope,
+            dry_run,
+        }))
+    }
+}
+
+impl Db {
+    /// Whether this request's writes are rolled back (`X-Fig-Dry-Run`). Code that does more than
+    /// database work (the order saga's remote calls, the outbox's wake-up) asks this.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Checks a connection out and runs `f` on the blocking pool, as [`blocking`] does. In a dry
+    /// run, `f` runs inside a transaction that is always rolled back: its own transactions become
+    /// savepoints, and its answer (success or failure) is returned as it would have been.
+    pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (pool, scope, dry_run) = (self.pool.clone(), self.scope.clone(), self.dry_run);
+        web::block(move || {
+            let mut conn = pool.get().map_err(|e| E::from(DbError::Checkout(e)))?;
+            if let Some(scope) = &scope {
+                scope.before_query(&mut conn);
+            }
+            let answer = if dry_run {
+                rolled_back(&mut conn, f)
+            } else {
+                f(&mut conn)
+            };
+            if let Some(scope) = &scope {
+                scope.after_query(&mut conn);
+            }
+            answer
+        })
+        .await
+        .unwrap_or_else(|_| Err(E::from(DbError::Cancelled)))
+    }
+}
+
+/// Ends a dry run's transaction.
+enum DryRunEnd {
+    RolledBack,
+    Failed(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for DryRunEnd {
+    fn from(e: diesel::result::Error) -> Self {
+        DryRunEnd::Failed(e)
+    }
+}
+
+/// Runs `f` inside a transaction and rolls it back whatever `f` answered. Sequences drawn inside
+/// are not given back (PostgreSQL never does); nothing else `f` wrote survives.
+fn rolled_back<T, E, F>(conn: &mut PgConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E>,
+    E: From<DbError>,
+{
+    let mut answer = None;
+    let ended = conn.transaction::<(), DryRunEnd, _>(|tx| {
+        answer = Some(f(tx));
+        Err(DryRunEnd::RolledBack)
+    });
+    match (ended, answer) {
+        (Err(DryRunEnd::RolledBack), Some(answer)) => answer,
+        (Err(DryRunEnd::Failed(e)), _) => {
+            tracing::error!(error = %e, "dry run: the transaction could not be opened or rolled back");
+            Err(E::from(DbError::DryRun(e)))
+        }
+        // The closure always asks for the rollback, so these cannot happen.
+        (Ok(()), _) | (Err(DryRunEnd::RolledBack), None) => Err(E::from(DbError::DryRun(
+            diesel::result::Error::RollbackTransaction,
+        ))),
+    }
 }

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use diesel::RunQueryDsl;
 use serde_json::json;
 
-use crate::{ApiError, Pool, blocking};
+use crate::{ApiError, Db};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").route(web::get().to(healthz)))
@@ -17,8 +17,8 @@ async fn healthz() -> HttpResponse {
 }
 
 /// The process can reach its database.
-async fn readyz(pool: web::Data<Pool>) -> Result<HttpResponse, ApiError> {
-    blocking(&pool, |c| {
+async fn readyz(db: Db) -> Result<HttpResponse, ApiError> {
+    db.run(|c| {
         diesel::sql_query("SELECT 1")
             .execute(c)
             .map_err(|_| ApiError::unavailable())

@@ -1,6 +1,8 @@
 //! Who may write. An extracted service starts as a `replica`: replication from the monolith feeds
 //! its tables, so a write through its API would be overwritten or, worse, diverge silently. It
-//! becomes the `owner` at cutover. The mode guards every non-read request before any handler runs.
+//! becomes the `owner` at cutover. The mode guards every non-read request before any handler runs,
+//! except a dry run (`X-Fig-Dry-Run`): it commits nothing, so a replica serves it for the parallel
+//! run.
 
 use std::str::FromStr;
 
@@ -63,7 +65,8 @@ pub struct Ownership {
     pub mode: WriteMode,
 }
 
-/// Middleware (`from_fn`): refuses writes unless this instance owns writes.
+/// Middleware (`from_fn`): refuses writes unless this instance owns writes or the request is a dry
+/// run (whose transaction is rolled back by `Db::run`, so nothing reaches the replica's tables).
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -77,7 +80,10 @@ pub async fn guard(
             service: "unconfigured",
             mode: WriteMode::Replica,
         });
-    if ownership.mode == WriteMode::Replica && is_write(req.method()) {
+    // A bad dry-run header counts as none: refused here, unless the parallel-run middleware
+    // outside already answered 400.
+    let dry_run = crate::parallel_run::dry_run(req.headers()).unwrap_or(false);
+    if ownership.mode == WriteMode::Replica && is_write(req.method()) && !dry_run {
         let response = not_write_owner(ownership.service).error_response();
         return Ok(req.into_response(response).map_into_right_body());
     }

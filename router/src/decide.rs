@@ -53,7 +53,8 @@ pub struct Plan {
     pub route: Option<usize>,
     /// Index into the table's upstreams: who answers the client.
     pub primary: usize,
-    /// Who also gets a copy, for comparison (reads only, when the shadow toggle is on).
+    /// Who also gets a copy, for comparison, when the shadow toggle is on: the side not
+    /// answering a read, or the side not owning a write (which gets it as a dry run).
     pub shadow: Option<usize>,
     pub reason: Reason,
 }
@@ -71,15 +72,15 @@ pub fn decide(head: &RequestHead, toggles: &impl Toggles, table: &RouteTable) ->
     let cap = &table.capabilities[route.capability];
     let route_index = table.routes.iter().position(|r| std::ptr::eq(r, route));
     if !head.is_read() {
-        let owner = match cap.write_owner {
-            WriteOwner::Legacy => cap.legacy,
-            WriteOwner::Extracted => cap.extracted,
+        let (owner, other) = match cap.write_owner {
+            WriteOwner::Legacy => (cap.legacy, cap.extracted),
+            WriteOwner::Extracted => (cap.extracted, cap.legacy),
         };
         return Plan {
             capability: Some(route.capability),
             route: route_index,
             primary: owner,
-            shadow: None,
+            shadow: (other != owner && toggles.enabled(&cap.shadow_toggle, head)).then_some(other),
             reason: Reason::WriteToOwner,
         };
     }
@@ -188,7 +189,11 @@ mod tests {
         for method in ["POST", "PUT", "PATCH", "DELETE"] {
             assert_eq!(
                 plan(method, "/catalog/albums/1", &reads_moved, &t),
-                ("monolith".into(), None, Reason::WriteToOwner),
+                (
+                    "monolith".into(),
+                    Some("catalog".into()),
+                    Reason::WriteToOwner
+                ),
                 "{method}"
             );
         }
@@ -196,6 +201,20 @@ mod tests {
         assert_eq!(
             plan("PATCH", "/catalog/albums/1", &on(&[]), &after),
             ("catalog".into(), None, Reason::WriteToOwner)
+        );
+        assert_eq!(
+            plan(
+                "PATCH",
+                "/catalog/albums/1",
+                &on(&["catalog.shadow"]),
+                &after
+            ),
+            (
+                "catalog".into(),
+                Some("monolith".into()),
+                Reason::WriteToOwner
+            ),
+            "after cutover the monolith gets the dry run"
         );
     }
 
@@ -226,11 +245,18 @@ mod tests {
     }
 
     #[test]
-    fn writes_are_never_shadowed() {
+    fn a_write_is_shadowed_to_the_side_that_does_not_own_it() {
         let t = RouteTable::musiccorp();
         assert_eq!(
-            plan("POST", "/catalog/albums", &on(&["catalog.shadow"]), &t).1,
-            None
+            plan("POST", "/catalog/albums", &on(&["catalog.shadow"]), &t)
+                .1
+                .as_deref(),
+            Some("catalog")
+        );
+        assert_eq!(
+            plan("POST", "/catalog/albums", &on(&["catalog.reads"]), &t).1,
+            None,
+            "the shadow toggle decides, not the read toggle"
         );
     }
 }

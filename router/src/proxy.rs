@@ -35,8 +35,6 @@ pub const UPSTREAM_HEADER: &str = "x-fig-upstream";
 pub const REASON_HEADER: &str = "x-fig-reason";
 /// How long an unrouted request (to the default upstream) may wait for response headers.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest request body a recorded request keeps; a larger one leaves it out of the sample.
-const RECORDED_BODY: usize = 1024 * 1024;
 /// How long connecting to an upstream may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Room kept free in a read buffer: one socket read at most this large.
@@ -280,7 +278,7 @@ impl Router {
             to_client: Vec::with_capacity(1024),
             answered: false,
             shadow: None,
-            recorded_body: None,
+            request_body: None,
             write_idle: self.limits.body_idle,
         };
         loop {
@@ -403,12 +401,14 @@ impl Router {
         };
 
         // A copy for the parallel run: admitted now (or dropped and counted), so the primary's
-        // answer is kept while it is relayed. Only bodiless reads are shadowed.
+        // answer, and a write's body, are kept while they are relayed.
         conn.shadow = match (plan.shadow, plan.route) {
-            (Some(_), Some(route)) if framing == Framing::None => {
+            (Some(_), Some(route)) => {
                 let route = &self.table.routes[route];
-                self.shadows
-                    .admit(&format!("{} {}", head.method(), route.prefix))
+                self.shadows.admit(
+                    &format!("{} {}", head.method(), route.prefix),
+                    framing != Framing::None,
+                )
             }
             _ => None,
         };
@@ -417,8 +417,9 @@ impl Router {
             .recorder
             .as_ref()
             .filter(|r| plan.capability.is_some() && r.sampled());
-        conn.recorded_body =
-            (recording.is_some() && framing != Framing::None).then(|| Tee::new(RECORDED_BODY));
+        conn.request_body = ((recording.is_some() || conn.shadow.is_some())
+            && framing != Framing::None)
+            .then(|| Tee::new(shadow::REQUEST_BODY));
 
         let mut last = Failure::CircuitOpen(plan.primary);
         let mut body_spent = false;
@@ -458,25 +459,7 @@ impl Router {
                 body_spent = framing != Framing::None;
                 let failure = match outcome {
                     Attempt::Done(next) => {
-                        if let Some(recorder) = recording {
-                            let body = conn.recorded_body.take();
-                            match body.as_ref().map(Tee::kept) {
-                                // Too large to keep: not in the sample.
-                                Some(None) => {}
-                                kept => {
-                                    if let Some(line) =
-                                        record::line(head, request.target, kept.flatten())
-                                    {
-                                        recorder.record(&line);
-                                    }
-                                }
-                            }
-                        }
-                        if let Some(capture) = conn.shadow.take()
-                            && capture.answered()
-                        {
-                            self.launch_shadow(capture, &request, &conn.client_ip);
-                        }
+                        self.answered(conn, &request, recording);
                         return next;
                     }
                     Attempt::Failed(failure) => failure,
@@ -500,19 +483,67 @@ impl Router {
             .await
     }
 
-    /// Hands the kept answer and copies of the request for both sides to the shadow task.
-    fn launch_shadow(&self, capture: Capture, request: &Request, client_ip: &str) {
+    /// After the primary answered: the recorded sample and the shadow copy get what they kept.
+    fn answered(&self, conn: &mut Conn, request: &Request, recording: Option<&Arc<Recorder>>) {
+        // `None`: no body; `Some(None)`: one not kept whole (too large, or not all of it read).
+        let body = conn
+            .request_body
+            .take()
+            .map(|tee| shadow::whole_body(&tee, request.framing));
+        if let Some(recorder) = recording
+            && let Some(kept) = body.as_ref().map_or(Some(None), |b| b.as_deref().map(Some))
+            && let Some(line) = record::line(request.head, request.target, kept)
+        {
+            recorder.record(&line);
+        }
+        if let Some(capture) = conn.shadow.take()
+            && capture.answered()
+        {
+            self.launch_shadow(capture, request, body, &conn.client_ip);
+        }
+    }
+
+    /// Hands the kept answer and copies of the request for both sides to the shadow task. A
+    /// request with a body (a write) goes to the other side as a dry run, and never again to
+    /// the primary.
+    fn launch_shadow(
+        &self,
+        capture: Capture,
+        request: &Request,
+        body: Option<Option<Vec<u8>>>,
+        client_ip: &str,
+    ) {
         let (Some(candidate), Some(route)) = (request.plan.shadow, request.plan.route) else {
             return;
         };
+        let body = match body {
+            None => None,
+            Some(Some(body)) => Some(body),
+            Some(None) => {
+                self.shadows.too_large(&capture.route);
+                return;
+            }
+        };
+        let body = body.as_deref();
+        // Reads are the methods `decide` may send to a side that does not own writes.
+        let write = !matches!(request.head.method(), "GET" | "HEAD" | "OPTIONS");
         let for_upstream = |upstream: usize| {
+            // The body, if any, goes whole, framed by its length.
+            let copy = Request {
+                framing: body.map_or(Framing::None, |b| Framing::Length(b.len() as u64)),
+                ..*request
+            };
             let mut bytes = Vec::new();
-            self.write_request_head(&mut bytes, request, upstream, client_ip);
+            self.write_request_head(&mut bytes, &copy, upstream, client_ip);
             // The head ends with an empty line: the shadow's own fields go before it.
             bytes.truncate(bytes.len() - 2);
             headers::write_field(&mut bytes, shadow::SHADOW_HEADER, b"1");
+            if write {
+                headers::write_field(&mut bytes, shadow::DRY_RUN_HEADER, b"1");
+            }
             headers::write_field(&mut bytes, "connection", b"close");
             bytes.extend_from_slice(b"\r\n");
+            bytes.extend_from_slice(body.unwrap_or_default());
             shadow::Target {
                 authority: self.addresses[upstream].authority.clone(),
                 request: bytes,
@@ -522,7 +553,8 @@ impl Router {
             rules: self.table.routes[route].rules.clone(),
             method: request.head.method().to_string(),
             target: request.target.to_string(),
-            primary: for_upstream(request.plan.primary),
+            // A write is not sent to the primary a second time.
+            primary: (!write).then(|| for_upstream(request.plan.primary)),
             candidate: for_upstream(candidate),
             timeout: request.timeout,
             capture,
@@ -895,7 +927,7 @@ impl Router {
             to_client,
             answered,
             shadow: capture,
-            recorded_body,
+            request_body,
             ..
         } = conn;
         let (mut client_read, mut client_write) = client.split();
@@ -911,7 +943,7 @@ impl Router {
             to_upstream,
             idle,
             &waiting_for_client,
-            recorded_body.as_mut(),
+            request_body.as_mut(),
         );
         tokio::pin!(send);
         let mut sent: Option<Result<(), CopyError>> = None;
@@ -1079,6 +1111,7 @@ enum Relayed {
 }
 
 /// One request in flight.
+#[derive(Clone, Copy)]
 struct Request<'a> {
     head: &'a Head,
     /// Whether the client wants its connection kept after this exchange.
@@ -1110,8 +1143,8 @@ struct Conn {
     answered: bool,
     /// The current request's copy of the primary's answer, for the parallel run.
     shadow: Option<Capture>,
-    /// The current request's body, kept for the recorded sample.
-    recorded_body: Option<Tee>,
+    /// The current request's body, kept for the recorded sample or a shadowed write.
+    request_body: Option<Tee>,
     /// How long a write to the client may make no progress (see [`Limits::body_idle`]).
     write_idle: Duration,
 }

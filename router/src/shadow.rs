@@ -39,6 +39,12 @@ use crate::h1::{self, Framing, Head};
 pub const POSITION_HEADER: &str = "x-fig-db-position";
 /// Marks a request as a shadow copy (for the upstream's logs; it changes nothing there).
 pub const SHADOW_HEADER: &str = "x-fig-shadow";
+/// Asks a side to run a write and roll it back, answering as if it had committed: the only way
+/// a write is shadowed, so a shadow never changes data on either side.
+pub const DRY_RUN_HEADER: &str = "x-fig-dry-run";
+/// The largest request body kept (for a shadowed write, or a recorded sample): a larger one is
+/// not shadowed (counted `too_large`) or recorded.
+pub const REQUEST_BODY: usize = 1024 * 1024;
 
 /// Bounds on shadowing, per router instance.
 #[derive(Debug, Clone)]
@@ -276,7 +282,8 @@ pub struct Job {
     /// Method and target, for the report (redacted there).
     pub method: String,
     pub target: String,
-    pub primary: Target,
+    /// `None` for a write, which must not reach the primary twice.
+    pub primary: Option<Target>,
     pub candidate: Target,
     /// Each ask of either side gets this long.
     pub timeout: Duration,
@@ -357,6 +364,18 @@ pub fn redact(method: &str, target: &str) -> String {
     format!("{method} {path}?{}", pairs.join("&"))
 }
 
+/// A request body as the data path kept it, if it is whole: `framing` says how long it should
+/// be (an upstream may answer before reading all of it), and a chunked one is joined.
+pub fn whole_body(tee: &Tee, framing: Framing) -> Option<Vec<u8>> {
+    let kept = tee.kept()?;
+    match framing {
+        Framing::Length(n) => (kept.len() as u64 == n).then(|| kept.to_vec()),
+        Framing::Chunked => dechunk(kept),
+        Framing::None => Some(Vec::new()),
+        Framing::UntilClose => None,
+    }
+}
+
 /// The body of a complete chunked message (already checked by the data path's scanner).
 fn dechunk(raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
@@ -393,8 +412,9 @@ impl Shadows {
 
     /// A place for one more shadow of `route`, if within the limits; otherwise the drop is
     /// counted.
-    pub fn admit(self: &Arc<Self>, route: &str) -> Option<Capture> {
-        let bytes = self.limits.answer.saturating_mul(2);
+    pub fn admit(self: &Arc<Self>, route: &str, with_body: bool) -> Option<Capture> {
+        let body = if with_body { REQUEST_BODY } else { 0 };
+        let bytes = self.limits.answer.saturating_mul(2) + body;
         let counted = self.in_flight.fetch_add(1, Ordering::AcqRel) < self.limits.in_flight;
         let held =
             counted && self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes <= self.limits.bytes;
@@ -417,6 +437,11 @@ impl Shadows {
             answered: false,
             tee: Tee::new(self.limits.answer),
         })
+    }
+
+    /// Counts a shadow not sent because the request's body was too large to keep.
+    pub fn too_large(&self, route: &str) {
+        self.with_report(route, |r| r.too_large += 1);
     }
 
     fn with_report<T>(&self, route: &str, f: impl FnOnce(&mut RouteReport) -> T) -> T {
@@ -556,8 +581,8 @@ impl Shadows {
             .started
             .fetch_add(1, Ordering::Relaxed)
             .is_multiple_of(self.limits.noise_every.max(1));
-        if sample_noise {
-            match ask(&primary_target).await {
+        if sample_noise && let Some(primary_target) = &primary_target {
+            match ask(primary_target).await {
                 Ok(again) => {
                     let learned = compare::noise(&primary, &again);
                     if !learned.is_empty() {
@@ -587,10 +612,12 @@ impl Shadows {
         {
             let until = Instant::now() + self.limits.recheck;
             let again = match side {
-                Side::Primary => &primary_target,
-                Side::Candidate => &candidate_target,
+                Side::Primary => primary_target.as_ref(),
+                Side::Candidate => Some(&candidate_target),
             };
-            while Instant::now() < until {
+            while let Some(again) = again
+                && Instant::now() < until
+            {
                 let Ok(fresh) = ask(again).await else { break };
                 if position(&fresh).is_some_and(|p| p >= goal) {
                     match side {
@@ -874,6 +901,31 @@ mod tests {
         let mut empty = RouteReport::default();
         empty.merge(&RouteReport::default());
         assert_eq!(empty, RouteReport::default());
+    }
+
+    #[test]
+    fn only_a_whole_request_body_is_kept() {
+        let tee = |bytes: &[u8], limit: usize| {
+            let mut t = Tee::new(limit);
+            t.push(bytes);
+            t
+        };
+        let cases: [(Tee, Framing, Option<&[u8]>); 6] = [
+            (tee(b"abc", 10), Framing::Length(3), Some(b"abc")),
+            // The upstream answered before reading all of it.
+            (tee(b"ab", 10), Framing::Length(3), None),
+            (
+                tee(b"3\r\nabc\r\n0\r\n\r\n", 64),
+                Framing::Chunked,
+                Some(b"abc"),
+            ),
+            (tee(b"3\r\nabc\r\n", 64), Framing::Chunked, None),
+            (tee(b"abcdef", 4), Framing::Length(6), None),
+            (tee(b"", 4), Framing::None, Some(b"")),
+        ];
+        for (i, (tee, framing, want)) in cases.iter().enumerate() {
+            assert_eq!(whole_body(tee, *framing).as_deref(), *want, "case {i}");
+        }
     }
 
     #[test]

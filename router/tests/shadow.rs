@@ -327,3 +327,108 @@ async fn a_recorded_sample_keeps_only_what_a_replay_needs() {
     assert!(!lines.contains("s3cret") && !lines.contains("hunter2") && !lines.contains("abc"));
     let _ = std::fs::remove_file(&file);
 }
+
+#[tokio::test]
+async fn a_write_goes_to_the_other_side_only_as_a_dry_run() {
+    use http_body_util::BodyExt;
+    let primary_calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<(Option<String>, String)>::new()));
+    let monolith = {
+        let calls = primary_calls.clone();
+        upstream(move |_| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::Relaxed);
+                json_answer(json!({"id": 7, "title": "Blue"}), None)
+            }
+        })
+        .await
+    };
+    let catalog = {
+        let seen = seen.clone();
+        upstream(move |req: http::Request<hyper::body::Incoming>| {
+            let seen = seen.clone();
+            async move {
+                let dry_run = req
+                    .headers()
+                    .get("x-fig-dry-run")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                seen.lock()
+                    .unwrap()
+                    .push((dry_run, String::from_utf8_lossy(&body).into_owned()));
+                json_answer(json!({"id": 8, "title": "Blue"}), None)
+            }
+        })
+        .await
+    };
+    let (base, router) = shadowing(&monolith, &catalog, ShadowLimits::default()).await;
+    let body = r#"{"title": "Blue"}"#;
+    let answer = raw::exchange(
+        &base,
+        format!(
+            "POST /catalog/albums HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.contains("\"id\":7"), "the owner answers: {answer}");
+    let route = "POST /catalog/";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let report = router.shadows.reports().remove(route).unwrap_or_default();
+        if report.compared == 1 {
+            break report;
+        }
+        assert!(Instant::now() < deadline, "{report:#?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // The sequence each side draws ids from is its own: the ids differ, and say so.
+    assert_eq!(report.paths.get("$.id"), Some(&1), "{report:#?}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(Some("1".to_string()), body.to_string())],
+        "the other side got the body, as a dry run"
+    );
+    // A write reaches the side that owns it once, never again for noise or lag.
+    assert_eq!(primary_calls.load(Ordering::Relaxed), 1);
+
+    // A body too large to keep is not shadowed at all.
+    let big = format!(
+        "{{\"title\": \"{}\"}}",
+        "x".repeat(router::shadow::REQUEST_BODY)
+    );
+    let answer = raw::exchange(
+        &base,
+        format!(
+            "POST /catalog/albums HTTP/1.1\r\nHost: shop\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big}",
+            big.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let report = report_until_route(&router, route, |r| r.too_large == 1).await;
+    assert_eq!(report.compared, 1);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+async fn report_until_route(
+    router: &Router,
+    route: &str,
+    done: impl Fn(&RouteReport) -> bool,
+) -> RouteReport {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let report = router.shadows.reports().remove(route).unwrap_or_default();
+        if done(&report) {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the report never got there: {report:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -13,7 +13,10 @@
 //! - `count(sql)` / `execute(sql)` on each process reach its database directly, for facts the API
 //!   does not expose and for rows an API cannot create (e.g. on a replica).
 //! - [`eventually`] polls a condition with a deadline: tests never sleep to synchronise.
+//! - `state()` on each process takes a [`DbState`]: a content hash of every table and every
+//!   sequence's position, to prove that a request (a dry run) changed nothing.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 use actix_web::dev::{Server, ServerHandle};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use localpg::TestDb;
+use platform::parallel_run::{DB_POSITION, Lsn};
 use platform::{Pool, PoolConfig};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -94,6 +98,15 @@ impl Reply {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `X-Fig-Db-Position`, parsed; panics with the raw value when it is not an LSN.
+    #[track_caller]
+    pub fn position(&self) -> Option<Lsn> {
+        self.header(DB_POSITION).map(|raw| {
+            raw.parse()
+                .unwrap_or_else(|e| panic!("{DB_POSITION}: {raw:?}: {e}"))
+        })
     }
 
     /// `body[key]` as an id; panics with the body when it is not one.
@@ -304,6 +317,75 @@ pub fn execute_in(database_url: &str, sql: &str) -> usize {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
+/// What a database holds, to compare before and after a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbState {
+    /// Every table outside `pg_catalog` and `information_schema` (`fig_replication`'s too, when
+    /// there), by `schema.table`: `"<rows> rows, <md5>"`, the md5 of its rows' text forms joined in
+    /// sorted order (`md5(string_agg(t::text, ',' ORDER BY t::text))`).
+    pub tables: BTreeMap<String, String>,
+    /// Every sequence's `last_value` (`None`: never drawn). Not part of "nothing changed": a
+    /// rolled-back transaction keeps the values it drew.
+    pub sequences: BTreeMap<String, Option<i64>>,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Named {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct TableHash {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    h: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct SequenceValue {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    v: Option<i64>,
+}
+
+/// The [`DbState`] of `database_url`, read in one repeatable-read transaction.
+pub fn db_state_in(database_url: &str) -> DbState {
+    let mut conn = PgConnection::establish(database_url).expect("connect to the test database");
+    conn.build_transaction()
+        .repeatable_read()
+        .read_only()
+        .run::<_, diesel::result::Error, _>(|tx| {
+            let names = diesel::sql_query(
+                "SELECT format('%I.%I', schemaname, tablename) AS name FROM pg_tables \
+                 WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+            )
+            .load::<Named>(tx)?;
+            let mut tables = BTreeMap::new();
+            for Named { name } in names {
+                let hash = diesel::sql_query(format!(
+                    "SELECT count(*) AS n, \
+                     coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') AS h \
+                     FROM {name} t"
+                ))
+                .get_result::<TableHash>(tx)?;
+                tables.insert(name, format!("{} rows, {}", hash.n, hash.h));
+            }
+            let sequences = diesel::sql_query(
+                "SELECT format('%I.%I', schemaname, sequencename) AS name, last_value AS v \
+                 FROM pg_sequences",
+            )
+            .load::<SequenceValue>(tx)?
+            .into_iter()
+            .map(|s| (s.name, s.v))
+            .collect();
+            Ok(DbState { tables, sequences })
+        })
+        .unwrap_or_else(|e| panic!("reading the state of {database_url}: {e}"))
+}
+
 fn pool(db: &TestDb) -> Pool {
     platform::build_pool(
         db.url(),
@@ -407,6 +489,11 @@ macro_rules! process_helpers {
                 execute_in(self.db.url(), sql)
             }
 
+            /// Every table's content hash and every sequence's position.
+            pub fn state(&self) -> DbState {
+                db_state_in(self.db.url())
+            }
+
             /// Stops the server gracefully; its database stays until the value is dropped.
             pub async fn stop(&self) {
                 self.server.stop().await;
@@ -473,9 +560,15 @@ impl CatalogService {
 
     /// With explicit options (e.g. a short `sweep_every` for reservation expiry).
     pub async fn spawn_with(options: catalog_service::Options) -> CatalogService {
+        CatalogService::spawn_fed_by(options, catalog_service::POSITION_PIPELINE).await
+    }
+
+    /// With explicit options; as a replica it reports the applied position of `pipeline`.
+    pub async fn spawn_fed_by(options: catalog_service::Options, pipeline: &str) -> CatalogService {
         let db = TestDb::new("catalog", catalog_service::MIGRATIONS);
         let (listener, base) = bind();
-        let server = catalog_service::server(listener, pool(&db), options).expect("catalog server");
+        let server = catalog_service::server_fed_by(listener, pool(&db), options, pipeline)
+            .expect("catalog server");
         CatalogService {
             server: Running::spawn(server),
             client: Client::new(&base),
@@ -503,6 +596,19 @@ impl WishlistService {
         customers_url: &str,
         timeout: Duration,
     ) -> WishlistService {
+        let pipeline = wishlist_service::POSITION_PIPELINE;
+        WishlistService::spawn_fed_by(write_mode, catalog_url, customers_url, timeout, pipeline)
+            .await
+    }
+
+    /// As [`WishlistService::spawn`]; as a replica it reports the applied position of `pipeline`.
+    pub async fn spawn_fed_by(
+        write_mode: WriteMode,
+        catalog_url: &str,
+        customers_url: &str,
+        timeout: Duration,
+        pipeline: &str,
+    ) -> WishlistService {
         let db = TestDb::new("wishlist", wishlist_service::MIGRATIONS);
         let (listener, base) = bind();
         let options = wishlist_service::Options {
@@ -514,8 +620,8 @@ impl WishlistService {
                 timeout,
             },
         };
-        let server =
-            wishlist_service::server(listener, pool(&db), options).expect("wishlist server");
+        let server = wishlist_service::server_fed_by(listener, pool(&db), options, pipeline)
+            .expect("wishlist server");
         WishlistService {
             server: Running::spawn(server),
             client: Client::new(&base),

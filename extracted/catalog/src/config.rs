@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use platform::WriteMode;
-use platform::config::{BasicNames, Basics, env, parse};
+use platform::config::{BasicNames, Basics, env, name, parse};
 
 pub use platform::config::ConfigError;
 
@@ -16,12 +16,16 @@ pub const NAMES: BasicNames = BasicNames {
 };
 pub const ENV_WRITE_MODE: &str = "CATALOG_WRITE_MODE";
 pub const ENV_SWEEP_SECONDS: &str = "CATALOG_RESERVATION_SWEEP_SECONDS";
+/// The pipeline whose applied position a replica reports; default `catalog`.
+pub const ENV_POSITION_PIPELINE: &str = "CATALOG_POSITION_PIPELINE";
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Database, listen address (default 127.0.0.1:7002), migrations, pool, workers.
     pub basics: Basics,
     pub options: crate::Options,
+    /// The pipeline feeding this database while it is a replica (`X-Fig-Db-Position`).
+    pub position_pipeline: String,
 }
 
 impl Config {
@@ -39,6 +43,7 @@ impl Config {
             });
         }
         Ok(Config {
+            position_pipeline: name(&lookup, ENV_POSITION_PIPELINE, crate::POSITION_PIPELINE)?,
             options: crate::Options {
                 workers: basics.workers,
                 // A new service starts as a replica: replication feeds it until cutover.
@@ -65,6 +70,9 @@ mod tests {
         let c = config(&[(NAMES.database_url, "postgres://x/catalog")]).unwrap();
         assert_eq!(c.options.write_mode, WriteMode::Replica);
         assert_eq!(c.basics.listen.to_string(), "127.0.0.1:7002");
+        assert_eq!(c.position_pipeline, "catalog");
+        let c = config(&[(NAMES.database_url, "u"), (ENV_POSITION_PIPELINE, "cat2")]).unwrap();
+        assert_eq!(c.position_pipeline, "cat2");
     }
 
     #[test]
@@ -73,6 +81,8 @@ mod tests {
         assert!(e.to_string().contains(ENV_WRITE_MODE), "{e}");
         let e = config(&[(NAMES.database_url, "u"), (ENV_SWEEP_SECONDS, "0")]).unwrap_err();
         assert!(e.to_string().contains(ENV_SWEEP_SECONDS), "{e}");
+        let e = config(&[(NAMES.database_url, "u"), (ENV_POSITION_PIPELINE, "")]).unwrap_err();
+        assert!(e.to_string().contains(ENV_POSITION_PIPELINE), "{e}");
         assert!(matches!(config(&[]), Err(ConfigError::Missing(_))));
     }
 }

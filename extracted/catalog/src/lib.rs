@@ -13,13 +13,16 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
-use platform::{Ownership, Pool, WriteMode, blocking};
+use platform::parallel_run::{Positions, Source};
+use platform::{Db, Ownership, Pool, WriteMode, blocking};
 use serde_json::json;
 
 pub use config::Config;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/catalog");
 pub const SERVICE: &str = "catalog";
+/// The pipeline that feeds a replica's tables from the monolith (`replication/config/musiccorp.toml`).
+pub const POSITION_PIPELINE: &str = "catalog";
 
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -46,8 +49,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     reservations::http::configure(cfg);
 }
 
-async fn status(ownership: web::Data<Ownership>, pool: web::Data<Pool>) -> HttpResponse {
-    let held = blocking(&pool, reservations::count_held).await.ok();
+async fn status(ownership: web::Data<Ownership>, db: Db) -> HttpResponse {
+    let held = db.run(reservations::count_held).await.ok();
     HttpResponse::Ok().json(json!({
         "service": ownership.service,
         "version": env!("CARGO_PKG_VERSION"),
@@ -57,8 +60,19 @@ async fn status(ownership: web::Data<Ownership>, pool: web::Data<Pool>) -> HttpR
 }
 
 /// The service on an already bound listener, plus (when it owns writes) the reservation expiry
-/// sweeper, which stops with the runtime it was started on.
+/// sweeper, which stops with the runtime it was started on. A replica reports the position of
+/// the pipeline [`POSITION_PIPELINE`].
 pub fn server(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Server> {
+    server_fed_by(listener, pool, options, POSITION_PIPELINE)
+}
+
+/// Like [`server`]; as a replica, it reports the applied position of `pipeline`.
+pub fn server_fed_by(
+    listener: TcpListener,
+    pool: Pool,
+    options: Options,
+    pipeline: &str,
+) -> std::io::Result<Server> {
     // Expiry writes (status, stock): only the write owner may do it.
     if options.write_mode == WriteMode::Owner {
         spawn_sweeper(pool.clone(), options.sweep_every);
@@ -68,12 +82,21 @@ pub fn server(listener: TcpListener, pool: Pool, options: Options) -> std::io::R
         service: SERVICE,
         mode: options.write_mode,
     });
+    // `X-Fig-Db-Position`: the owner's own WAL, or a replica's feeding pipeline.
+    let positions = web::Data::new(Positions::single(Source::of_service(
+        options.write_mode,
+        pipeline,
+    )));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(pool.clone())
             .app_data(ownership.clone())
+            .app_data(positions.clone())
             .wrap(from_fn(platform::write_mode::guard))
             .wrap(platform::json_error_handlers())
+            // Outermost: a bad dry-run header is refused before the guard, and every answer
+            // (the guard's 503 and rewritten errors too) gets its position.
+            .wrap(from_fn(platform::parallel_run::middleware))
             .configure(configure)
     })
     .workers(options.workers.max(1))

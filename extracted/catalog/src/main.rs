@@ -12,7 +12,7 @@ async fn main() -> anyhow::Result<()> {
         basics: &config.basics,
     }
     .run(MIGRATIONS, |listener, pool| {
-        catalog_service::server(listener, pool, config.options)
+        catalog_service::server_fed_by(listener, pool, config.options, &config.position_pipeline)
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))

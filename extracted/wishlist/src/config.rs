@@ -1,7 +1,7 @@
 //! The wishlist service's configuration, from the environment.
 
 use platform::WriteMode;
-use platform::config::{BasicNames, Basics, base_url, env, millis, parse};
+use platform::config::{BasicNames, Basics, base_url, env, millis, name, parse};
 
 pub use platform::config::ConfigError;
 
@@ -18,12 +18,16 @@ pub const ENV_WRITE_MODE: &str = "WISHLIST_WRITE_MODE";
 pub const ENV_CATALOG_URL: &str = "WISHLIST_CATALOG_URL";
 pub const ENV_CUSTOMERS_URL: &str = "WISHLIST_CUSTOMERS_URL";
 pub const ENV_TIMEOUT_MS: &str = "WISHLIST_UPSTREAM_TIMEOUT_MS";
+/// The pipeline whose applied position a replica reports; default `wishlist`.
+pub const ENV_POSITION_PIPELINE: &str = "WISHLIST_POSITION_PIPELINE";
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Database, listen address (default 127.0.0.1:7003), migrations, pool, workers.
     pub basics: Basics,
     pub options: Options,
+    /// The pipeline feeding this database while it is a replica (`X-Fig-Db-Position`).
+    pub position_pipeline: String,
 }
 
 fn required_url(
@@ -41,6 +45,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let basics = Basics::from_lookup(&lookup, &NAMES, 7003)?;
         Ok(Config {
+            position_pipeline: name(&lookup, ENV_POSITION_PIPELINE, crate::POSITION_PIPELINE)?,
             options: Options {
                 workers: basics.workers,
                 write_mode: parse(&lookup, ENV_WRITE_MODE, WriteMode::Replica)?,
@@ -77,6 +82,9 @@ mod tests {
         assert_eq!(c.options.upstreams.timeout, Duration::from_millis(500));
         assert_eq!(c.options.write_mode, WriteMode::Replica);
         assert_eq!(c.basics.listen.to_string(), "127.0.0.1:7003");
+        assert_eq!(c.position_pipeline, "wishlist");
+        let c = config(&[(ENV_POSITION_PIPELINE, "wish2")]).unwrap();
+        assert_eq!(c.position_pipeline, "wish2");
     }
 
     #[test]
@@ -85,6 +93,7 @@ mod tests {
             (ENV_CATALOG_URL, "catalog:7002"),
             (ENV_TIMEOUT_MS, "0"),
             (ENV_WRITE_MODE, "x"),
+            (ENV_POSITION_PIPELINE, " "),
         ] {
             let e = config(&[(name, value)]).unwrap_err();
             assert!(e.to_string().contains(name), "{e}");

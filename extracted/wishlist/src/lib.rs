@@ -14,6 +14,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use platform::parallel_run::{Positions, Source};
 use platform::{Ownership, Pool, WriteMode};
 use serde_json::json;
 
@@ -22,6 +23,8 @@ pub use config::Config;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/wishlist");
 pub const SERVICE: &str = "wishlist";
+/// The pipeline that feeds a replica's table from the monolith (`replication/config/musiccorp.toml`).
+pub const POSITION_PIPELINE: &str = "wishlist";
 
 /// Where the services the wishlist depends on are, and how long to wait for them.
 #[derive(Debug, Clone)]
@@ -41,10 +44,9 @@ pub struct Options {
     pub upstreams: Upstreams,
 }
 
-/// What every handler shares.
+/// What every handler shares (the database is reached through `platform::Db`).
 #[derive(Debug)]
 pub struct State {
-    pub pool: Pool,
     pub catalog: CatalogClient,
     pub customers: CustomerDirectory,
     /// Reads answered without album details, for the status endpoint and alerts.
@@ -66,14 +68,25 @@ async fn status(ownership: web::Data<Ownership>, state: web::Data<State>) -> Htt
     }))
 }
 
+/// The service on an already bound listener. A replica reports the position of the pipeline
+/// [`POSITION_PIPELINE`].
 pub fn server(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Server> {
+    server_fed_by(listener, pool, options, POSITION_PIPELINE)
+}
+
+/// Like [`server`]; as a replica, it reports the applied position of `pipeline`.
+pub fn server_fed_by(
+    listener: TcpListener,
+    pool: Pool,
+    options: Options,
+    pipeline: &str,
+) -> std::io::Result<Server> {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(std::io::Error::other)?;
     let up = &options.upstreams;
     let state = web::Data::new(State {
-        pool: pool.clone(),
         catalog: CatalogClient::new(http.clone(), &up.catalog_url, up.timeout),
         customers: CustomerDirectory::new(http, &up.customers_url, up.timeout),
         degraded_reads: AtomicU64::new(0),
@@ -83,13 +96,22 @@ pub fn server(listener: TcpListener, pool: Pool, options: Options) -> std::io::R
         service: SERVICE,
         mode: options.write_mode,
     });
+    // `X-Fig-Db-Position`: the owner's own WAL, or a replica's feeding pipeline.
+    let positions = web::Data::new(Positions::single(Source::of_service(
+        options.write_mode,
+        pipeline,
+    )));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(pool.clone())
             .app_data(state.clone())
             .app_data(ownership.clone())
+            .app_data(positions.clone())
             .wrap(from_fn(platform::write_mode::guard))
             .wrap(platform::json_error_handlers())
+            // Outermost: a bad dry-run header is refused before the guard, and every answer
+            // (the guard's 503 and rewritten errors too) gets its position.
+            .wrap(from_fn(platform::parallel_run::middleware))
             .configure(configure)
     })
     .workers(options.workers.max(1))

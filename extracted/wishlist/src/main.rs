@@ -12,7 +12,12 @@ async fn main() -> anyhow::Result<()> {
         basics: &config.basics,
     }
     .run(MIGRATIONS, |listener, pool| {
-        wishlist_service::server(listener, pool, config.options.clone())
+        wishlist_service::server_fed_by(
+            listener,
+            pool,
+            config.options.clone(),
+            &config.position_pipeline,
+        )
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::domain::{Customer, CustomerId, NewCustomer};
-use platform::{ApiError, JsonBody, Pool, blocking, path_id};
+use platform::{ApiError, Db, JsonBody, path_id};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/customers").route(web::post().to(create_customer)))
@@ -39,22 +39,16 @@ impl From<Customer> for CustomerBody {
     }
 }
 
-async fn create_customer(
-    pool: web::Data<Pool>,
-    body: JsonBody<CreateCustomer>,
-) -> Result<HttpResponse, ApiError> {
+async fn create_customer(db: Db, body: JsonBody<CreateCustomer>) -> Result<HttpResponse, ApiError> {
     let new = NewCustomer::parse(&body.0.name, &body.0.email)?;
-    let customer = blocking(&pool, move |c| super::create_customer(c, &new)).await?;
+    let customer = db.run(move |c| super::create_customer(c, &new)).await?;
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/customers/{}", customer.id.0)))
         .json(CustomerBody::from(customer)))
 }
 
-async fn get_customer(
-    pool: web::Data<Pool>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn get_customer(db: Db, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = CustomerId(path_id(&id, "customer")?);
-    let customer = blocking(&pool, move |c| super::get_customer(c, id)).await?;
+    let customer = db.run(move |c| super::get_customer(c, id)).await?;
     Ok(HttpResponse::Ok().json(CustomerBody::from(customer)))
 }

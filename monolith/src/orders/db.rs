@@ -292,6 +292,26 @@ pub fn insert_pending(conn: &mut PgConnection, customer: CustomerId) -> QueryRes
         .map(OrderId)
 }
 
+/// A pending order with a given id: a dry run redoing transaction A under the id it drew the
+/// first time (that id was rolled back with it, so no other order can have it).
+pub fn insert_pending_as(
+    conn: &mut PgConnection,
+    customer: CustomerId,
+    id: OrderId,
+) -> QueryResult<OrderId> {
+    diesel::insert_into(orders::table)
+        .values((
+            orders::id.eq(id.0),
+            orders::customer_id.eq(customer.0),
+            orders::status.eq("pending"),
+            orders::total_cents.eq(0),
+            orders::currency.eq(""),
+        ))
+        .returning(orders::id)
+        .get_result(conn)
+        .map(OrderId)
+}
+
 /// Locks a pending order; `None` once it is no longer pending (completed, or abandoned).
 pub fn lock_pending(conn: &mut PgConnection, id: OrderId) -> QueryResult<Option<CustomerId>> {
     orders::table

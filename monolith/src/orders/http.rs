@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::domain::{IdempotencyKey, Order, OrderId, OrderRequest};
 use super::{OrdersDeps, Placement, Removal};
 use crate::catalog::Money;
-use platform::{ApiError, JsonBody, Pool, blocking, path_id};
+use platform::{ApiError, Db, JsonBody, path_id};
 
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 pub const REPLAYED: &str = "Idempotent-Replayed";
@@ -78,7 +78,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError
 }
 
 async fn place_order(
-    pool: web::Data<Pool>,
+    db: Db,
     deps: web::Data<OrdersDeps>,
     req: HttpRequest,
     body: JsonBody<PlaceOrder>,
@@ -94,17 +94,18 @@ async fn place_order(
     let placement = match &deps.stock {
         None => {
             let removal = deps.removal;
-            let placed = blocking(&pool, move |c| {
-                super::place_order(c, &request, key.as_ref(), removal)
-            })
-            .await?;
-            if removal == Removal::Outbox {
+            // In a dry run the whole placement is rolled back, its outbox row with it: nothing
+            // for the worker to deliver, so no wake-up either.
+            let placed = db
+                .run(move |c| super::place_order(c, &request, key.as_ref(), removal))
+                .await?;
+            if removal == Removal::Outbox && !db.is_dry_run() {
                 deps.outbox.wake();
             }
             placed
         }
         Some(stock) => {
-            super::saga::place_order(&pool, stock, &deps.outbox, deps.removal, request, key).await?
+            super::saga::place_order(&db, stock, &deps.outbox, deps.removal, request, key).await?
         }
     };
     let (order, replayed) = match placement {
@@ -119,8 +120,8 @@ async fn place_order(
     Ok(response.json(OrderBody::from(order)))
 }
 
-async fn get_order(pool: web::Data<Pool>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_order(db: Db, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = OrderId(path_id(&id, "order")?);
-    let order = blocking(&pool, move |c| super::get_order(c, id)).await?;
+    let order = db.run(move |c| super::get_order(c, id)).await?;
     Ok(HttpResponse::Ok().json(OrderBody::from(order)))
 }

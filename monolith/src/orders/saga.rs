@@ -10,6 +10,9 @@
 //! takes nothing); a request that dies between A and B leaves a pending order that the outbox
 //! worker abandons the same way. So an order is either placed with its stock confirmed (now or
 //! by the outbox), or absent with its stock released.
+//!
+//! A dry run (`X-Fig-Dry-Run`) goes through the same steps with every transaction rolled back
+//! and a dry-run reserve, and owes nothing.
 
 use std::time::{Duration, Instant};
 
@@ -24,7 +27,7 @@ use super::{
 use crate::catalog::{AlbumId, Money};
 use crate::customers;
 use crate::integrations::{RemoteError, Reservation, StockClient};
-use platform::{Pool, blocking};
+use platform::Db;
 
 enum Begun {
     Started(OrderId),
@@ -32,8 +35,41 @@ enum Begun {
     Claimed,
 }
 
+/// Transaction A: claims the key, checks the customer, records the pending order (under `id` when
+/// a dry run does it again).
+fn begin(
+    conn: &mut diesel::PgConnection,
+    key: Option<&IdempotencyKey>,
+    body: &str,
+    customer: customers::CustomerId,
+    id: Option<OrderId>,
+) -> Result<Begun, OrdersError> {
+    conn.transaction(|tx| {
+        if let Some(k) = key
+            && !db::claim_key(tx, k, body)?
+        {
+            return Ok(Begun::Claimed);
+        }
+        if !customers::customer_exists(tx, customer)? {
+            return Err(OrdersError::UnknownCustomer(customer.0));
+        }
+        let id = match id {
+            None => db::insert_pending(tx, customer)?,
+            Some(id) => db::insert_pending_as(tx, customer, id)?,
+        };
+        if let Some(k) = key {
+            db::attach_order(tx, k, id)?;
+        }
+        Ok(Begun::Started(id))
+    })
+}
+
+/// Places an order through the catalog service's reservations. In a dry run (`X-Fig-Dry-Run`)
+/// every transaction is rolled back and the catalog is asked for a dry-run reservation too, so
+/// the answer is the one the real request would get (the catalog's refusals and prices
+/// included) while nothing is held, owed or written on either side (`dry_run_complete`).
 pub async fn place_order(
-    pool: &Pool,
+    database: &Db,
     stock: &StockClient,
     outbox: &Outbox,
     removal: Removal,
@@ -43,27 +79,12 @@ pub async fn place_order(
     let body = serde_json::to_string(&request).unwrap_or_default();
     let customer = request.customer_id;
     let (claim_key, claim_body) = (key.clone(), body.clone());
-    let begun = blocking(pool, move |c| {
-        c.transaction(|tx| {
-            if let Some(k) = &claim_key
-                && !db::claim_key(tx, k, &claim_body)?
-            {
-                return Ok(Begun::Claimed);
-            }
-            if !customers::customer_exists(tx, customer)? {
-                return Err(OrdersError::UnknownCustomer(customer.0));
-            }
-            let id = db::insert_pending(tx, customer)?;
-            if let Some(k) = &claim_key {
-                db::attach_order(tx, k, id)?;
-            }
-            Ok(Begun::Started(id))
-        })
-    })
-    .await?;
-    let order = match (begun, key) {
+    let begun = database
+        .run(move |c| begin(c, claim_key.as_ref(), &claim_body, customer, None))
+        .await?;
+    let order = match (begun, key.clone()) {
         (Begun::Started(order), _) => order,
-        (Begun::Claimed, Some(key)) => return replay(pool, key, body).await,
+        (Begun::Claimed, Some(key)) => return replay(database, key, body).await,
         (Begun::Claimed, None) => return Err(OrdersError::KeyInFlight),
     };
 
@@ -73,11 +94,14 @@ pub async fn place_order(
         .iter()
         .map(|l| (l.album_id, l.quantity))
         .collect();
-    let reservation = match stock.reserve(&reservation_key, &lines).await {
+    let reservation = match stock
+        .reserve(&reservation_key, &lines, database.is_dry_run())
+        .await
+    {
         Ok(r) if r.status == "reserved" => r,
         Ok(r) => {
             return Err(give_up(
-                pool,
+                database,
                 outbox,
                 order,
                 format!("reservation came back {}", r.status),
@@ -90,10 +114,12 @@ pub async fn place_order(
             message,
             field,
         }) => {
-            blocking(pool, move |c| {
-                Ok::<_, OrdersError>(db::delete_pending(c, order)?)
-            })
-            .await?;
+            // A dry run's pending order was never committed: nothing to delete.
+            if !database.is_dry_run() {
+                database
+                    .run(move |c| Ok::<_, OrdersError>(db::delete_pending(c, order)?))
+                    .await?;
+            }
             return Err(OrdersError::StockRefused {
                 status,
                 code,
@@ -101,13 +127,15 @@ pub async fn place_order(
                 field,
             });
         }
-        Err(RemoteError::Unavailable(e)) => return Err(give_up(pool, outbox, order, e).await),
+        Err(RemoteError::Unavailable(e)) => return Err(give_up(database, outbox, order, e).await),
     };
 
-    let completed = blocking(pool, move |c| {
-        complete(c, order, &request, &reservation, removal)
-    })
-    .await;
+    if database.is_dry_run() {
+        return dry_run_complete(database, order, request, reservation, removal, key, body).await;
+    }
+    let completed = database
+        .run(move |c| complete(c, order, &request, &reservation, removal))
+        .await;
     match completed {
         Ok(Some(placed)) => {
             outbox.wake();
@@ -117,10 +145,48 @@ pub async fn place_order(
         Ok(None) => Err(OrdersError::DependencyUnavailable(
             "the order took too long and was abandoned".into(),
         )),
-        Err(e) => Err(match give_up(pool, outbox, order, e.to_string()).await {
-            OrdersError::DependencyUnavailable(_) => e,
-            other => other,
-        }),
+        Err(e) => Err(
+            match give_up(database, outbox, order, e.to_string()).await {
+                OrdersError::DependencyUnavailable(_) => e,
+                other => other,
+            },
+        ),
+    }
+}
+
+/// Transaction B of a dry run. Transaction A was rolled back, so there is no pending order to
+/// complete: A is done again under the id it drew, then B, in one transaction that is rolled back
+/// as well. (The alternative, keeping A's transaction open across the reserve call, would hold a
+/// pooled connection and the key's row lock for the length of a remote call, which the saga never
+/// does.) If a real request claimed the key meanwhile, the answer is its replay, as it would be
+/// for a real request arriving now. No outbox row survives and the worker is not woken: the
+/// catalog holds no dry-run reservation to confirm or release.
+async fn dry_run_complete(
+    database: &Db,
+    order: OrderId,
+    request: OrderRequest,
+    reservation: Reservation,
+    removal: Removal,
+    key: Option<IdempotencyKey>,
+    body: String,
+) -> Result<Placement, OrdersError> {
+    let (claim_key, claim_body) = (key.clone(), body.clone());
+    let customer = request.customer_id;
+    let completed = database
+        .run(
+            move |c| match begin(c, claim_key.as_ref(), &claim_body, customer, Some(order))? {
+                Begun::Claimed => Ok(None),
+                Begun::Started(order) => {
+                    complete(c, order, &request, &reservation, removal).map(Some)
+                }
+            },
+        )
+        .await?;
+    match (completed, key) {
+        (Some(Some(placed)), _) => Ok(Placement::Created(placed)),
+        (None, Some(key)) => replay(database, key, body).await,
+        // Just recorded in the same transaction, so still pending: cannot happen.
+        (Some(None), _) | (None, None) => Err(OrdersError::KeyInFlight),
     }
 }
 
@@ -177,10 +243,14 @@ fn complete(
     })
 }
 
-/// Removes the pending order and owes a release; the caller gets 503.
-async fn give_up(pool: &Pool, outbox: &Outbox, order: OrderId, why: String) -> OrdersError {
+/// Removes the pending order and owes a release; the caller gets 503. A dry run committed no
+/// pending order and its reserve took nothing, so it only answers the 503.
+async fn give_up(database: &Db, outbox: &Outbox, order: OrderId, why: String) -> OrdersError {
+    if database.is_dry_run() {
+        return OrdersError::DependencyUnavailable(why);
+    }
     tracing::warn!(order_id = order.0, reason = %why, "saga: giving up on the order, releasing its stock");
-    match blocking(pool, move |c| outbox::abandon(c, order)).await {
+    match database.run(move |c| outbox::abandon(c, order)).await {
         Ok(()) => {
             outbox.wake();
             OrdersError::DependencyUnavailable(why)
@@ -190,27 +260,32 @@ async fn give_up(pool: &Pool, outbox: &Outbox, order: OrderId, why: String) -> O
 }
 
 /// A concurrent or repeated request with the same key waits for the first to finish.
-async fn replay(pool: &Pool, key: IdempotencyKey, body: String) -> Result<Placement, OrdersError> {
+async fn replay(
+    database: &Db,
+    key: IdempotencyKey,
+    body: String,
+) -> Result<Placement, OrdersError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (k, b) = (key.clone(), body.clone());
-        let state = blocking(pool, move |c| {
-            // Gone: the first request failed and freed the key; the client may simply retry.
-            let Some((first_body, order)) = db::key_record(c, &k)? else {
-                return Err(OrdersError::KeyInFlight);
-            };
-            if first_body != b {
-                return Err(OrdersError::KeyReused);
-            }
-            let Some(order) = order.map(OrderId) else {
-                return Ok(None);
-            };
-            match db::status_of(c, order)?.as_deref() {
-                Some("pending") | None => Ok(None),
-                Some(_) => super::get_order(c, order).map(Some),
-            }
-        })
-        .await?;
+        let state = database
+            .run(move |c| {
+                // Gone: the first request failed and freed the key; the client may simply retry.
+                let Some((first_body, order)) = db::key_record(c, &k)? else {
+                    return Err(OrdersError::KeyInFlight);
+                };
+                if first_body != b {
+                    return Err(OrdersError::KeyReused);
+                }
+                let Some(order) = order.map(OrderId) else {
+                    return Ok(None);
+                };
+                match db::status_of(c, order)?.as_deref() {
+                    Some("pending") | None => Ok(None),
+                    Some(_) => super::get_order(c, order).map(Some),
+                }
+            })
+            .await?;
         if let Some(order) = state {
             return Ok(Placement::Replayed(order));
         }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::domain::{AlbumDetails, ItemView, Wishlist};
 use crate::catalog::{AlbumId, Money};
 use crate::customers::CustomerId;
-use platform::{ApiError, Pool, QueryMap, blocking, path_id};
+use platform::{ApiError, Db, QueryMap, path_id};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/wishlists/{customer_id}").route(web::get().to(get_wishlist)))
@@ -75,21 +75,15 @@ fn ids(path: &(String, String)) -> Result<(CustomerId, AlbumId), ApiError> {
     Ok((customer, album))
 }
 
-async fn get_wishlist(
-    pool: web::Data<Pool>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn get_wishlist(db: Db, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let customer = CustomerId(path_id(&id, "customer")?);
-    let wishlist = blocking(&pool, move |c| super::get_wishlist(c, customer)).await?;
+    let wishlist = db.run(move |c| super::get_wishlist(c, customer)).await?;
     Ok(HttpResponse::Ok().json(WishlistBody::from(wishlist)))
 }
 
-async fn add_item(
-    pool: web::Data<Pool>,
-    path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+async fn add_item(db: Db, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
     let (customer, album) = ids(&path)?;
-    let (item, created) = blocking(&pool, move |c| super::add_item(c, customer, album)).await?;
+    let (item, created) = db.run(move |c| super::add_item(c, customer, album)).await?;
     let mut response = if created {
         HttpResponse::Created()
     } else {
@@ -104,15 +98,13 @@ fn added_before(q: &QueryMap) -> Result<Option<DateTime<Utc>>, ApiError> {
 }
 
 async fn remove_item(
-    pool: web::Data<Pool>,
+    db: Db,
     path: web::Path<(String, String)>,
     q: QueryMap,
 ) -> Result<HttpResponse, ApiError> {
     let (customer, album) = ids(&path)?;
     let before = added_before(&q)?;
-    blocking(&pool, move |c| {
-        super::remove_item(c, customer, album, before)
-    })
-    .await?;
+    db.run(move |c| super::remove_item(c, customer, album, before))
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

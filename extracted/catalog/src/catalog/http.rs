@@ -10,7 +10,7 @@ use super::domain::{
     NewAlbum, NewArtist, Page,
 };
 use super::error::CatalogError;
-use platform::{ApiError, JsonBody, Pool, QueryMap, blocking, path_id};
+use platform::{ApiError, Db, JsonBody, QueryMap, path_id};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -167,50 +167,44 @@ fn page(q: &QueryMap) -> Result<domain::PageRequest, ApiError> {
     Ok(domain::validate_page(after, limit)?)
 }
 
-async fn list_artists(pool: web::Data<Pool>, q: QueryMap) -> Result<HttpResponse, ApiError> {
+async fn list_artists(db: Db, q: QueryMap) -> Result<HttpResponse, ApiError> {
     let filter = ArtistFilter {
         text: q.text("q").map(str::to_string),
         page: page(&q)?,
     };
-    let found = blocking(&pool, move |c| super::list_artists(c, &filter)).await?;
+    let found = db.run(move |c| super::list_artists(c, &filter)).await?;
     Ok(HttpResponse::Ok().json(PageBody::<ArtistBody>::from(found)))
 }
 
-async fn get_artist(
-    pool: web::Data<Pool>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+async fn get_artist(db: Db, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = ArtistId(path_id(&id, "artist")?);
-    let artist = blocking(&pool, move |c| super::get_artist(c, id)).await?;
+    let artist = db.run(move |c| super::get_artist(c, id)).await?;
     Ok(HttpResponse::Ok().json(ArtistBody::from(artist)))
 }
 
-async fn create_artist(
-    pool: web::Data<Pool>,
-    body: JsonBody<CreateArtist>,
-) -> Result<HttpResponse, ApiError> {
+async fn create_artist(db: Db, body: JsonBody<CreateArtist>) -> Result<HttpResponse, ApiError> {
     let new = body.0.parse()?;
-    let artist = blocking(&pool, move |c| super::create_artist(c, &new)).await?;
+    let artist = db.run(move |c| super::create_artist(c, &new)).await?;
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/catalog/artists/{}", artist.id.0)))
         .json(ArtistBody::from(artist)))
 }
 
-async fn list_albums(pool: web::Data<Pool>, q: QueryMap) -> Result<HttpResponse, ApiError> {
+async fn list_albums(db: Db, q: QueryMap) -> Result<HttpResponse, ApiError> {
     let filter = AlbumFilter {
         artist_id: q.parsed::<i64>("artist_id", "an artist id")?.map(ArtistId),
         genre: q.text("genre").map(str::to_string),
         text: q.text("q").map(str::to_string),
         page: page(&q)?,
     };
-    let found = blocking(&pool, move |c| super::list_albums(c, &filter)).await?;
+    let found = db.run(move |c| super::list_albums(c, &filter)).await?;
     Ok(HttpResponse::Ok().json(PageBody::<AlbumBody>::from(found)))
 }
 
-async fn batch_albums(pool: web::Data<Pool>, q: QueryMap) -> Result<HttpResponse, ApiError> {
+async fn batch_albums(db: Db, q: QueryMap) -> Result<HttpResponse, ApiError> {
     let ids = domain::parse_batch_ids(q.text("ids"))?;
     let wanted = ids.clone();
-    let found = blocking(&pool, move |c| super::albums_by_ids(c, &wanted)).await?;
+    let found = db.run(move |c| super::albums_by_ids(c, &wanted)).await?;
     Ok(HttpResponse::Ok().json(batch_body(&ids, found)))
 }
 
@@ -231,25 +225,22 @@ fn batch_body(ids: &[AlbumId], found: Vec<Album>) -> BatchBody {
     body
 }
 
-async fn get_album(pool: web::Data<Pool>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_album(db: Db, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = AlbumId(path_id(&id, "album")?);
-    let album = blocking(&pool, move |c| super::get_album(c, id)).await?;
+    let album = db.run(move |c| super::get_album(c, id)).await?;
     Ok(HttpResponse::Ok().json(AlbumBody::from(album)))
 }
 
-async fn create_album(
-    pool: web::Data<Pool>,
-    body: JsonBody<CreateAlbum>,
-) -> Result<HttpResponse, ApiError> {
+async fn create_album(db: Db, body: JsonBody<CreateAlbum>) -> Result<HttpResponse, ApiError> {
     let new = body.0.parse()?;
-    let album = blocking(&pool, move |c| super::create_album(c, &new)).await?;
+    let album = db.run(move |c| super::create_album(c, &new)).await?;
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/catalog/albums/{}", album.id.0)))
         .json(AlbumBody::from(album)))
 }
 
 async fn update_album(
-    pool: web::Data<Pool>,
+    db: Db,
     id: web::Path<String>,
     body: JsonBody<UpdateAlbum>,
 ) -> Result<HttpResponse, ApiError> {
@@ -258,6 +249,6 @@ async fn update_album(
         price: body.0.price,
         stock: body.0.stock,
     })?;
-    let album = blocking(&pool, move |c| super::update_album(c, id, &change)).await?;
+    let album = db.run(move |c| super::update_album(c, id, &change)).await?;
     Ok(HttpResponse::Ok().json(AlbumBody::from(album)))
 }

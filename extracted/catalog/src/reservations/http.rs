@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::domain::{Reservation, ReservationKey, ReserveRequest, Status};
 use crate::catalog::Money;
-use platform::{ApiError, JsonBody, Pool, blocking};
+use platform::{ApiError, Db, JsonBody};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -74,7 +74,7 @@ fn key(raw: &str) -> Result<ReservationKey, ApiError> {
 }
 
 async fn reserve(
-    pool: web::Data<Pool>,
+    db: Db,
     path: web::Path<String>,
     body: JsonBody<ReserveBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -86,8 +86,7 @@ async fn reserve(
         .map(|l| (l.album_id, l.quantity))
         .collect();
     let request = ReserveRequest::parse(&lines, body.0.ttl_seconds)?;
-    let (reservation, created) =
-        blocking(&pool, move |c| super::reserve(c, &key, &request)).await?;
+    let (reservation, created) = db.run(move |c| super::reserve(c, &key, &request)).await?;
     let mut response = if created {
         HttpResponse::Created()
     } else {
@@ -96,20 +95,20 @@ async fn reserve(
     Ok(response.json(ReservationBody::from(reservation)))
 }
 
-async fn get(pool: web::Data<Pool>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(db: Db, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let key = key(&path)?;
-    let reservation = blocking(&pool, move |c| super::get(c, &key)).await?;
+    let reservation = db.run(move |c| super::get(c, &key)).await?;
     Ok(HttpResponse::Ok().json(ReservationBody::from(reservation)))
 }
 
-async fn confirm(pool: web::Data<Pool>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn confirm(db: Db, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let key = key(&path)?;
-    let reservation = blocking(&pool, move |c| super::confirm(c, &key)).await?;
+    let reservation = db.run(move |c| super::confirm(c, &key)).await?;
     Ok(HttpResponse::Ok().json(ReservationBody::from(reservation)))
 }
 
-async fn release(pool: web::Data<Pool>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn release(db: Db, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let key = key(&path)?;
-    let reservation = blocking(&pool, move |c| super::release(c, &key)).await?;
+    let reservation = db.run(move |c| super::release(c, &key)).await?;
     Ok(HttpResponse::Ok().json(ReservationBody::from(reservation)))
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::domain::{AlbumDetails, AlbumId, CustomerId, ItemView, Money, Wishlist};
 use crate::State;
-use platform::{ApiError, QueryMap, path_id};
+use platform::{ApiError, Db, QueryMap, path_id};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/wishlists/{customer_id}").route(web::get().to(get_wishlist)))
@@ -81,19 +81,21 @@ fn ids(path: &(String, String)) -> Result<(CustomerId, AlbumId), ApiError> {
 
 async fn get_wishlist(
     state: web::Data<State>,
+    db: Db,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let customer = CustomerId(path_id(&id, "customer")?);
-    let wishlist = super::get_wishlist(&state, customer).await?;
+    let wishlist = super::get_wishlist(&state, &db, customer).await?;
     Ok(HttpResponse::Ok().json(WishlistBody::from(wishlist)))
 }
 
 async fn add_item(
     state: web::Data<State>,
+    db: Db,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (customer, album) = ids(&path)?;
-    let (item, created) = super::add_item(&state, customer, album).await?;
+    let (item, created) = super::add_item(&state, &db, customer, album).await?;
     let mut response = if created {
         HttpResponse::Created()
     } else {
@@ -109,10 +111,11 @@ fn added_before(q: &QueryMap) -> Result<Option<DateTime<Utc>>, ApiError> {
 
 async fn remove_item(
     state: web::Data<State>,
+    db: Db,
     path: web::Path<(String, String)>,
     q: QueryMap,
 ) -> Result<HttpResponse, ApiError> {
     let (customer, album) = ids(&path)?;
-    super::remove_item(&state, customer, album, added_before(&q)?).await?;
+    super::remove_item(&state, &db, customer, album, added_before(&q)?).await?;
     Ok(HttpResponse::NoContent().finish())
 }

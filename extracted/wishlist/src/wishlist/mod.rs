@@ -16,7 +16,7 @@ pub use domain::{AlbumDetails, AlbumId, CustomerId, Item, ItemView, MAX_ITEMS, W
 pub use error::WishlistError;
 
 use crate::State;
-use platform::blocking;
+use platform::Db;
 
 /// A read keeps working when the customer directory is down: the stored items are the answer,
 /// and a customer without items reads as an empty list.
@@ -33,12 +33,15 @@ async fn customer_known_for_read(state: &State, customer: CustomerId) -> Result<
 
 /// The wishlist with live album details: one query for the items, one batched catalog call.
 /// When the catalog fails or is slow, the items come back without details, marked degraded.
-pub async fn get_wishlist(state: &State, customer: CustomerId) -> Result<Wishlist, WishlistError> {
+pub async fn get_wishlist(
+    state: &State,
+    database: &Db,
+    customer: CustomerId,
+) -> Result<Wishlist, WishlistError> {
     customer_known_for_read(state, customer).await?;
-    let items = blocking(&state.pool, move |c| {
-        db::list(c, customer).map_err(WishlistError::from)
-    })
-    .await?;
+    let items = database
+        .run(move |c| db::list(c, customer).map_err(WishlistError::from))
+        .await?;
     if items.is_empty() {
         return Ok(domain::join(customer, items, Some(Vec::new())));
     }
@@ -58,6 +61,7 @@ pub async fn get_wishlist(state: &State, customer: CustomerId) -> Result<Wishlis
 /// owners first, so a write fails with 503 rather than store an unchecked reference.
 pub async fn add_item(
     state: &State,
+    database: &Db,
     customer: CustomerId,
     album: AlbumId,
 ) -> Result<(ItemView, bool), WishlistError> {
@@ -72,16 +76,19 @@ pub async fn add_item(
         .next()
         .map(|(_, d)| d)
         .ok_or(WishlistError::NotFound("album"))?;
-    let (item, created) = blocking(&state.pool, move |c| {
-        c.transaction(|tx| {
-            db::lock_customer(tx, customer)?;
-            if !db::contains(tx, customer, album)? && db::count(tx, customer)? >= MAX_ITEMS as i64 {
-                return Err(WishlistError::Full(MAX_ITEMS));
-            }
-            Ok(db::add(tx, customer, album)?)
+    let (item, created) = database
+        .run(move |c| {
+            c.transaction(|tx| {
+                db::lock_customer(tx, customer)?;
+                if !db::contains(tx, customer, album)?
+                    && db::count(tx, customer)? >= MAX_ITEMS as i64
+                {
+                    return Err(WishlistError::Full(MAX_ITEMS));
+                }
+                Ok(db::add(tx, customer, album)?)
+            })
         })
-    })
-    .await?;
+        .await?;
     Ok((
         ItemView {
             album_id: item.album_id,
@@ -96,14 +103,14 @@ pub async fn add_item(
 /// there changes nothing, which is what lets the monolith's outbox retry it safely.
 pub async fn remove_item(
     state: &State,
+    database: &Db,
     customer: CustomerId,
     album: AlbumId,
     added_before: Option<DateTime<Utc>>,
 ) -> Result<(), WishlistError> {
     customer_known_for_read(state, customer).await?;
-    blocking(&state.pool, move |c| {
-        db::remove(c, customer, &[album], added_before).map_err(WishlistError::from)
-    })
-    .await?;
+    database
+        .run(move |c| db::remove(c, customer, &[album], added_before).map_err(WishlistError::from))
+        .await?;
     Ok(())
 }
