@@ -541,7 +541,6 @@ impl Router {
             if write {
                 headers::write_field(&mut bytes, shadow::DRY_RUN_HEADER, b"1");
             }
-            headers::write_field(&mut bytes, "connection", b"close");
             bytes.extend_from_slice(b"\r\n");
             bytes.extend_from_slice(body.unwrap_or_default());
             shadow::Target {

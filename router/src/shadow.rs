@@ -20,7 +20,7 @@
 //! - **Rules** per route (ignored paths, arrays compared as sets, numeric tolerance), from the
 //!   route table.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -192,6 +192,20 @@ pub struct Shadows {
     taken: Mutex<BTreeMap<String, RouteReport>>,
     /// Every route's noise paths, learned here or by another instance.
     noise: Mutex<BTreeMap<String, BTreeSet<String>>>,
+    links: Links,
+    /// The shadows' own runtime, on a thread of its own (started with the first shadow), so
+    /// that their work never delays the data path's tasks on its runtime.
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// Ends that thread when the shadows go.
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl Drop for Shadows {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 /// A shadow's place within the limits, given back when dropped.
@@ -403,6 +417,9 @@ impl Shadows {
             reports: Mutex::new(BTreeMap::new()),
             taken: Mutex::new(BTreeMap::new()),
             noise: Mutex::new(BTreeMap::new()),
+            links: Links::default(),
+            runtime: std::sync::OnceLock::new(),
+            stop: Mutex::new(None),
         })
     }
 
@@ -546,7 +563,41 @@ impl Shadows {
     /// Runs the shadow in a task of its own; the client already has its answer.
     pub fn launch(self: &Arc<Self>, job: Job) {
         let shadows = self.clone();
-        tokio::spawn(async move { shadows.run(job).await });
+        match self.runtime() {
+            Some(runtime) => runtime.spawn(async move { shadows.run(job).await }),
+            None => tokio::spawn(async move { shadows.run(job).await }),
+        };
+    }
+
+    /// The shadows' runtime, started on first use; `None` if no thread could be started (the
+    /// shadows then share the caller's runtime).
+    fn runtime(&self) -> Option<&tokio::runtime::Handle> {
+        if let Some(handle) = self.runtime.get() {
+            return Some(handle);
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (handle_to, handle) = std::sync::mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("router-shadows".into())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let _ = handle_to.send(runtime.handle().clone());
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+            });
+        let handle = started.ok().and_then(|_| handle.recv().ok())?;
+        let mut slot = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        // If another caller started one first, this thread ends when `stop` drops here.
+        if self.runtime.set(handle).is_ok() {
+            *slot = Some(stop);
+        }
+        self.runtime.get()
     }
 
     async fn run(&self, job: Job) {
@@ -576,13 +627,16 @@ impl Shadows {
             body: body.into(),
         };
         let limit = self.limits.answer;
-        let ask = |target: &Target| fetch(target.clone(), method.clone(), timeout, limit);
         let sample_noise = self
             .started
             .fetch_add(1, Ordering::Relaxed)
             .is_multiple_of(self.limits.noise_every.max(1));
         if sample_noise && let Some(primary_target) = &primary_target {
-            match ask(primary_target).await {
+            match self
+                .links
+                .ask(primary_target, &method, timeout, limit)
+                .await
+            {
                 Ok(again) => {
                     let learned = compare::noise(&primary, &again);
                     if !learned.is_empty() {
@@ -593,7 +647,11 @@ impl Shadows {
                 Err(_) => self.with_report(&route, |r| r.failed += 1),
             }
         }
-        let candidate = match ask(&candidate_target).await {
+        let candidate = match self
+            .links
+            .ask(&candidate_target, &method, timeout, limit)
+            .await
+        {
             Ok(answer) => answer,
             Err(_) => {
                 self.with_report(&route, |r| r.failed += 1);
@@ -618,7 +676,9 @@ impl Shadows {
             while let Some(again) = again
                 && Instant::now() < until
             {
-                let Ok(fresh) = ask(again).await else { break };
+                let Ok(fresh) = self.links.ask(again, &method, timeout, limit).await else {
+                    break;
+                };
                 if position(&fresh).is_some_and(|p| p >= goal) {
                     match side {
                         Side::Primary => answers.0 = fresh,
@@ -716,38 +776,121 @@ pub enum FetchError {
     TooLarge,
 }
 
-/// Sends `target`'s request on a connection of its own and reads the whole answer (at most
-/// `limit` bytes of body), within `timeout`.
-pub async fn fetch(
-    target: Target,
-    method: String,
-    timeout: Duration,
-    limit: usize,
-) -> Result<Answer, FetchError> {
-    let deadline = Instant::now() + timeout;
-    let mut stream = timeout_at(deadline.into(), TcpStream::connect(&target.authority))
+/// Kept connections to the upstreams, for the shadows' requests: opening one per copy cost the
+/// upstreams about four times the CPU of the request itself.
+#[derive(Default)]
+struct Links {
+    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+}
+
+/// Connections kept per upstream at most.
+const KEPT_PER_UPSTREAM: usize = 32;
+
+impl Links {
+    fn take(&self, authority: &str) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.get_mut(authority)?.pop()
+    }
+
+    fn keep(&self, authority: &str, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = idle.entry(authority.to_string()).or_default();
+        if kept.len() < KEPT_PER_UPSTREAM {
+            kept.push(stream);
+        }
+    }
+
+    /// `target`'s answer, on a kept connection if there is one (once more on a fresh one if
+    /// the kept one turns out closed: a read, or a dry run, may be sent twice).
+    async fn ask(
+        &self,
+        target: &Target,
+        method: &str,
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<Answer, FetchError> {
+        let deadline = Instant::now() + timeout;
+        if let Some(stream) = self.take(&target.authority) {
+            match exchange(stream, target, method, deadline, limit).await {
+                Ok((answer, reusable)) => {
+                    if let Some(stream) = reusable {
+                        self.keep(&target.authority, stream);
+                    }
+                    return Ok(answer);
+                }
+                Err(Failed::Stale) => {}
+                Err(Failed::Other(e)) => return Err(e),
+            }
+        }
+        let stream = connect(&target.authority, deadline).await?;
+        match exchange(stream, target, method, deadline, limit).await {
+            Ok((answer, reusable)) => {
+                if let Some(stream) = reusable {
+                    self.keep(&target.authority, stream);
+                }
+                Ok(answer)
+            }
+            Err(Failed::Stale) => Err(FetchError::Broken),
+            Err(Failed::Other(e)) => Err(e),
+        }
+    }
+}
+
+async fn connect(authority: &str, deadline: Instant) -> Result<TcpStream, FetchError> {
+    let stream = timeout_at(deadline.into(), TcpStream::connect(authority))
         .await
         .map_err(|_| FetchError::Timeout)?
         .map_err(|_| FetchError::Unreachable)?;
     let _ = stream.set_nodelay(true);
-    timeout_at(deadline.into(), stream.write_all(&target.request))
-        .await
-        .map_err(|_| FetchError::Timeout)?
-        .map_err(|_| FetchError::Broken)?;
+    Ok(stream)
+}
+
+enum Failed {
+    /// The connection was closed before any of the answer came: a kept one the upstream let go.
+    Stale,
+    Other(FetchError),
+}
+
+impl From<FetchError> for Failed {
+    fn from(e: FetchError) -> Failed {
+        Failed::Other(e)
+    }
+}
+
+/// Sends `target`'s request on `stream` and reads the whole answer (at most `limit` bytes of
+/// body) by `deadline`; gives the connection back when another request may follow on it.
+async fn exchange(
+    mut stream: TcpStream,
+    target: &Target,
+    method: &str,
+    deadline: Instant,
+    limit: usize,
+) -> Result<(Answer, Option<TcpStream>), Failed> {
+    match timeout_at(deadline.into(), stream.write_all(&target.request)).await {
+        Err(_) => return Err(FetchError::Timeout.into()),
+        Ok(Err(_)) => return Err(Failed::Stale),
+        Ok(Ok(())) => {}
+    }
     let mut inbound = BytesMut::with_capacity(16 * 1024);
     let head = loop {
-        let head = timeout_at(
+        let head = match timeout_at(
             deadline.into(),
             crate::proxy::read_head(&mut stream, &mut inbound),
         )
         .await
-        .map_err(|_| FetchError::Timeout)?
-        .map_err(|_| FetchError::Broken)?;
+        {
+            Err(_) => return Err(FetchError::Timeout.into()),
+            Ok(Err(crate::proxy::ReadHeadError::Closed { partial: false })) => {
+                return Err(Failed::Stale);
+            }
+            Ok(Err(_)) => return Err(FetchError::Broken.into()),
+            Ok(Ok(head)) => head,
+        };
         if !(100..200).contains(&head.status) {
             break head;
         }
     };
-    let framing = h1::response_framing(&head, &method).map_err(|_| FetchError::Malformed)?;
+    let framing = h1::response_framing(&head, method).map_err(|_| FetchError::Malformed)?;
     let mut tee = Tee::new(limit);
     let idle = deadline.saturating_duration_since(Instant::now());
     let unused = AtomicBool::new(false);
@@ -768,18 +911,24 @@ pub async fn fetch(
     .map_err(|_| FetchError::Timeout)?
     .map_err(|_| FetchError::Broken)?;
     if tee.overflow {
-        return Err(FetchError::TooLarge);
+        return Err(FetchError::TooLarge.into());
     }
+    let reusable = (head.keep_alive()
+        && head.minor == 1
+        && framing != Framing::UntilClose
+        && inbound.is_empty())
+    .then_some(stream);
     let body = if framing == Framing::Chunked {
         dechunk(&tee.body).ok_or(FetchError::Malformed)?
     } else {
         tee.body
     };
-    Ok(Answer {
+    let answer = Answer {
         status: head.status,
         headers: fields(&head),
         body: body.into(),
-    })
+    };
+    Ok((answer, reusable))
 }
 
 #[cfg(test)]
