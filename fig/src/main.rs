@@ -1,5 +1,7 @@
 //! `fig`: the operator CLI of the strangler-fig toolkit.
 
+mod diff;
+mod replay;
 mod replicate;
 mod toggle;
 mod up;
@@ -24,6 +26,12 @@ enum Command {
     Up(up::UpArgs),
     /// Flip and inspect the router's toggles through its admin API.
     Toggle(toggle::ToggleArgs),
+    /// Send a corpus of requests (JSON Lines) to two sides, writes as dry runs, and compare the
+    /// answers as the router's parallel run does. Exit 1 on a real difference, 2 on an error.
+    Replay(replay::ReplayArgs),
+    /// The router's parallel-run report (GET /admin/diffs) as a table. Exit 1 when a route has
+    /// a real difference, 2 on an error.
+    Diff(diff::DiffArgs),
     /// Operate replication pipelines: run, status, drop, verify.
     Replication {
         #[command(subcommand)]
@@ -45,6 +53,22 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
+}
+
+/// Ends the process with a comparison's exit code: 0 when it passed, 1 when something real
+/// differed, 2 (with the error on stderr) when it could not be done.
+fn judged(command: &str, outcome: anyhow::Result<bool>) -> anyhow::Result<()> {
+    use std::io::Write;
+    // `exit` skips destructors: whatever the report left in stdout's buffer goes out first.
+    let _ = std::io::stdout().flush();
+    match outcome {
+        Ok(true) => Ok(()),
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("fig {command}: {e:#}");
+            std::process::exit(2)
+        }
+    }
 }
 
 /// Runs a replication command on a fresh runtime and exits with its code when it is not 0.
@@ -71,6 +95,8 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up(args) => up::run(args),
         Command::Toggle(args) => toggle::run(args),
+        Command::Replay(args) => judged("replay", replay::run(args)),
+        Command::Diff(args) => judged("diff", diff::run(args)),
         Command::Replication { command } => replication(command),
         Command::Replicate {
             select,

@@ -18,11 +18,16 @@ struct Stack {
 impl Stack {
     /// Starts `fig up` and reads its banner up to the Ctrl-C hint.
     fn start(extra: &[&str]) -> Stack {
+        Stack::start_seeded("0.02", extra)
+    }
+
+    /// As [`Stack::start`], seeded at `scale`.
+    fn start_seeded(scale: &str, extra: &[&str]) -> Stack {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fig"))
             .args([
                 "up",
                 "--seed-scale",
-                "0.02",
+                scale,
                 "--monolith-addr",
                 "127.0.0.1:0",
                 "--catalog-addr",
@@ -550,6 +555,212 @@ fn the_services_follow_the_monolith_through_replication() {
         metrics.contains("fig_replication_up{pipeline=\"catalog\",phase=\"streaming\"} 1"),
         "{metrics}"
     );
+    stack.signal(Signal::SIGINT);
+    assert!(stack.wait(Duration::from_secs(60)).success());
+}
+
+/// What every table of a database holds (the engine's own `fig_replication` aside): row count and
+/// a hash of the rows, by table.
+fn tables(url: &str) -> Vec<(String, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = replication::source::connect(url).await.expect("connect");
+        let names: Vec<String> = client
+            .query(
+                "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+                 WHERE schemaname NOT IN ('pg_catalog', 'information_schema', 'fig_replication') \
+                 ORDER BY 1",
+                &[],
+            )
+            .await
+            .expect("list the tables")
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut hashes = Vec::new();
+        for name in names {
+            let hash: String = client
+                .query_one(
+                    &format!(
+                        "SELECT count(*)::text || ' rows, ' || \
+                         coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') FROM {name} t"
+                    ),
+                    &[],
+                )
+                .await
+                .expect("hash a table")
+                .get(0);
+            hashes.push((name, hash));
+        }
+        hashes
+    })
+}
+
+/// Runs `fig` with `args`; its exit code, stdout and stderr.
+fn fig(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fig"))
+        .args(args)
+        .output()
+        .expect("fig runs");
+    (
+        out.status.code().expect("fig exited"),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn corpus(name: &str) -> String {
+    format!(
+        "{}/../tests/parallel_run/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn the_corpora_replay_without_a_real_difference_and_the_router_shadows_agree() {
+    // Seeded so that every id the corpora mean to find exists.
+    let stack = Stack::start_seeded("0.05", &[]);
+    let monolith = stack.value("monolith");
+    let postgres = stack.value("postgres");
+    let databases: Vec<String> = ["monolith", "catalog", "wishlist"]
+        .iter()
+        .map(|db| format!("{}/{db}", postgres.rsplit_once('/').unwrap().0))
+        .collect();
+    // The services serve once the initial copy is done: from then on their tables hold the
+    // monolith's rows, and only a write could change any table.
+    for service in ["catalog", "wishlist"] {
+        assert_eq!(get(&format!("{}/status", stack.value(service))).0, 200);
+    }
+    let before: Vec<_> = databases.iter().map(|url| tables(url)).collect();
+
+    for (file, service, routes) in [
+        (
+            "catalog.jsonl",
+            "catalog",
+            &["GET /catalog/", "POST /catalog/", "PATCH /catalog/"][..],
+        ),
+        (
+            "wishlist.jsonl",
+            "wishlist",
+            &["GET /wishlists/", "PUT /wishlists/", "DELETE /wishlists/"][..],
+        ),
+    ] {
+        let path = corpus(file);
+        let candidate = stack.value(service);
+        let (code, stdout, stderr) = fig(&[
+            "replay",
+            &path,
+            "--primary",
+            &monolith,
+            "--candidate",
+            &candidate,
+            "--json",
+        ]);
+        let report: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count() as u64;
+        assert_eq!(
+            report["totals"],
+            serde_json::json!({
+                "compared": lines, "matched": lines, "real": 0, "transient": 0, "failed": 0
+            }),
+            "{file}: {report:#}"
+        );
+        assert_eq!(code, 0, "{file}: {stderr}");
+        assert!(report["writes"].as_u64().unwrap() >= 40, "{report:#}");
+        // Each route answered with several statuses: successes and errors were both compared.
+        for route in routes {
+            let statuses = &report["routes"][route]["statuses"];
+            assert!(
+                statuses.as_object().is_some_and(|s| s.len() >= 2),
+                "{file}: {route} answered with one status only: {statuses}"
+            );
+        }
+    }
+    let after: Vec<_> = databases.iter().map(|url| tables(url)).collect();
+    assert_eq!(after, before, "the replays changed nothing on any side");
+
+    // The router's own parallel run agrees: every bodiless read of the corpora, sent through the
+    // router with both shadow toggles on, is compared and matches.
+    for toggle in ["catalog.shadow", "wishlist.shadow"] {
+        fig_toggle(&stack, &["enable", toggle, "--reason", "parallel run"]);
+    }
+    let router = stack.value("router");
+    let mut sent: std::collections::BTreeMap<&str, u64> = Default::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    for file in ["catalog.jsonl", "wishlist.jsonl"] {
+        for line in std::fs::read_to_string(corpus(file)).unwrap().lines() {
+            let request: serde_json::Value = serde_json::from_str(line).unwrap();
+            if request["method"] != "GET" || !request["body"].is_null() {
+                continue;
+            }
+            let target = request["target"].as_str().unwrap();
+            let mut get = client.get(format!("{router}{target}"));
+            for (name, value) in request["headers"].as_object().into_iter().flatten() {
+                get = get.header(name.as_str(), value.as_str().unwrap());
+            }
+            rt.block_on(async { get.send().await.expect("routed").bytes().await.unwrap() });
+            let route = if target.starts_with("/catalog/") {
+                "GET /catalog/"
+            } else {
+                "GET /wishlists/"
+            };
+            *sent.entry(route).or_default() += 1;
+        }
+    }
+    let (admin, token) = (stack.value("admin"), stack.value("token"));
+    let diff = ["diff", "--admin-url", &admin, "--token", &token];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let (code, stdout, stderr) = fig(&[&diff[..], &["--json"]].concat());
+        assert!(code == 0 || code == 1, "{stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let done = sent.iter().all(|(route, n)| {
+            let r = &report["routes"][route];
+            ["compared", "failed", "dropped", "too_large"]
+                .iter()
+                .map(|f| r[f].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                >= *n
+        });
+        if done {
+            break report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shadows not all compared: {report:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The wishlist service reads albums through the router too: its batch reads are shadowed
+    // as well, so the catalog's route compares more than the corpus sent.
+    for (route, n) in &sent {
+        let r = &report["routes"][route];
+        let count = |f: &str| r[f].as_u64().unwrap_or(0);
+        assert!(count("compared") >= *n, "{route}: {r:#}");
+        assert_eq!(count("matched"), count("compared"), "{route}: {r:#}");
+        assert_eq!(
+            (count("real"), count("failed"), count("dropped")),
+            (0, 0, 0),
+            "{route}: {r:#}"
+        );
+    }
+    let (code, table, stderr) = fig(&diff);
+    assert_eq!(code, 0, "{table}{stderr}");
+    assert!(
+        table.starts_with("ROUTE ")
+            && table.contains("GET /catalog/")
+            && table.contains("GET /wishlists/"),
+        "{table}"
+    );
+
     stack.signal(Signal::SIGINT);
     assert!(stack.wait(Duration::from_secs(60)).success());
 }
