@@ -42,6 +42,9 @@ pub struct Rules {
     /// Header names compared (case-insensitive); the others never are, since most headers
     /// (`date`, `server`, `content-length`) differ legitimately between two services.
     pub headers: Vec<String>,
+    /// Paths also skipped when the answers are to a write: values each side draws as it writes
+    /// (an id from its own sequence, the time of the write), which no two sides share.
+    pub write_ignore: Vec<String>,
 }
 
 /// Which part of some [`Rules`] is not acceptable, for the route table to report.
@@ -54,11 +57,25 @@ pub struct RuleError {
 }
 
 impl Rules {
+    /// The rules for a request made with `method`: a write's also skip `write_ignore`.
+    pub fn for_method(&self, method: &str) -> std::borrow::Cow<'_, Rules> {
+        if self.write_ignore.is_empty() || matches!(method, "GET" | "HEAD" | "OPTIONS") {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut rules = self.clone();
+        rules.ignore.extend(self.write_ignore.iter().cloned());
+        std::borrow::Cow::Owned(rules)
+    }
+
     /// Checks what [`compare`] cannot: paths that parse, a usable tolerance, header names that
     /// are tokens. `compare` itself treats an unparsable path as covering nothing.
     pub fn check(&self) -> Result<(), RuleError> {
         let error = |field: String, message: String| RuleError { field, message };
-        for (list, paths) in [("ignore", &self.ignore), ("unordered", &self.unordered)] {
+        for (list, paths) in [
+            ("ignore", &self.ignore),
+            ("unordered", &self.unordered),
+            ("write_ignore", &self.write_ignore),
+        ] {
             for (i, p) in paths.iter().enumerate() {
                 if parse(p).is_none() {
                     return Err(error(
@@ -700,6 +717,7 @@ mod tests {
             unordered: unordered.iter().map(|s| s.to_string()).collect(),
             tolerance,
             headers: vec![],
+            write_ignore: vec![],
         }
     }
 
@@ -1270,12 +1288,35 @@ mod tests {
     }
 
     #[test]
+    fn a_write_also_skips_what_each_side_draws_as_it_writes() {
+        let rules = Rules {
+            ignore: vec!["$.meta".into()],
+            write_ignore: vec!["$.id".into()],
+            ..Rules::default()
+        };
+        let cases = [
+            ("GET", vec!["$.meta"]),
+            ("HEAD", vec!["$.meta"]),
+            ("POST", vec!["$.meta", "$.id"]),
+            ("PATCH", vec!["$.meta", "$.id"]),
+        ];
+        for (method, ignored) in cases {
+            assert_eq!(rules.for_method(method).ignore, ignored, "{method}");
+        }
+        let a = answer(201, &[], r#"{"id": 7, "title": "Blue"}"#);
+        let b = answer(201, &[], r#"{"id": 8, "title": "Blue"}"#);
+        assert!(compare(&a, &b, &rules.for_method("POST")).is_match());
+        assert!(!compare(&a, &b, &rules.for_method("GET")).is_match());
+    }
+
+    #[test]
     fn rules_are_checked() {
         let good = Rules {
             ignore: vec!["$.meta".into()],
             unordered: vec!["$.albums".into()],
             tolerance: 0.5,
             headers: vec!["Content-Type".into()],
+            write_ignore: vec!["$.id".into()],
         };
         let field = |r: Rules| r.check().map_err(|e| e.field);
         let cases = [

@@ -659,6 +659,7 @@ impl Shadows {
             }
         };
         let noise = self.noise_of(&route);
+        let rules = rules.for_method(&method);
         let (mut real, mut noisy) = split_noise(
             compare::compare(&primary, &candidate, &rules).differences,
             &noise,
