@@ -296,8 +296,11 @@ pub struct Job {
     /// Method and target, for the report (redacted there).
     pub method: String,
     pub target: String,
-    /// `None` for a write, which must not reach the primary twice.
+    /// The primary's copy, to ask it again: for a read that learns noise, or whose primary may
+    /// lag (it does not own the writes); never for a write, which must not reach it twice.
     pub primary: Option<Target>,
+    /// Ask the primary twice, to learn the route's noise (see [`Shadows::learns_noise`]).
+    pub learn_noise: bool,
     pub candidate: Target,
     /// Each ask of either side gets this long.
     pub timeout: Duration,
@@ -463,6 +466,10 @@ impl Shadows {
 
     fn with_report<T>(&self, route: &str, f: impl FnOnce(&mut RouteReport) -> T) -> T {
         let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        // (The route's name is copied only the first time it is seen.)
+        if let Some(report) = reports.get_mut(route) {
+            return f(report);
+        }
         f(reports.entry(route.to_string()).or_default())
     }
 
@@ -560,6 +567,14 @@ impl Shadows {
         })
     }
 
+    /// Whether this shadow also asks the primary a second time, to learn the route's noise
+    /// (one in `noise_every`); the data path then makes the primary's copy of the request.
+    pub fn learns_noise(&self) -> bool {
+        // The `noise_every`th, the `2 × noise_every`th...: `u64::MAX` means never.
+        (self.started.fetch_add(1, Ordering::Relaxed) + 1)
+            .is_multiple_of(self.limits.noise_every.max(1))
+    }
+
     /// Runs the shadow in a task of its own; the client already has its answer.
     pub fn launch(self: &Arc<Self>, job: Job) {
         let shadows = self.clone();
@@ -607,6 +622,7 @@ impl Shadows {
             method,
             target,
             primary: primary_target,
+            learn_noise,
             candidate: candidate_target,
             timeout,
         } = job;
@@ -627,11 +643,7 @@ impl Shadows {
             body: body.into(),
         };
         let limit = self.limits.answer;
-        let sample_noise = self
-            .started
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(self.limits.noise_every.max(1));
-        if sample_noise && let Some(primary_target) = &primary_target {
+        if learn_noise && let Some(primary_target) = &primary_target {
             match self
                 .links
                 .ask(primary_target, &method, timeout, limit)

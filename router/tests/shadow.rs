@@ -432,3 +432,42 @@ async fn report_until_route(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn a_primary_behind_the_owner_is_asked_again_too() {
+    // Reads moved to the service, which trails the monolith (the owner) until asked again.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let monolith =
+        upstream(|_| async move { json_answer(json!({"stock": 5}), Some("0/200")) }).await;
+    let catalog = upstream(move |_| {
+        let asked = asked.clone();
+        async move {
+            if asked.fetch_add(1, Ordering::Relaxed) == 0 {
+                json_answer(json!({"stock": 6}), Some("0/150"))
+            } else {
+                json_answer(json!({"stock": 5}), Some("0/200"))
+            }
+        }
+    })
+    .await;
+    let live = Arc::new(LiveToggles::new(toggles(
+        json!({"version": 2, "features": [
+            {"name": "catalog.shadow", "enabled": true, "strategies": [{"name": "default"}]},
+            {"name": "catalog.reads", "enabled": true, "strategies": [{"name": "default"}]}
+        ]}),
+    )));
+    let router = Arc::new(
+        Router::new(Arc::new(table(&monolith, &catalog, 500)), live, "test")
+            .with_shadow_limits(quiet()),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(router::serve(listener, router.clone()));
+    let answer = get(&base, "/catalog/albums/1").await;
+    assert!(
+        answer.contains("\"stock\":6"),
+        "the service answers, stale: {answer}"
+    );
+    let report = report_until(&router, |r| r.compared == 1).await;
+    assert_eq!((report.transient, report.real), (1, 0), "{report:#?}");
+}

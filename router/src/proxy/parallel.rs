@@ -53,6 +53,18 @@ impl Router {
         let body = body.as_deref();
         // Reads are the methods `decide` may send to a side that does not own writes.
         let write = !matches!(request.head.method(), "GET" | "HEAD" | "OPTIONS");
+        // A write is never sent to the primary a second time. A read is, to learn noise, or
+        // when the primary may be the side behind: only a side that does not own the writes
+        // can lag (the owner's position is its own end of WAL).
+        let learn_noise = !write && self.shadows.learns_noise();
+        let primary_owns_writes = request.plan.capability.is_some_and(|c| {
+            let cap = &self.table.capabilities[c];
+            let owner = match cap.write_owner {
+                WriteOwner::Legacy => cap.legacy,
+                WriteOwner::Extracted => cap.extracted,
+            };
+            owner == request.plan.primary
+        });
         let for_upstream = |upstream: usize| {
             // The body, if any, goes whole, framed by its length.
             let copy = Request {
@@ -78,8 +90,9 @@ impl Router {
             rules: self.table.routes[route].rules.clone(),
             method: request.head.method().to_string(),
             target: request.target.to_string(),
-            // A write is not sent to the primary a second time.
-            primary: (!write).then(|| for_upstream(request.plan.primary)),
+            primary: (!write && (learn_noise || !primary_owns_writes))
+                .then(|| for_upstream(request.plan.primary)),
+            learn_noise,
             candidate: for_upstream(candidate),
             timeout: request.timeout,
             capture,
