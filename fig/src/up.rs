@@ -57,6 +57,18 @@ pub struct UpArgs {
     /// Do not seed an empty database.
     #[arg(long)]
     no_seed: bool,
+    /// For tests only: the catalog service answers some album reads with deliberate defects,
+    /// to check what the parallel run reports (`price+1:3,5; drop:genre; reverse:albums;
+    /// 404:7; slow:9=800ms`, see docs/parallel-run.md). Refused with --cutover.
+    #[arg(long, env = "CATALOG_FAULTS", value_name = "FAULTS", value_parser = faults)]
+    catalog_faults: Option<Box<catalog_service::Faults>>,
+}
+
+/// `--catalog-faults`, boxed: the arguments stay small without it.
+fn faults(
+    text: &str,
+) -> Result<Box<catalog_service::Faults>, catalog_service::faults::FaultsError> {
+    text.parse().map(Box::new)
 }
 
 const MONOLITH_DB: &str = "monolith";
@@ -95,6 +107,9 @@ fn url(listener: &TcpListener) -> anyhow::Result<String> {
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     if !(args.seed_scale > 0.0 && args.seed_scale <= 100.0) {
         anyhow::bail!("--seed-scale must be greater than 0 and at most 100");
+    }
+    if args.cutover && args.catalog_faults.is_some() {
+        anyhow::bail!("--catalog-faults is for a replica catalog service, not with --cutover");
     }
     let settings = Settings {
         url: args.database_url.clone(),
@@ -325,6 +340,7 @@ fn serve(
     let catalog_options = catalog_service::Options {
         workers: 1,
         write_mode: mode,
+        faults: args.catalog_faults.as_deref().cloned().unwrap_or_default(),
         ..catalog_service::Options::default()
     };
     let wishlist_options = wishlist_service::Options {

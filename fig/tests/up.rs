@@ -764,3 +764,291 @@ fn the_corpora_replay_without_a_real_difference_and_the_router_shadows_agree() {
     stack.signal(Signal::SIGINT);
     assert!(stack.wait(Duration::from_secs(60)).success());
 }
+
+/// The router's parallel run on a running stack, over HTTP: requests through the router, its
+/// report from the admin API.
+struct ParallelRun {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    router: String,
+    admin: String,
+    token: String,
+}
+
+impl ParallelRun {
+    /// Turns `catalog.shadow` on for every request of `stack`.
+    fn on(stack: &Stack) -> ParallelRun {
+        fig_toggle(
+            stack,
+            &["enable", "catalog.shadow", "--reason", "parallel run"],
+        );
+        ParallelRun {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client: reqwest::Client::new(),
+            router: stack.value("router"),
+            admin: stack.value("admin"),
+            token: stack.value("token"),
+        }
+    }
+
+    /// Sends `method target` through the router: the client's status and how long it waited.
+    fn send(
+        &self,
+        method: reqwest::Method,
+        target: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, Duration) {
+        self.rt.block_on(async {
+            let mut request = self
+                .client
+                .request(method, format!("{}{target}", self.router));
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let started = Instant::now();
+            let res = request.send().await.expect("routed");
+            let status = res.status().as_u16();
+            res.bytes().await.expect("the answer");
+            (status, started.elapsed())
+        })
+    }
+
+    fn get(&self, target: &str) -> (u16, Duration) {
+        self.send(reqwest::Method::GET, target, None)
+    }
+
+    /// `GET /admin/diffs`: every route's report.
+    fn report(&self) -> serde_json::Value {
+        self.rt.block_on(async {
+            let res = self
+                .client
+                .get(format!("{}/admin/diffs", self.admin))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .expect("the report");
+            assert_eq!(res.status().as_u16(), 200);
+            res.json().await.expect("JSON")
+        })
+    }
+
+    /// `DELETE /admin/diffs`: forgets every route's report.
+    fn forget(&self) {
+        self.rt.block_on(async {
+            let res = self
+                .client
+                .delete(format!("{}/admin/diffs", self.admin))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .expect("forget the reports");
+            assert_eq!(res.status().as_u16(), 200);
+        })
+    }
+
+    /// `route`'s report once `shadows` copies have come to something (compared, failed,
+    /// dropped or too large), polled for up to 30 s.
+    fn settled(&self, route: &str, shadows: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let report = self.report()["routes"][route].clone();
+            let counted: u64 = ["compared", "failed", "dropped", "too_large"]
+                .iter()
+                .map(|f| report[f].as_u64().unwrap_or(0))
+                .sum();
+            if counted >= shadows {
+                assert_eq!(counted, shadows, "more shadows than requests: {report:#}");
+                return report;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{route}: {counted} of {shadows} shadows counted: {report:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Forgets the reports, sends each GET `target` `n` times (the monolith answers `200`), and
+    /// returns `GET /catalog/`'s report once every copy is counted, with the client's waits.
+    fn phase(&self, requests: &[(&str, u64)]) -> (serde_json::Value, Vec<(String, Duration)>) {
+        self.forget();
+        let mut waits = Vec::new();
+        for (target, n) in requests {
+            for _ in 0..*n {
+                let (status, waited) = self.get(target);
+                assert_eq!(status, 200, "the client's answer to {target}");
+                waits.push((target.to_string(), waited));
+            }
+        }
+        let sent = requests.iter().map(|(_, n)| n).sum();
+        (self.settled("GET /catalog/", sent), waits)
+    }
+}
+
+/// A report's counts, `[compared, matched, real, transient, failed, dropped]`.
+fn counts(report: &serde_json::Value) -> [u64; 6] {
+    [
+        "compared",
+        "matched",
+        "real",
+        "transient",
+        "failed",
+        "dropped",
+    ]
+    .map(|f| report[f].as_u64().unwrap_or(0))
+}
+
+/// A report's `paths`, as (path, count) pairs.
+fn paths(report: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    report["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(path, n)| (path.clone(), n.as_u64().unwrap()))
+        .collect()
+}
+
+const ALBUM_FIELDS: [&str; 9] = [
+    "id",
+    "sku",
+    "title",
+    "artist",
+    "genre",
+    "release_year",
+    "price",
+    "stock",
+    "updated_at",
+];
+
+#[test]
+fn a_catalog_service_with_deliberate_defects_is_reported_at_each_path_with_its_count() {
+    // Albums 1 to 40; the list's first page (1 to 4) holds no faulted album.
+    let stack = Stack::start(&[
+        "--catalog-faults",
+        "price+1:11,12; drop:genre:13; 404:14; slow:15=1s; slow:16=2500ms; reverse:albums",
+    ]);
+    let run = ParallelRun::on(&stack);
+
+    // A price off by one: the path of the amount, one count per request, the control matched.
+    let (report, _) = run.phase(&[
+        ("/catalog/albums/11", 3),
+        ("/catalog/albums/12", 2),
+        ("/catalog/albums/1", 2),
+    ]);
+    assert_eq!(counts(&report), [7, 2, 5, 0, 0, 0], "{report:#}");
+    assert_eq!(paths(&report), [("$.price.amount_cents".into(), 5)].into());
+    let difference = &report["samples"][0]["differences"][0];
+    assert_eq!(difference["kind"], "value", "{report:#}");
+    let cents = |side: &str| difference[side].as_str().unwrap().parse::<i64>().unwrap();
+    assert_eq!(cents("candidate"), cents("primary") + 1, "{report:#}");
+
+    // A missing field.
+    let (report, _) = run.phase(&[("/catalog/albums/13", 4), ("/catalog/albums/1", 1)]);
+    assert_eq!(counts(&report), [5, 1, 4, 0, 0, 0], "{report:#}");
+    assert_eq!(paths(&report), [("$.genre".into(), 4)].into());
+    assert_eq!(
+        report["samples"][0]["differences"][0]["kind"], "missing_in_candidate",
+        "{report:#}"
+    );
+
+    // A reordered array: every field of the list's items that differs between albums, under
+    // `$.items[*]`, once per request (the seed gives four albums four titles and prices, one
+    // `updated_at`); the cursor and the batch (not reordered) agree.
+    let (report, _) = run.phase(&[
+        ("/catalog/albums?limit=4", 3),
+        ("/catalog/albums/batch?ids=1,2,3", 2),
+    ]);
+    assert_eq!(counts(&report), [5, 2, 3, 0, 0, 0], "{report:#}");
+    let found = paths(&report);
+    for field in ["id", "sku", "title", "price.amount_cents"] {
+        assert_eq!(
+            found.get(&format!("$.items[*].{field}")),
+            Some(&3),
+            "{report:#}"
+        );
+    }
+    assert!(
+        found
+            .iter()
+            .all(|(path, n)| path.starts_with("$.items[*].") && *n == 3),
+        "{report:#}"
+    );
+
+    // 404 instead of 200: `status`, and the body (every album field missing, the error extra).
+    let (report, _) = run.phase(&[("/catalog/albums/14", 2)]);
+    assert_eq!(counts(&report), [2, 0, 2, 0, 0, 0], "{report:#}");
+    let mut want: std::collections::BTreeMap<String, u64> =
+        ALBUM_FIELDS.iter().map(|f| (format!("$.{f}"), 2)).collect();
+    want.insert("$.error".into(), 2);
+    want.insert("status".into(), 2);
+    assert_eq!(paths(&report), want, "{report:#}");
+    let sample = &report["samples"][0];
+    assert_eq!(
+        (&sample["primary_status"], &sample["candidate_status"]),
+        (&serde_json::json!(200), &serde_json::json!(404))
+    );
+
+    // A slow path: the client is answered by the monolith without the delay. Within the
+    // capability's timeout (2 s) the copy is compared late and matches; past it, it is failed.
+    let (report, waits) = run.phase(&[("/catalog/albums/15", 3), ("/catalog/albums/16", 2)]);
+    assert_eq!(counts(&report), [3, 3, 0, 0, 2, 0], "{report:#}");
+    assert!(paths(&report).is_empty(), "{report:#}");
+    for (target, waited) in waits {
+        assert!(
+            waited < Duration::from_secs(1),
+            "the client waited {waited:?} for {target}"
+        );
+    }
+
+    stack.signal(Signal::SIGINT);
+    assert!(stack.wait(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn a_read_right_after_a_write_counts_as_transient_and_a_defect_on_the_route_as_real() {
+    let stack = Stack::start(&["--catalog-faults", "price+1:12"]);
+    let run = ParallelRun::on(&stack);
+    run.forget();
+    // Each write (the monolith owns them) is read back at once through the router, before
+    // replication has (usually) brought it to the catalog service. The next write waits until
+    // both copies are counted: a copy re-asked while the row moves on would differ for real.
+    const TRIES: u64 = 8;
+    for i in 1..=TRIES {
+        let body = serde_json::json!({"stock": 500 + i});
+        let (status, _) = run.send(reqwest::Method::PATCH, "/catalog/albums/5", Some(body));
+        assert_eq!(status, 200);
+        assert_eq!(run.get("/catalog/albums/5").0, 200);
+        run.settled("PATCH /catalog/", i);
+        run.settled("GET /catalog/", i);
+    }
+    for _ in 0..2 {
+        assert_eq!(run.get("/catalog/albums/12").0, 200);
+    }
+    let report = run.settled("GET /catalog/", TRIES + 2);
+    let [compared, matched, real, transient, failed, dropped] = counts(&report);
+    eprintln!("lag: {transient} transient, {matched} matched of {TRIES} reads after a write");
+    assert_eq!(
+        (compared, real, failed, dropped),
+        (TRIES + 2, 2, 0, 0),
+        "{report:#}"
+    );
+    assert_eq!(matched + transient, TRIES, "{report:#}");
+    assert!(
+        transient >= 1,
+        "no read caught replication behind: {report:#}"
+    );
+    // The real differences are the defect's alone.
+    assert_eq!(paths(&report), [("$.price.amount_cents".into(), 2)].into());
+    for sample in report["samples"].as_array().unwrap() {
+        assert_eq!(sample["request"], "GET /catalog/albums/12", "{report:#}");
+    }
+    // The writes' dry runs on the replica agree with the monolith's writes.
+    let writes = run.settled("PATCH /catalog/", TRIES);
+    assert_eq!(counts(&writes)[..3], [TRIES, TRIES, 0], "{writes:#}");
+
+    stack.signal(Signal::SIGINT);
+    assert!(stack.wait(Duration::from_secs(60)).success());
+}

@@ -18,6 +18,7 @@ pub const ENV_WRITE_MODE: &str = "CATALOG_WRITE_MODE";
 pub const ENV_SWEEP_SECONDS: &str = "CATALOG_RESERVATION_SWEEP_SECONDS";
 /// The pipeline whose applied position a replica reports; default `catalog`.
 pub const ENV_POSITION_PIPELINE: &str = "CATALOG_POSITION_PIPELINE";
+pub use crate::faults::ENV_FAULTS;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -42,6 +43,13 @@ impl Config {
                 detail: "must be at least 1".into(),
             });
         }
+        let faults = match lookup(ENV_FAULTS) {
+            None => crate::Faults::default(),
+            Some(text) => text.parse().map_err(|e| ConfigError::Invalid {
+                name: ENV_FAULTS,
+                detail: format!("{e}"),
+            })?,
+        };
         Ok(Config {
             position_pipeline: name(&lookup, ENV_POSITION_PIPELINE, crate::POSITION_PIPELINE)?,
             options: crate::Options {
@@ -49,6 +57,7 @@ impl Config {
                 // A new service starts as a replica: replication feeds it until cutover.
                 write_mode: parse(&lookup, ENV_WRITE_MODE, WriteMode::Replica)?,
                 sweep_every: Duration::from_secs(sweep),
+                faults,
             },
             basics,
         })
@@ -71,6 +80,7 @@ mod tests {
         assert_eq!(c.options.write_mode, WriteMode::Replica);
         assert_eq!(c.basics.listen.to_string(), "127.0.0.1:7002");
         assert_eq!(c.position_pipeline, "catalog");
+        assert!(c.options.faults.is_empty(), "no faults unless asked for");
         let c = config(&[(NAMES.database_url, "u"), (ENV_POSITION_PIPELINE, "cat2")]).unwrap();
         assert_eq!(c.position_pipeline, "cat2");
     }
@@ -83,6 +93,19 @@ mod tests {
         assert!(e.to_string().contains(ENV_SWEEP_SECONDS), "{e}");
         let e = config(&[(NAMES.database_url, "u"), (ENV_POSITION_PIPELINE, "")]).unwrap_err();
         assert!(e.to_string().contains(ENV_POSITION_PIPELINE), "{e}");
+        let e = config(&[(NAMES.database_url, "u"), (ENV_FAULTS, "404:x")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("CATALOG_FAULTS is invalid: fault \"404:x\""),
+            "{e}"
+        );
         assert!(matches!(config(&[]), Err(ConfigError::Missing(_))));
+    }
+
+    #[test]
+    fn faults_are_taken_only_when_set() {
+        let c = config(&[(NAMES.database_url, "u"), (ENV_FAULTS, "404:7; slow:9=5ms")]).unwrap();
+        assert_eq!(c.options.faults, "404:7;slow:9=5ms".parse().unwrap());
+        assert!(!c.options.faults.is_empty());
     }
 }

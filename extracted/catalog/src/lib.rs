@@ -4,13 +4,14 @@
 
 pub mod catalog;
 pub mod config;
+pub mod faults;
 pub mod reservations;
 
 use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use platform::parallel_run::{Positions, Source};
@@ -18,18 +19,22 @@ use platform::{Db, Ownership, Pool, WriteMode, blocking};
 use serde_json::json;
 
 pub use config::Config;
+pub use faults::Faults;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/catalog");
 pub const SERVICE: &str = "catalog";
 /// The pipeline that feeds a replica's tables from the monolith (`replication/config/musiccorp.toml`).
 pub const POSITION_PIPELINE: &str = "catalog";
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub workers: usize,
     pub write_mode: WriteMode,
     /// How often expired reservations give their stock back.
     pub sweep_every: Duration,
+    /// Deliberate defects in album answers, for tests only ([`faults`]); none by default, and
+    /// refused on a write owner.
+    pub faults: Faults,
 }
 
 impl Default for Options {
@@ -38,6 +43,7 @@ impl Default for Options {
             workers: 2,
             write_mode: WriteMode::Replica,
             sweep_every: Duration::from_secs(5),
+            faults: Faults::default(),
         }
     }
 }
@@ -61,7 +67,7 @@ async fn status(ownership: web::Data<Ownership>, db: Db) -> HttpResponse {
 
 /// The service on an already bound listener, plus (when it owns writes) the reservation expiry
 /// sweeper, which stops with the runtime it was started on. A replica reports the position of
-/// the pipeline [`POSITION_PIPELINE`].
+/// the pipeline [`POSITION_PIPELINE`]. Faults on a write owner are refused (`InvalidInput`).
 pub fn server(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Server> {
     server_fed_by(listener, pool, options, POSITION_PIPELINE)
 }
@@ -73,6 +79,10 @@ pub fn server_fed_by(
     options: Options,
     pipeline: &str,
 ) -> std::io::Result<Server> {
+    let faulty = check_faults(&options)?;
+    if faulty {
+        tracing::warn!(faults = ?options.faults, "answering with deliberate defects (tests only)");
+    }
     // Expiry writes (status, stock): only the write owner may do it.
     if options.write_mode == WriteMode::Owner {
         spawn_sweeper(pool.clone(), options.sweep_every);
@@ -87,11 +97,15 @@ pub fn server_fed_by(
         options.write_mode,
         pipeline,
     )));
+    let defects = web::Data::new(options.faults);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(pool.clone())
             .app_data(ownership.clone())
             .app_data(positions.clone())
+            .app_data(defects.clone())
+            // Innermost, and only with faults: they change the handlers' answers alone.
+            .wrap(Condition::new(faulty, from_fn(faults::middleware)))
             .wrap(from_fn(platform::write_mode::guard))
             .wrap(platform::json_error_handlers())
             // Outermost: a bad dry-run header is refused before the guard, and every answer
@@ -106,6 +120,21 @@ pub fn server_fed_by(
     Ok(server)
 }
 
+/// Whether the service answers with faults; an error if it would while owning its writes.
+fn check_faults(options: &Options) -> std::io::Result<bool> {
+    let faulty = !options.faults.is_empty();
+    if faulty && options.write_mode == WriteMode::Owner {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is for tests only, on a replica: a write owner answers clients",
+                faults::ENV_FAULTS
+            ),
+        ));
+    }
+    Ok(faulty)
+}
+
 fn spawn_sweeper(pool: Pool, every: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -118,4 +147,33 @@ fn spawn_sweeper(pool: Pool, every: Duration) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_are_refused_on_a_write_owner() {
+        let faults: Faults = "404:7".parse().unwrap();
+        let replica = Options {
+            faults: faults.clone(),
+            ..Options::default()
+        };
+        assert!(check_faults(&replica).unwrap());
+        assert!(!check_faults(&Options::default()).unwrap());
+        let owner = Options {
+            write_mode: WriteMode::Owner,
+            faults,
+            ..Options::default()
+        };
+        let e = check_faults(&owner).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("CATALOG_FAULTS"), "{e}");
+        let owner = Options {
+            write_mode: WriteMode::Owner,
+            ..Options::default()
+        };
+        assert!(!check_faults(&owner).unwrap());
+    }
 }

@@ -318,6 +318,7 @@ async fn an_unconfirmed_reservation_expires_and_a_late_confirm_retakes_its_stock
         workers: 2,
         write_mode: WriteMode::Owner,
         sweep_every: Duration::from_millis(200),
+        ..catalog_service::Options::default()
     })
     .await;
     let api = catalog.client();
