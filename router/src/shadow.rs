@@ -68,7 +68,7 @@ impl Default for ShadowLimits {
             bytes: 64 * 1024 * 1024,
             answer: 256 * 1024,
             recheck: Duration::from_secs(2),
-            noise_every: 10,
+            noise_every: 50,
         }
     }
 }
