@@ -65,6 +65,26 @@ pub enum PipelineError {
     Protocol(String),
 }
 
+impl PipelineError {
+    /// The target refused a change: its server answered with an error (the connection is
+    /// fine), or the engine declined a TRUNCATE that target rows refer to.
+    pub fn is_target_refusal(&self) -> bool {
+        match self {
+            PipelineError::Target { source, .. } => source.as_db_error().is_some(),
+            PipelineError::TruncateBlocked { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// A statement cancelled, or a deadlock broken, on the target: between the engine's own
+    /// sessions (see `waits.rs`), never the source's doing.
+    pub fn is_between_sessions(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        matches!(self, PipelineError::Target { source, .. }
+            if source.code().is_some_and(|c| *c == SqlState::QUERY_CANCELED || *c == SqlState::T_R_DEADLOCK_DETECTED))
+    }
+}
+
 /// A database error as the server reported it: tokio-postgres's own text for an error the server
 /// sent is only "db error", which tells an operator nothing. Message, SQLSTATE, then whatever
 /// the server added (detail, hint, where, and the table, column or constraint concerned).

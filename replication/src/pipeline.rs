@@ -1019,11 +1019,7 @@ impl Streamer<'_> {
 /// two of our sessions was cancelled. Anything else (a connection lost, a mapping that does not
 /// fit) would fail the same way again.
 fn retry_in_commit_order(e: &PipelineError) -> bool {
-    match e {
-        PipelineError::Target { source, .. } => source.as_db_error().is_some(),
-        PipelineError::TruncateBlocked { .. } => true,
-        _ => false,
-    }
+    e.is_target_refusal()
 }
 
 /// Of the commits awaiting the target's disk (source position, target WAL position after the

@@ -80,14 +80,7 @@ pub struct Streamed {
 /// undoes later. A cancelled statement or a deadlock is between our own sessions, never the
 /// source's doing: the pipeline has to hear of it at once.
 fn deferrable(e: &PipelineError) -> bool {
-    use tokio_postgres::error::SqlState;
-    match e {
-        PipelineError::Target { source, .. } => source.as_db_error().is_some_and(|db| {
-            *db.code() != SqlState::QUERY_CANCELED && *db.code() != SqlState::T_R_DEADLOCK_DETECTED
-        }),
-        PipelineError::TruncateBlocked { .. } => true,
-        _ => false,
-    }
+    e.is_target_refusal() && !e.is_between_sessions()
 }
 
 impl Streamed {
