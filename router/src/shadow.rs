@@ -123,18 +123,36 @@ pub struct SampleDifference {
 const SAMPLES_KEPT: usize = 5;
 
 impl RouteReport {
+    /// The counters, in one order, for `merge` and `subtract` to walk together.
+    fn counts(&mut self) -> [&mut u64; 7] {
+        [
+            &mut self.compared,
+            &mut self.matched,
+            &mut self.real,
+            &mut self.transient,
+            &mut self.dropped,
+            &mut self.too_large,
+            &mut self.failed,
+        ]
+    }
+
+    /// The counters' values, in `counts`' order.
+    fn values(&self) -> [u64; 7] {
+        [
+            self.compared,
+            self.matched,
+            self.real,
+            self.transient,
+            self.dropped,
+            self.too_large,
+            self.failed,
+        ]
+    }
+
     /// Adds `other` (another instance's report, or this one's since the last flush): counts
     /// add up, noise paths join, the newest samples are kept.
     pub fn merge(&mut self, other: &RouteReport) {
-        for (mine, theirs) in [
-            (&mut self.compared, other.compared),
-            (&mut self.matched, other.matched),
-            (&mut self.real, other.real),
-            (&mut self.transient, other.transient),
-            (&mut self.dropped, other.dropped),
-            (&mut self.too_large, other.too_large),
-            (&mut self.failed, other.failed),
-        ] {
+        for (mine, theirs) in self.counts().into_iter().zip(other.values()) {
             *mine += theirs;
         }
         self.noise.extend(other.noise.iter().cloned());
@@ -153,15 +171,7 @@ impl RouteReport {
 
     /// Takes `other`'s counts back out (what `merge` added; samples and noise stay).
     fn subtract(&mut self, other: &RouteReport) {
-        for (mine, theirs) in [
-            (&mut self.compared, other.compared),
-            (&mut self.matched, other.matched),
-            (&mut self.real, other.real),
-            (&mut self.transient, other.transient),
-            (&mut self.dropped, other.dropped),
-            (&mut self.too_large, other.too_large),
-            (&mut self.failed, other.failed),
-        ] {
+        for (mine, theirs) in self.counts().into_iter().zip(other.values()) {
             *mine = mine.saturating_sub(theirs);
         }
         for (counts, less) in [
@@ -354,31 +364,8 @@ fn fields(head: &Head) -> Vec<(String, String)> {
 /// The request line for a report: query parameters whose names suggest secrets keep their
 /// names only.
 pub fn redact(method: &str, target: &str) -> String {
-    const SENSITIVE: [&str; 7] = [
-        "token",
-        "key",
-        "secret",
-        "password",
-        "auth",
-        "session",
-        "signature",
-    ];
-    let Some((path, query)) = target.split_once('?') else {
-        return format!("{method} {target}");
-    };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
-            let lower = name.to_ascii_lowercase();
-            if SENSITIVE.iter().any(|s| lower.contains(s)) {
-                format!("{name}=REDACTED")
-            } else {
-                pair.to_string()
-            }
-        })
-        .collect();
-    format!("{method} {path}?{}", pairs.join("&"))
+    // The same names as the recorded sample's.
+    format!("{method} {}", crate::record::sanitise_target(target))
 }
 
 /// A request body as the data path kept it, if it is whole: `framing` says how long it should
@@ -547,24 +534,6 @@ impl Shadows {
                 n
             }
         }
-    }
-
-    /// Totals over every route: (compared, matched, real, transient, dropped, failed).
-    pub fn totals(&self) -> [u64; 6] {
-        let reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
-        reports.values().fold([0; 6], |mut t, r| {
-            for (slot, n) in t.iter_mut().zip([
-                r.compared,
-                r.matched,
-                r.real,
-                r.transient,
-                r.dropped + r.too_large,
-                r.failed,
-            ]) {
-                *slot += n;
-            }
-            t
-        })
     }
 
     /// Whether this shadow also asks the primary a second time, to learn the route's noise

@@ -63,20 +63,9 @@ async fn get(base: &str, path: &str) -> String {
     .await
 }
 
-/// Polls the route's report until `done` says so.
+/// Polls the catalog reads' report until `done` says so.
 async fn report_until(router: &Router, done: impl Fn(&RouteReport) -> bool) -> RouteReport {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let report = router.shadows.reports().remove(ROUTE).unwrap_or_default();
-        if done(&report) {
-            return report;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the report never got there: {report:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    report_until_route(router, ROUTE, done).await
 }
 
 fn quiet() -> ShadowLimits {
@@ -414,6 +403,7 @@ async fn a_write_goes_to_the_other_side_only_as_a_dry_run() {
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
+/// Polls `route`'s report until `done` says so.
 async fn report_until_route(
     router: &Router,
     route: &str,
