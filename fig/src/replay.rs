@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use reqwest::header::{HeaderName, HeaderValue};
 use router::RouteTable;
-use router::compare::{self, Answer, Difference};
+use router::compare::{self, Answer};
 use router::record::Line;
 use router::shadow::{self, Side};
 use serde::Serialize;
@@ -511,24 +511,6 @@ fn error_text(error: &reqwest::Error) -> String {
     text
 }
 
-fn position(answer: &Answer) -> Option<u64> {
-    answer
-        .headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(shadow::POSITION_HEADER))
-        .and_then(|(_, value)| shadow::parse_position(value))
-}
-
-/// Splits differences into those that count and those on the route's noise paths.
-fn split_noise(
-    differences: Vec<Difference>,
-    noise: &BTreeSet<String>,
-) -> (Vec<Difference>, Vec<Difference>) {
-    differences
-        .into_iter()
-        .partition(|d| !noise.iter().any(|n| compare::covers(n, &d.path)))
-}
-
 /// Replays one request and adds its outcome to its route's report.
 async fn one(
     client: &reqwest::Client,
@@ -586,7 +568,7 @@ async fn one(
         r.noise.extend(compare::noise(&primary, &again));
         r.noise.clone()
     };
-    let (mut real, mut noisy) = split_noise(
+    let (mut real, mut noisy) = shadow::split_noise(
         compare::compare(&primary, &candidate, &rules).differences,
         &noise,
     );
@@ -597,7 +579,9 @@ async fn one(
     let mut pair = (primary, candidate);
     let until = Instant::now() + options.recheck;
     'recheck: while !real.is_empty() {
-        let Some((side, goal)) = shadow::lagging(position(&pair.0), position(&pair.1)) else {
+        let Some((side, goal)) =
+            shadow::lagging(shadow::position(&pair.0), shadow::position(&pair.1))
+        else {
             break;
         };
         let fresh = loop {
@@ -607,7 +591,7 @@ async fn one(
             let Ok(fresh) = asked(side).await else {
                 break 'recheck;
             };
-            if position(&fresh).is_some_and(|p| p >= goal) {
+            if shadow::position(&fresh).is_some_and(|p| p >= goal) {
                 break fresh;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -616,7 +600,7 @@ async fn one(
             Side::Primary => pair.0 = fresh,
             Side::Candidate => pair.1 = fresh,
         }
-        (real, noisy) = split_noise(
+        (real, noisy) = shadow::split_noise(
             compare::compare(&pair.0, &pair.1, &rules).differences,
             &noise,
         );

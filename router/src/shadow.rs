@@ -341,11 +341,12 @@ pub fn parse_position(text: &str) -> Option<u64> {
     Some((u64::from(hi) << 32) | u64::from(lo))
 }
 
-fn position(answer: &Answer) -> Option<u64> {
+/// The database position an answer reports ([`POSITION_HEADER`]), if it reports one.
+pub fn position(answer: &Answer) -> Option<u64> {
     answer
         .headers
         .iter()
-        .find(|(name, _)| name == POSITION_HEADER)
+        .find(|(name, _)| name.eq_ignore_ascii_case(POSITION_HEADER))
         .and_then(|(_, value)| parse_position(value))
 }
 
@@ -710,7 +711,7 @@ impl Shadows {
 }
 
 /// Splits differences into those that count and those on the route's noise paths.
-fn split_noise(
+pub fn split_noise(
     differences: Vec<Difference>,
     noise: &BTreeSet<String>,
 ) -> (Vec<Difference>, Vec<Difference>) {
