@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The parallel run's cost: the router with catalog.shadow off and at 100%, in the same run, at the
 # same offered load; client p50/p99, throughput and router CPU per request for both, as ratios,
-# beside HAProxy for the router/HAProxy throughput ratio. See bench/README.md.
+# beside HAProxy for the router/HAProxy throughput ratio. At the paced rate, two references in the
+# same run: the candidate sent the same load by another client with shadowing off (what sharing
+# this machine with the candidate's work costs), and nginx with and without its mirror module (the
+# common way to shadow). See bench/README.md.
 #
 #   bench/shadow.sh                       # D=8 s per wrk run, ROUNDS=3, C=32 connections
 #   D=5 ROUNDS=1 bench/shadow.sh          # quick (about 1 minute once the router is built)
 #   RATE=4000 bench/shadow.sh             # the paced load's rate (default: half of round 1's
 #                                         # lower router throughput, off or shadow); PACED=0 skips it
 #
-# Everything it starts (PostgreSQL, two nginx upstreams, HAProxy, the router) lives in one temp
+# Everything it starts (PostgreSQL, nginx upstreams and proxies, HAProxy, the router) lives in one temp
 # dir, listens on loopback ports picked at run time, and is stopped and removed on exit.
 set -euo pipefail
 
@@ -149,6 +152,23 @@ start_upstream() { # name: the static JSON upstream on a port of its own; sets L
     LAST_PORT=$(free_port)
     start_nginx "$1" "server { listen 127.0.0.1:$LAST_PORT; location / { default_type application/json; return 200 '$BODY'; } }"
     wait_http "http://127.0.0.1:$LAST_PORT/" 10 "$LAST_PID"
+}
+
+start_nginx_proxies() { # the reference for shadowing's cost: nginx in front of the primary, with
+    # and without its mirror module copying each request to the candidate (its answer dropped)
+    local up="upstream primary { server 127.0.0.1:$MONO_PORT; keepalive 64; }
+      upstream candidate { server 127.0.0.1:$CAT_PORT; keepalive 64; }"
+    local keep="proxy_http_version 1.1; proxy_set_header Connection '';"
+    NX_OFF_PORT=$(free_port)
+    start_nginx nginx-plain "$up server { listen 127.0.0.1:$NX_OFF_PORT; location / { $keep proxy_pass http://primary; } }"
+    NX_OFF_PID=$LAST_PID
+    wait_http "http://127.0.0.1:$NX_OFF_PORT$REQ_PATH" 10 "$NX_OFF_PID"
+    NX_ON_PORT=$(free_port)
+    start_nginx nginx-mirror "$up server { listen 127.0.0.1:$NX_ON_PORT;
+      location / { mirror /mirror; $keep proxy_pass http://primary; }
+      location = /mirror { internal; $keep proxy_pass http://candidate\$request_uri; } }"
+    NX_ON_PID=$LAST_PID
+    wait_http "http://127.0.0.1:$NX_ON_PORT$REQ_PATH" 10 "$NX_ON_PID"
 }
 
 start_haproxy() { # upstream-port: HAProxy in front of the primary's upstream, as in router.sh
@@ -302,6 +322,20 @@ measure() {
     [[ $load == paced ]] && pace=(-s "$W/paced.lua") pace_args=(-- "$RATE")
     if [[ $mode == haproxy ]]; then
         port=$HA_PORT pid=$HA_PID
+    elif [[ $mode == nginx ]]; then
+        port=$NX_OFF_PORT pid=$NX_OFF_PID
+    elif [[ $mode == mirror ]]; then
+        port=$NX_ON_PORT pid=$NX_ON_PID
+    elif [[ $mode == loaded ]]; then
+        # Shadowing off, while another client sends the candidate what shadowing would (same
+        # request, same rate): what merely sharing the machine with the candidate's work costs.
+        port=$R_PORT pid=$ROUTER_PID
+        set_mode off
+        admin DELETE /admin/diffs >/dev/null
+        timeout $((D + 30)) wrk -t1 -c"$C" -d"$((D + 1))s" --timeout 5s "${pace[@]}" -H "$USER_HEADER" \
+            "http://127.0.0.1:$CAT_PORT$REQ_PATH" "${pace_args[@]}" >/dev/null 2>&1 &
+        LOADER_PID=$!
+        sleep 0.5 # (the loader's connections open before the measured run's)
     else
         port=$R_PORT pid=$ROUTER_PID
         set_mode "$mode"
@@ -312,8 +346,11 @@ measure() {
     u0=$(cpu_ticks "$MONO_PID" "$CAT_PID")
     out=$(timeout $((D + 30)) wrk -t1 -c"$C" -d"${D}s" --timeout 5s --latency "${pace[@]}" -H "$USER_HEADER" \
         "http://127.0.0.1:$port$REQ_PATH" "${pace_args[@]}" 2>&1) || die "wrk against $mode failed: $out"
+    if [[ $mode == loaded ]]; then
+        wait "$LOADER_PID" || die "the candidate's loader failed"
+    fi
     # The shadows still in flight finish in the background: their CPU belongs to this run.
-    [[ $mode != haproxy ]] && counts=$(settle)
+    [[ $mode == off || $mode == shadow ]] && counts=$(settle)
     r1=$(cpu_ticks "$pid")
     s1=$(sys_ticks "$pid")
     u1=$(cpu_ticks "$MONO_PID" "$CAT_PID")
@@ -370,21 +407,23 @@ print(f"== summary: {'medians over %d rounds' % rounds if rounds > 1 else '1 rou
       f"router ROUTER_THREADS=1, HAProxy nbthread 1 ==")
 print(f"  {'load':<27} {'mode':<8} {'req/s':>9} {'p50':>9} {'p99':>9} {'router CPU/req':>15} {'upstreams CPU/req':>18}")
 for load in loads:
-    for mode in ("haproxy", "off", "shadow"):
+    for mode in ("haproxy", "off", "shadow", "loaded", "nginx", "mirror"):
         rs = [v for (l, m, _), v in rows.items() if l == load and m == mode]
         if not rs:
             continue
-        cpu_label = "proxy CPU/req" if mode == "haproxy" else ""
+        note = {"haproxy": "   (router column: HAProxy's CPU)",
+                "loaded": "   (shadowing off; the candidate loaded from outside)",
+                "nginx": "   (router column: nginx's CPU)",
+                "mirror": "   (nginx mirroring to the candidate)"}.get(mode, "")
         print(f"  {label[load]:<27} {mode:<8} {med([r['rps'] for r in rs]):>9.0f} "
               f"{med([r['p50'] for r in rs]):>7.0f}us {med([r['p99'] for r in rs]):>7.0f}us "
-              f"{med([r['cpu'] for r in rs]):>13.2f}us {med([r['ucpu'] for r in rs]):>16.2f}us"
-              + ("   (router column: HAProxy's CPU)" if mode == "haproxy" else ""))
+              f"{med([r['cpu'] for r in rs]):>13.2f}us {med([r['ucpu'] for r in rs]):>16.2f}us" + note)
 
 # Ratios per round (both modes of a round ran back to back), then their median.
-def ratios(load):
+def ratios(load, base="off", mode="shadow"):
     out = {"p50": [], "p99": [], "rps": [], "cpu": []}
     for rnd in range(1, rounds + 1):
-        off, sh = rows.get((load, "off", rnd)), rows.get((load, "shadow", rnd))
+        off, sh = rows.get((load, base, rnd)), rows.get((load, mode, rnd))
         if not off or not sh:
             continue
         out["p50"].append(sh["p50"] / off["p50"])
@@ -401,6 +440,15 @@ for load in loads:
     print(f"  {label[load]:<27} {med(r['p50']):>15.2f} {med(r['p99']):>15.2f} {med(r['rps']):>17.2f} {med(r['cpu']):>19.2f}")
     if rounds > 1:
         print(f"  {'  per round p99':<27} " + " ".join(f"{x:.2f}" for x in r["p99"]))
+# The references, paced: the same ratios for the candidate's load alone (no shadowing), and for
+# nginx's mirror module in place of our shadowing.
+ref = {}
+for name, base, mode in (("candidate loaded, no shadow", "off", "loaded"), ("nginx mirror / nginx", "nginx", "mirror")):
+    r = ref[name] = ratios("paced", base, mode)
+    if r["p99"]:
+        print(f"  {name:<27} {med(r['p50']):>15.2f} {med(r['p99']):>15.2f} {med(r['rps']):>17.2f} {med(r['cpu']):>19.2f}")
+        if rounds > 1:
+            print(f"  {'  per round p99':<27} " + " ".join(f"{x:.2f}" for x in r["p99"]))
 
 print()
 for load in loads:
@@ -420,6 +468,9 @@ def verdict(ok):
 for load in loads:
     p = med(rat[load]["p99"])
     print(f"  client p99 with shadowing <= 1.1x without: {verdict(p <= 1.1)} ({p:.2f}x, {label[load]})")
+for name, r in ref.items():
+    if r["p99"]:
+        print(f"    reference, {label['paced']}: {name}, p99 {med(r['p99']):.2f}x")
 if hr:
     h = med(hr)
     each = f"; per round {' '.join(f'{x:.2f}' for x in hr)}" if len(hr) > 1 else ""
@@ -448,6 +499,7 @@ main() {
     start_upstream catalog
     CAT_PORT=$LAST_PORT CAT_PID=$LAST_PID
     start_haproxy "$MONO_PORT"
+    ((PACED)) && start_nginx_proxies
     R_PORT=$(free_port)
     R_ADMIN=$(free_port)
     log "starting the router (1 data thread) on $R_PORT, admin $R_ADMIN"
@@ -499,6 +551,10 @@ main() {
                 echo "   paced load: $RATE req/s (RATE_FRACTION=$RATE_FRACTION of round 1's lower router throughput, off or shadow), wrk -t1 -c$C with a Lua pacer, fixed for every round"
             fi
             for mode in $order; do
+                measure paced "$mode" "$round"
+            done
+            # The references at the same rate (see the summary).
+            for mode in loaded nginx mirror; do
                 measure paced "$mode" "$round"
             done
         fi

@@ -163,6 +163,19 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
 }
 
 impl Head {
+    /// A copy that shares nothing with the connection's read buffer, to keep past the
+    /// exchange: two allocations, where owned fields would take two per field.
+    pub fn detached(&self) -> Head {
+        Head {
+            bytes: Bytes::copy_from_slice(&self.bytes),
+            method: self.method.clone(),
+            target: self.target.clone(),
+            minor: self.minor,
+            status: self.status,
+            fields: self.fields.clone(),
+        }
+    }
+
     fn text(&self, range: &Range<usize>) -> &str {
         // httparse checked these bytes are tokens or visible ASCII.
         std::str::from_utf8(&self.bytes[range.clone()]).unwrap_or("")

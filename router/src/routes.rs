@@ -1,6 +1,7 @@
 //! The route table: path prefixes to capabilities, capabilities to their two sides, from TOML.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -116,8 +117,9 @@ pub struct Route {
     /// Upper-case methods this route is limited to; `None` means all.
     pub methods: Option<Vec<String>>,
     /// How the parallel run compares the two sides' answers to this route's requests (checked;
-    /// header names lower-case). The default compares status and body strictly.
-    pub rules: Rules,
+    /// header names lower-case). The default compares status and body strictly. Shared: each
+    /// shadowed request takes a reference, not a copy.
+    pub rules: Arc<Rules>,
 }
 
 /// A validated table. Indices replace names, so deciding never looks a name up.
@@ -237,7 +239,7 @@ impl RouteTable {
                 prefix: r.prefix.clone(),
                 capability,
                 methods,
-                rules,
+                rules: Arc::new(rules),
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -390,7 +392,7 @@ mod tests {
             write_ignore: vec![],
         };
         assert_eq!(
-            t.routes[0].rules, expected,
+            *t.routes[0].rules, expected,
             "every field, header names lower-cased, an integer tolerance"
         );
         assert_eq!(
@@ -405,7 +407,7 @@ mod tests {
         );
         let partial = RouteTable::parse(&with_compare(r#"{ tolerance = 0.5 }"#)).unwrap();
         assert_eq!(
-            partial.routes[0].rules,
+            *partial.routes[0].rules,
             Rules {
                 tolerance: 0.5,
                 ..Rules::default()
@@ -417,7 +419,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            none.routes[0].rules,
+            *none.routes[0].rules,
             Rules::default(),
             "no compare table: strict rules"
         );
@@ -435,7 +437,7 @@ mod tests {
                 write_ignore: r.rules.write_ignore.clone(),
                 ..Rules::default()
             };
-            assert_eq!(r.rules, strict, "{}", r.prefix);
+            assert_eq!(*r.rules, strict, "{}", r.prefix);
         }
         assert_eq!(
             t.rules_for("POST", "/catalog/albums").write_ignore,
