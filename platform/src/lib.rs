@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod fence;
 pub mod health;
 pub mod parallel_run;
 pub mod serve;

@@ -1,0 +1,201 @@
+//! Who owns a capability's writes, kept in each side's own database and checked inside every
+//! write's transaction ([ADR 0013]): the fence that makes a write-ownership flip lose nothing.
+//!
+//! Each database that can hold a capability's data has one row per capability in
+//! `fig_fence.ownership`. A write first takes that row `FOR SHARE` ([`admit`]) and goes on only if
+//! the row says this side owns the capability; the lock lasts until the write's transaction ends.
+//! [`fence`] locks the table against such writers, which waits for every write holding the row
+//! to end, and commits `owns = false`; a write that asked for the row meanwhile waits and then
+//! reads the fenced row. So once [`fence`] returns, every write the old owner ever accepted has committed (or never
+//! will), and its cut position (the end of WAL after the fence committed) is past all of them.
+//!
+//! The schema is this module's own, created by [`install`] (idempotent) as the replication engine
+//! creates its state schema: it is never in a publication, so it is never replicated.
+//!
+//! [ADR 0013]: ../../docs/adr/0013-write-ownership-fenced-in-each-database.md
+
+use diesel::connection::SimpleConnection;
+use diesel::sql_types::{BigInt, Bool, Text};
+use diesel::{Connection, OptionalExtension, PgConnection, QueryableByName, RunQueryDsl};
+
+use crate::parallel_run::Lsn;
+
+/// Why a write was not admitted, or a fence not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum FenceError {
+    /// This side does not own the capability's writes (fenced, or never granted).
+    #[error("this side does not own {capability}'s writes")]
+    NotOwner { capability: String },
+    /// No ownership row: [`install`] never ran for the capability in this database.
+    #[error("no write ownership recorded for {capability} in this database")]
+    Unknown { capability: String },
+    #[error("write ownership query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("the end of WAL could not be read: {0}")]
+    Position(String),
+}
+
+/// A capability's ownership row as stored here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ownership {
+    pub owns: bool,
+    /// Counts every change of `owns`: a flip's steps say which state they expect.
+    pub epoch: i64,
+}
+
+/// What [`fence`] leaves: the epoch it wrote, and the old owner's end of WAL after the fence
+/// committed, past every write it accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fenced {
+    pub epoch: i64,
+    pub cut: Lsn,
+}
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = Bool)]
+    owns: bool,
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+}
+
+#[derive(QueryableByName)]
+struct Position {
+    #[diesel(sql_type = Text)]
+    lsn: String,
+}
+
+/// Creates the schema if it is missing, and records `capability` with `initially_owns` if it
+/// has no row yet. An existing row is left alone: once a flip has run, the database says who
+/// owns the writes, not the configuration a process was started with.
+pub fn install(
+    conn: &mut PgConnection,
+    capability: &str,
+    initially_owns: bool,
+) -> Result<Ownership, FenceError> {
+    conn.transaction(|conn| {
+        // Two processes installing at once: the advisory lock keeps CREATE ... IF NOT EXISTS
+        // from racing on the catalog (it is not atomic against a concurrent creator).
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('fig_fence.install'))")
+            .execute(conn)?;
+        conn.batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS fig_fence;
+             CREATE TABLE IF NOT EXISTS fig_fence.ownership (
+                 capability text        PRIMARY KEY,
+                 owns       boolean     NOT NULL,
+                 epoch      bigint      NOT NULL DEFAULT 0,
+                 changed_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )?;
+        diesel::sql_query(
+            "INSERT INTO fig_fence.ownership (capability, owns) VALUES ($1, $2)
+             ON CONFLICT (capability) DO NOTHING",
+        )
+        .bind::<Text, _>(capability)
+        .bind::<Bool, _>(initially_owns)
+        .execute(conn)?;
+        read(conn, capability)
+    })
+}
+
+/// The capability's ownership as committed now (no lock).
+pub fn read(conn: &mut PgConnection, capability: &str) -> Result<Ownership, FenceError> {
+    let row: Option<Row> =
+        diesel::sql_query("SELECT owns, epoch FROM fig_fence.ownership WHERE capability = $1")
+            .bind::<Text, _>(capability)
+            .get_result(conn)
+            .optional()?;
+    row.map(|r| Ownership {
+        owns: r.owns,
+        epoch: r.epoch,
+    })
+    .ok_or_else(|| FenceError::Unknown {
+        capability: capability.to_string(),
+    })
+}
+
+/// Admits a write: call it first inside the write's transaction (its lock lasts until that
+/// transaction ends, which is what makes [`fence`] wait for the write). `Ok` only if this side
+/// owns the capability's writes.
+pub fn admit(conn: &mut PgConnection, capability: &str) -> Result<(), FenceError> {
+    // FOR SHARE conflicts with the fence's UPDATE (FOR NO KEY UPDATE) and not with other
+    // writers' FOR SHARE: writes run side by side, the fence waits for all of them, and a write
+    // that comes while the fence waits or commits reads the fenced row (READ COMMITTED re-reads
+    // a row whose update it waited for; a stricter isolation level fails instead).
+    let row: Option<Row> = diesel::sql_query(
+        "SELECT owns, epoch FROM fig_fence.ownership WHERE capability = $1 FOR SHARE",
+    )
+    .bind::<Text, _>(capability)
+    .get_result(conn)
+    .optional()?;
+    match row {
+        Some(r) if r.owns => Ok(()),
+        Some(_) => Err(FenceError::NotOwner {
+            capability: capability.to_string(),
+        }),
+        None => Err(FenceError::Unknown {
+            capability: capability.to_string(),
+        }),
+    }
+}
+
+/// Takes the capability's writes away from this side and returns where its WAL ended after
+/// that: every write this side accepted is before the cut. Waits for writes in flight to end.
+/// Fencing a side that already does not own the writes changes nothing and gives the current
+/// epoch and position (so a flip that was interrupted after its fence can be run again).
+pub fn fence(conn: &mut PgConnection, capability: &str) -> Result<Fenced, FenceError> {
+    let epoch = conn.transaction(|conn| {
+        // The table lock first: it waits for every admitted write in this database to end, and
+        // the writes that come after it queue behind it (the lock manager keeps arrival order),
+        // so a steady stream of writes cannot starve the fence. A row lock alone would not do:
+        // a FOR SHARE compatible with the holders is granted at once even while an UPDATE
+        // waits. Plain reads of the row (`read`) still pass.
+        diesel::sql_query("LOCK TABLE fig_fence.ownership IN EXCLUSIVE MODE").execute(conn)?;
+        let row: Option<Row> = diesel::sql_query(
+            "UPDATE fig_fence.ownership
+                SET owns = false,
+                    epoch = epoch + (CASE WHEN owns THEN 1 ELSE 0 END),
+                    changed_at = CASE WHEN owns THEN now() ELSE changed_at END
+              WHERE capability = $1
+          RETURNING owns, epoch",
+        )
+        .bind::<Text, _>(capability)
+        .get_result(conn)
+        .optional()?;
+        row.map(|r| r.epoch).ok_or_else(|| FenceError::Unknown {
+            capability: capability.to_string(),
+        })
+    })?;
+    // Read after the commit: the fence's commit record, and so every write before it, lies
+    // before this position.
+    let cut = current_position(conn)?;
+    Ok(Fenced { epoch, cut })
+}
+
+/// Gives this side the capability's writes (the flip's last step on the new owner, or its undo
+/// on the old one). Returns the epoch after it.
+pub fn grant(conn: &mut PgConnection, capability: &str) -> Result<i64, FenceError> {
+    let row: Option<Row> = diesel::sql_query(
+        "UPDATE fig_fence.ownership
+            SET owns = true,
+                epoch = epoch + (CASE WHEN owns THEN 0 ELSE 1 END),
+                changed_at = CASE WHEN owns THEN changed_at ELSE now() END
+          WHERE capability = $1
+      RETURNING owns, epoch",
+    )
+    .bind::<Text, _>(capability)
+    .get_result(conn)
+    .optional()?;
+    row.map(|r| r.epoch).ok_or_else(|| FenceError::Unknown {
+        capability: capability.to_string(),
+    })
+}
+
+/// This database's end of WAL now: the insert position, which every committed transaction's
+/// records lie before (`pg_current_wal_lsn()`, the write position, can still be behind a commit
+/// that has returned).
+pub fn current_position(conn: &mut PgConnection) -> Result<Lsn, FenceError> {
+    let p: Position =
+        diesel::sql_query("SELECT pg_current_wal_insert_lsn()::text AS lsn").get_result(conn)?;
+    p.lsn.parse().map_err(FenceError::Position)
+}
