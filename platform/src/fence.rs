@@ -37,7 +37,7 @@ pub enum FenceError {
 
 /// A capability's ownership row as stored here.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ownership {
+pub struct Owned {
     pub owns: bool,
     /// Counts every change of `owns`: a flip's steps say which state they expect.
     pub epoch: i64,
@@ -72,7 +72,7 @@ pub fn install(
     conn: &mut PgConnection,
     capability: &str,
     initially_owns: bool,
-) -> Result<Ownership, FenceError> {
+) -> Result<Owned, FenceError> {
     conn.transaction(|conn| {
         // Two processes installing at once: the advisory lock keeps CREATE ... IF NOT EXISTS
         // from racing on the catalog (it is not atomic against a concurrent creator).
@@ -99,13 +99,13 @@ pub fn install(
 }
 
 /// The capability's ownership as committed now (no lock).
-pub fn read(conn: &mut PgConnection, capability: &str) -> Result<Ownership, FenceError> {
+pub fn read(conn: &mut PgConnection, capability: &str) -> Result<Owned, FenceError> {
     let row: Option<Row> =
         diesel::sql_query("SELECT owns, epoch FROM fig_fence.ownership WHERE capability = $1")
             .bind::<Text, _>(capability)
             .get_result(conn)
             .optional()?;
-    row.map(|r| Ownership {
+    row.map(|r| Owned {
         owns: r.owns,
         epoch: r.epoch,
     })

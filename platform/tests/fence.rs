@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use diesel::sql_types::{BigInt, Text};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use localpg::TestDb;
-use platform::fence::{self, FenceError, Ownership};
+use platform::fence::{self, FenceError, Owned};
 use platform::parallel_run::Lsn;
 
 const CAP: &str = "catalog";
@@ -26,7 +26,7 @@ fn setup() -> TestDb {
     let installed = fence::install(&mut conn, CAP, true).unwrap();
     assert_eq!(
         installed,
-        Ownership {
+        Owned {
             owns: true,
             epoch: 0
         }
@@ -89,7 +89,7 @@ fn install_keeps_what_the_database_already_says() {
     let again = fence::install(&mut conn, CAP, true).unwrap();
     assert_eq!(
         again,
-        Ownership {
+        Owned {
             owns: false,
             epoch: 1
         }
@@ -184,7 +184,7 @@ fn fence_and_grant_are_idempotent_and_counted() {
     write(&mut conn, 1).expect("granted again, the side takes writes");
     assert_eq!(
         fence::read(&mut conn, CAP).unwrap(),
-        Ownership {
+        Owned {
             owns: true,
             epoch: 2
         }
