@@ -6,8 +6,9 @@
 //! the row says this side owns the capability; the lock lasts until the write's transaction ends.
 //! [`fence`] locks the table against such writers, which waits for every write holding the row
 //! to end, and commits `owns = false`; a write that asked for the row meanwhile waits and then
-//! reads the fenced row. So once [`fence`] returns, every write the old owner ever accepted has committed (or never
-//! will), and its cut position (the end of WAL after the fence committed) is past all of them.
+//! reads the fenced row. So once [`fence`] returns, every write the old owner ever accepted has
+//! committed (or never will), and its cut position (the end of WAL after the fence committed) is
+//! past all of them.
 //!
 //! The schema is this module's own, created by [`install`] (idempotent) as the replication engine
 //! creates its state schema: it is never in a publication, so it is never replicated.
@@ -18,7 +19,7 @@ use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Bool, Text};
 use diesel::{Connection, OptionalExtension, PgConnection, QueryableByName, RunQueryDsl};
 
-use crate::parallel_run::Lsn;
+use crate::parallel_run::{Lsn, wal_insert_lsn};
 
 /// Why a write was not admitted, or a fence not taken.
 #[derive(Debug, thiserror::Error)]
@@ -36,10 +37,12 @@ pub enum FenceError {
 }
 
 /// A capability's ownership row as stored here.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct Owned {
+    #[diesel(sql_type = Bool)]
     pub owns: bool,
     /// Counts every change of `owns`: a flip's steps say which state they expect.
+    #[diesel(sql_type = BigInt)]
     pub epoch: i64,
 }
 
@@ -51,18 +54,15 @@ pub struct Fenced {
     pub cut: Lsn,
 }
 
-#[derive(QueryableByName)]
-struct Row {
-    #[diesel(sql_type = Bool)]
-    owns: bool,
-    #[diesel(sql_type = BigInt)]
-    epoch: i64,
-}
-
-#[derive(QueryableByName)]
-struct Position {
-    #[diesel(sql_type = Text)]
-    lsn: String,
+/// The capability's row as `sql` (bound to the capability, answering `owns, epoch`) gives it.
+fn row(conn: &mut PgConnection, sql: &str, capability: &str) -> Result<Owned, FenceError> {
+    diesel::sql_query(sql)
+        .bind::<Text, _>(capability)
+        .get_result::<Owned>(conn)
+        .optional()?
+        .ok_or_else(|| FenceError::Unknown {
+            capability: capability.to_string(),
+        })
 }
 
 /// Creates the schema if it is missing, and records `capability` with `initially_owns` if it
@@ -100,42 +100,32 @@ pub fn install(
 
 /// The capability's ownership as committed now (no lock).
 pub fn read(conn: &mut PgConnection, capability: &str) -> Result<Owned, FenceError> {
-    let row: Option<Row> =
-        diesel::sql_query("SELECT owns, epoch FROM fig_fence.ownership WHERE capability = $1")
-            .bind::<Text, _>(capability)
-            .get_result(conn)
-            .optional()?;
-    row.map(|r| Owned {
-        owns: r.owns,
-        epoch: r.epoch,
-    })
-    .ok_or_else(|| FenceError::Unknown {
-        capability: capability.to_string(),
-    })
+    row(
+        conn,
+        "SELECT owns, epoch FROM fig_fence.ownership WHERE capability = $1",
+        capability,
+    )
 }
 
 /// Admits a write: call it first inside the write's transaction (its lock lasts until that
 /// transaction ends, which is what makes [`fence`] wait for the write). `Ok` only if this side
 /// owns the capability's writes.
 pub fn admit(conn: &mut PgConnection, capability: &str) -> Result<(), FenceError> {
-    // FOR SHARE conflicts with the fence's UPDATE (FOR NO KEY UPDATE) and not with other
-    // writers' FOR SHARE: writes run side by side, the fence waits for all of them, and a write
-    // that comes while the fence waits or commits reads the fenced row (READ COMMITTED re-reads
-    // a row whose update it waited for; a stricter isolation level fails instead).
-    let row: Option<Row> = diesel::sql_query(
+    // FOR SHARE takes ROW SHARE on the table, which conflicts with the fence's EXCLUSIVE lock
+    // and not with other writers: writes run side by side, the fence waits for all of them, and
+    // a write that comes while the fence waits or commits waits too, then reads the fenced row
+    // (READ COMMITTED re-reads a row updated meanwhile; a stricter isolation level fails).
+    let owned = row(
+        conn,
         "SELECT owns, epoch FROM fig_fence.ownership WHERE capability = $1 FOR SHARE",
-    )
-    .bind::<Text, _>(capability)
-    .get_result(conn)
-    .optional()?;
-    match row {
-        Some(r) if r.owns => Ok(()),
-        Some(_) => Err(FenceError::NotOwner {
+        capability,
+    )?;
+    if owned.owns {
+        Ok(())
+    } else {
+        Err(FenceError::NotOwner {
             capability: capability.to_string(),
-        }),
-        None => Err(FenceError::Unknown {
-            capability: capability.to_string(),
-        }),
+        })
     }
 }
 
@@ -151,51 +141,37 @@ pub fn fence(conn: &mut PgConnection, capability: &str) -> Result<Fenced, FenceE
         // a FOR SHARE compatible with the holders is granted at once even while an UPDATE
         // waits. Plain reads of the row (`read`) still pass.
         diesel::sql_query("LOCK TABLE fig_fence.ownership IN EXCLUSIVE MODE").execute(conn)?;
-        let row: Option<Row> = diesel::sql_query(
+        row(
+            conn,
             "UPDATE fig_fence.ownership
                 SET owns = false,
                     epoch = epoch + (CASE WHEN owns THEN 1 ELSE 0 END),
                     changed_at = CASE WHEN owns THEN now() ELSE changed_at END
               WHERE capability = $1
           RETURNING owns, epoch",
+            capability,
         )
-        .bind::<Text, _>(capability)
-        .get_result(conn)
-        .optional()?;
-        row.map(|r| r.epoch).ok_or_else(|| FenceError::Unknown {
-            capability: capability.to_string(),
-        })
+        .map(|owned| owned.epoch)
     })?;
     // Read after the commit: the fence's commit record, and so every write before it, lies
-    // before this position.
-    let cut = current_position(conn)?;
+    // before this position. The insert position, since the write position can still be behind
+    // a commit that has returned.
+    let cut = wal_insert_lsn(conn).map_err(FenceError::Position)?;
     Ok(Fenced { epoch, cut })
 }
 
 /// Gives this side the capability's writes (the flip's last step on the new owner, or its undo
 /// on the old one). Returns the epoch after it.
 pub fn grant(conn: &mut PgConnection, capability: &str) -> Result<i64, FenceError> {
-    let row: Option<Row> = diesel::sql_query(
+    row(
+        conn,
         "UPDATE fig_fence.ownership
             SET owns = true,
                 epoch = epoch + (CASE WHEN owns THEN 0 ELSE 1 END),
                 changed_at = CASE WHEN owns THEN changed_at ELSE now() END
           WHERE capability = $1
       RETURNING owns, epoch",
+        capability,
     )
-    .bind::<Text, _>(capability)
-    .get_result(conn)
-    .optional()?;
-    row.map(|r| r.epoch).ok_or_else(|| FenceError::Unknown {
-        capability: capability.to_string(),
-    })
-}
-
-/// This database's end of WAL now: the insert position, which every committed transaction's
-/// records lie before (`pg_current_wal_lsn()`, the write position, can still be behind a commit
-/// that has returned).
-pub fn current_position(conn: &mut PgConnection) -> Result<Lsn, FenceError> {
-    let p: Position =
-        diesel::sql_query("SELECT pg_current_wal_insert_lsn()::text AS lsn").get_result(conn)?;
-    p.lsn.parse().map_err(FenceError::Position)
+    .map(|owned| owned.epoch)
 }

@@ -209,15 +209,18 @@ struct LsnRow {
 /// it is inserted, so the insert position read after an answer is at or past every commit the
 /// answer can reflect.
 pub fn wal_insert_position(conn: &mut PgConnection) -> Option<Lsn> {
-    let row = diesel::sql_query("SELECT pg_current_wal_insert_lsn()::text AS lsn")
-        .get_result::<LsnRow>(conn);
-    match row {
-        Ok(row) => row.lsn.parse().ok(),
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the WAL insert position failed");
-            None
-        }
-    }
+    wal_insert_lsn(conn)
+        .map_err(|e| tracing::warn!(error = %e, "reading the WAL insert position failed"))
+        .ok()
+}
+
+/// [`wal_insert_position`], saying why when it cannot be read.
+pub fn wal_insert_lsn(conn: &mut PgConnection) -> Result<Lsn, String> {
+    diesel::sql_query("SELECT pg_current_wal_insert_lsn()::text AS lsn")
+        .get_result::<LsnRow>(conn)
+        .map_err(|e| e.to_string())?
+        .lsn
+        .parse()
 }
 
 /// The `applied_lsn` the replication engine recorded for `pipeline` in this database; `None`

@@ -11,7 +11,7 @@ use diesel::sql_types::{BigInt, Text};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use localpg::TestDb;
 use platform::fence::{self, FenceError, Owned};
-use platform::parallel_run::Lsn;
+use platform::parallel_run::{Lsn, wal_insert_lsn};
 
 const CAP: &str = "catalog";
 
@@ -125,7 +125,7 @@ fn a_write_in_flight_when_the_fence_is_taken_commits_before_the_cut() {
 
     // The write commits; only then does the fence, and its cut is past the write's commit.
     diesel::sql_query("COMMIT").execute(&mut writer).unwrap();
-    let committed_at = fence::current_position(&mut writer).unwrap();
+    let committed_at = wal_insert_lsn(&mut writer).unwrap();
     let fenced = fencing.join().unwrap().unwrap();
     assert_eq!(fenced.epoch, 1);
     assert!(
