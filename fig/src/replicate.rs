@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use replication::config::{self, InitialCopy, Pipeline, Table};
+use replication::config::{self, InitialCopy, Pipeline};
 use replication::error::PipelineError;
 use replication::metrics::PipelineMetrics;
 use tokio::sync::watch;
@@ -21,40 +21,9 @@ pub fn musiccorp(monolith: &str, catalog: &str, wishlist: &str) -> anyhow::Resul
     })?)
 }
 
-/// The stream in the other direction: the service's tables back into the monolith, from now
-/// on (no copy: the monolith already holds the data), ignoring what the forward stream applied.
+/// The stream in the other direction ([`Pipeline::reversed`]).
 pub fn reverse(forward: &Pipeline) -> Pipeline {
-    Pipeline {
-        name: format!("{}_reverse", forward.name),
-        source: forward.target.clone(),
-        target: forward.source.clone(),
-        publication: None,
-        slot: None,
-        initial_copy: InitialCopy::None,
-        skip_origins_of: vec![forward.name.clone()],
-        batch_rows: forward.batch_rows,
-        retained_wal_warn_mib: forward.retained_wal_warn_mib,
-        stream_after_kib: forward.stream_after_kib,
-        max_streams: forward.max_streams,
-        tables: forward
-            .tables
-            .iter()
-            .map(|t| Table {
-                source: t.target_name().to_string(),
-                target: Some(t.source.clone()),
-                columns: t.columns.as_ref().map(|cols| {
-                    cols.iter()
-                        .filter_map(|c| t.target_column(c).map(str::to_string))
-                        .collect()
-                }),
-                rename: t
-                    .rename
-                    .iter()
-                    .map(|(from, to)| (to.clone(), from.clone()))
-                    .collect(),
-            })
-            .collect(),
-    }
+    forward.reversed()
 }
 
 /// Pipelines running in this process.

@@ -326,7 +326,9 @@ fn serve(
                 base_url: base.to_string(),
             }
         } else {
-            Backend::Local
+            Backend::Movable {
+                base_url: base.to_string(),
+            }
         }
     };
     let monolith_options = monolith::Options {

@@ -277,12 +277,13 @@ fn cutover_orders_take_stock_from_the_catalog_service_and_clear_the_remote_wishl
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_for_sequence(&stack.value("postgres"), "catalog.albums_id_seq", album_id);
-    let (status, created) = post(
+    // The monolith's own endpoint refuses writes: its fence says the service owns them.
+    let (status, refused) = post(
         &format!("{monolith}/catalog/albums"),
         album("CUTOVER-2", &artist),
     );
-    assert_eq!(status, 201, "{created}");
-    assert!(created["id"].as_i64().unwrap() > album_id, "{created}");
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"]["code"], "not_write_owner", "{refused}");
 
     stack.signal(Signal::SIGINT);
     assert!(stack.wait(Duration::from_secs(60)).success());

@@ -14,10 +14,16 @@ pub const NAMES: BasicNames = BasicNames {
     pool_size: "MONOLITH_POOL_SIZE",
     workers: "MONOLITH_WORKERS",
 };
-/// Base URL of the catalog service's reservations; unset means the local catalog module.
+/// Base URL of the catalog service's reservations (normally the router); unset means the local
+/// catalog module, for good.
 pub const ENV_STOCK_URL: &str = "MONOLITH_STOCK_URL";
-/// Base URL of the wishlist service; unset means the local wishlist module.
+/// Base URL of the wishlist service (normally the router); unset means the local wishlist
+/// module, for good.
 pub const ENV_WISHLIST_URL: &str = "MONOLITH_WISHLIST_URL";
+/// Who owns the writes of a capability whose service has a URL, the first time the monolith
+/// starts on its database: `services` (default, as after cutover) or `monolith` (before cutover;
+/// a flip moves them later). Afterwards the database's write fence decides.
+pub const ENV_FIRST_OWNER: &str = "MONOLITH_FIRST_OWNER";
 pub const ENV_REMOTE_TIMEOUT_MS: &str = "MONOLITH_REMOTE_TIMEOUT_MS";
 pub const ENV_OUTBOX_POLL_MS: &str = "MONOLITH_OUTBOX_POLL_MS";
 /// The pipeline feeding the monolith's catalog tables once the catalog service owns them (its
@@ -39,11 +45,25 @@ pub struct Config {
 fn backend(
     lookup: &impl Fn(&str) -> Option<String>,
     name: &'static str,
+    monolith_first: bool,
 ) -> Result<Backend, ConfigError> {
     Ok(match base_url(lookup, name)? {
         None => Backend::Local,
+        Some(base_url) if monolith_first => Backend::Movable { base_url },
         Some(base_url) => Backend::Remote { base_url },
     })
+}
+
+/// [`ENV_FIRST_OWNER`]: whether the monolith owns the movable capabilities at first start.
+fn monolith_first(lookup: &impl Fn(&str) -> Option<String>) -> Result<bool, ConfigError> {
+    match lookup(ENV_FIRST_OWNER).as_deref().map(str::trim) {
+        None | Some("services") => Ok(false),
+        Some("monolith") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            name: ENV_FIRST_OWNER,
+            detail: format!("expected monolith or services, got {other:?}"),
+        }),
+    }
 }
 
 impl Config {
@@ -54,8 +74,8 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let basics = Basics::from_lookup(&lookup, &NAMES, 7001)?;
         let integrations = Integrations {
-            stock: backend(&lookup, ENV_STOCK_URL)?,
-            wishlist: backend(&lookup, ENV_WISHLIST_URL)?,
+            stock: backend(&lookup, ENV_STOCK_URL, monolith_first(&lookup)?)?,
+            wishlist: backend(&lookup, ENV_WISHLIST_URL, monolith_first(&lookup)?)?,
             timeout: millis(&lookup, ENV_REMOTE_TIMEOUT_MS, 2_000)?,
             outbox_poll: millis(&lookup, ENV_OUTBOX_POLL_MS, 1_000)?,
             ..Integrations::default()
@@ -143,6 +163,19 @@ mod tests {
         };
         assert_eq!(c.options.integrations.stock, remote);
         assert_eq!(c.options.integrations.wishlist, remote);
+        let c = config(&[
+            (NAMES.database_url, "u"),
+            (ENV_STOCK_URL, "http://127.0.0.1:7000"),
+            (ENV_FIRST_OWNER, "monolith"),
+        ])
+        .unwrap();
+        let movable = Backend::Movable {
+            base_url: "http://127.0.0.1:7000".into(),
+        };
+        assert_eq!(c.options.integrations.stock, movable);
+        assert_eq!(c.options.integrations.wishlist, Backend::Local);
+        let e = config(&[(NAMES.database_url, "u"), (ENV_FIRST_OWNER, "router")]).unwrap_err();
+        assert!(e.to_string().contains(ENV_FIRST_OWNER), "{e}");
         let e = config(&[
             (NAMES.database_url, "u"),
             (ENV_WISHLIST_URL, "wishlist:7003"),

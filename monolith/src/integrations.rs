@@ -10,10 +10,38 @@ use serde_json::json;
 use crate::catalog::{AlbumId, Money};
 use crate::customers::CustomerId;
 
+/// The capabilities that can move out, as their write fences name them (the services' own
+/// names).
+pub const CATALOG: &str = "catalog";
+pub const WISHLIST: &str = "wishlist";
+
+/// Where a capability's service is, and who owns its writes on a first start. After that, the
+/// write fence in the monolith's database says who owns them ([`platform::fence`]), and a flip
+/// changes it while the monolith runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
+    /// The monolith's module, for good: there is no service to hand the writes to.
     Local,
+    /// The monolith's module owns the writes on a first start; once a flip hands them to the
+    /// service, it is reached at `base_url` (normally the router).
+    Movable { base_url: String },
+    /// The service owns the writes on a first start (as after cutover), at `base_url`.
     Remote { base_url: String },
+}
+
+impl Backend {
+    /// Where the service is reached, if there is one.
+    pub fn base_url(&self) -> Option<&str> {
+        match self {
+            Backend::Local => None,
+            Backend::Movable { base_url } | Backend::Remote { base_url } => Some(base_url),
+        }
+    }
+
+    /// Whether the monolith owns the writes on a first start.
+    pub fn monolith_owns_at_start(&self) -> bool {
+        !matches!(self, Backend::Remote { .. })
+    }
 }
 
 #[derive(Debug, Clone)]

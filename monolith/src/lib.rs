@@ -23,6 +23,7 @@ pub use integrations::{Backend, Integrations};
 use integrations::{StockClient, WishlistClient};
 use orders::outbox::Delivery;
 use orders::{OrdersDeps, Removal};
+use platform::fence::Fences;
 use platform::parallel_run::{Positions, Source};
 pub use platform::{self, Pool, build_pool};
 
@@ -95,11 +96,14 @@ impl Default for ReversePipelines {
 ///
 /// [ADR 0006]: ../../docs/adr/0006-stock-reservation-saga.md
 pub fn positions(integrations: &Integrations, reverse: &ReversePipelines) -> Positions {
-    let source = |backend: &Backend, pipeline: &str| match backend {
-        Backend::Local => Source::Owner,
-        Backend::Remote { .. } => Source::Replica {
-            pipeline: pipeline.to_string(),
-        },
+    let source = |backend: &Backend, pipeline: &str| {
+        if backend.monolith_owns_at_start() {
+            Source::Owner
+        } else {
+            Source::Replica {
+                pipeline: pipeline.to_string(),
+            }
+        }
     };
     Positions::single(Source::Owner)
         .with_prefix("/catalog", source(&integrations.stock, &reverse.catalog))
@@ -142,19 +146,36 @@ pub fn start_with(
     integrations
         .check()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // Who owns each movable capability's writes, recorded once; a flip changes it later.
+    for (capability, backend) in [
+        (integrations::CATALOG, &integrations.stock),
+        (integrations::WISHLIST, &integrations.wishlist),
+    ] {
+        let first = if backend.monolith_owns_at_start() {
+            platform::WriteMode::Owner
+        } else {
+            platform::WriteMode::Replica
+        };
+        platform::fence::install_on(&pool, capability, first)?;
+    }
+    let fences = web::Data::new(
+        Fences::default()
+            .with_prefix("/catalog", integrations::CATALOG)
+            .with_prefix("/wishlists", integrations::WISHLIST),
+    );
     let http = integrations::http_client(integrations.timeout)?;
-    let remote = |backend: &Backend| match backend {
-        Backend::Local => None,
-        Backend::Remote { base_url } => Some(base_url.clone()),
-    };
-    let stock = remote(&integrations.stock)
-        .map(|url| StockClient::new(http.clone(), &url, integrations.reservation_ttl));
-    let wishlist =
-        remote(&integrations.wishlist).map(|url| WishlistClient::new(http.clone(), &url));
+    let stock = integrations
+        .stock
+        .base_url()
+        .map(|url| StockClient::new(http.clone(), url, integrations.reservation_ttl));
+    let wishlist = integrations
+        .wishlist
+        .base_url()
+        .map(|url| WishlistClient::new(http.clone(), url));
     let removal = if wishlist.is_some() {
-        Removal::Outbox
+        Removal::LocalOrOutbox
     } else {
-        Removal::Local
+        Removal::LocalOnly
     };
     // The server's app data holds the only `Outbox`es: once the server is gone, the worker stops.
     let (outbox, worker) = orders::outbox::spawn_worker(Delivery {
@@ -174,6 +195,7 @@ pub fn start_with(
             .app_data(pool.clone())
             .app_data(deps.clone())
             .app_data(positions.clone())
+            .app_data(fences.clone())
             .wrap(platform::json_error_handlers())
             // Outermost, so that every answer gets its position, rewritten errors included.
             .wrap(from_fn(platform::parallel_run::middleware))

@@ -3,11 +3,15 @@ use std::time::Duration;
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use diesel::r2d2::{ConnectionManager, PoolError};
+use std::sync::Arc;
+
 use diesel::{Connection, PgConnection};
 use futures_util::future::{Ready, ready};
 
 use super::ApiError;
+use crate::fence::{self, FenceError, Fences};
 use crate::parallel_run::{self, Scope};
+use crate::write_mode::{is_write, not_write_owner};
 
 pub type Pool = diesel::r2d2::Pool<ConnectionManager<PgConnection>>;
 
@@ -54,14 +58,37 @@ pub enum DbError {
     /// but the answer cannot be vouched for.
     #[error("the dry run's transaction failed: {0}")]
     DryRun(diesel::result::Error),
+    /// The write was not admitted: this side does not own the capability's writes (503
+    /// `not_write_owner`, nothing written).
+    #[error("this side does not own {0}'s writes")]
+    NotOwner(String),
+    /// The admission itself, or the write's transaction around it, failed.
+    #[error("the write's transaction failed: {0}")]
+    Fence(FenceError),
 }
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
+        if let DbError::NotOwner(capability) = &e {
+            // Expected during and after a flip: not an operator's problem.
+            tracing::debug!(capability, "write refused: not the write owner");
+            return not_write_owner(capability);
+        }
         tracing::error!(error = %e, "database plumbing failed");
         match e {
             DbError::Checkout(_) => ApiError::unavailable(),
-            DbError::Cancelled | DbError::DryRun(_) => ApiError::internal(),
+            DbError::Cancelled | DbError::DryRun(_) | DbError::Fence(_) | DbError::NotOwner(_) => {
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<FenceError> for DbError {
+    fn from(e: FenceError) -> Self {
+        match e {
+            FenceError::NotOwner { capability } => DbError::NotOwner(capability),
+            other => DbError::Fence(other),
         }
     }
 }
@@ -92,14 +119,19 @@ where
 }
 
 /// The one way the monolith's and the services' handlers touch the database (an extractor): like
-/// [`blocking`], plus what the parallel run needs ([`parallel_run`]). In a dry-run request every
-/// [`Db::run`] happens inside a transaction that is rolled back, and each run reads the request's
-/// database position on the connection it used.
+/// [`blocking`], plus the write fence and what the parallel run needs ([`parallel_run`]). In a
+/// write request to a fenced capability ([`Fences`] app data) every [`Db::run`] happens inside a
+/// transaction that first admits the write ([`fence::admit`]), so no write commits once this side
+/// was fenced. In a dry-run request every run happens inside a transaction that is rolled back
+/// (and admits nothing: it writes nothing). Each run reads the request's database position on
+/// the connection it used.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     scope: Option<Scope>,
     dry_run: bool,
+    /// The capability this request's writes must be admitted for.
+    fence: Option<Arc<str>>,
 }
 
 impl FromRequest for Db {
@@ -118,10 +150,17 @@ impl FromRequest for Db {
             Some(scope) => Ok(scope.is_dry_run()),
             None => parallel_run::dry_run(req.headers()),
         };
-        ready(dry_run.map(|dry_run| Db {
-            pool: pool.get_ref().clone(),
-            scope,
-            dry_run,
+        ready(dry_run.map(|dry_run| {
+            let fence = (is_write(req.method()) && !dry_run)
+                .then(|| req.app_data::<web::Data<Fences>>())
+                .flatten()
+                .and_then(|fences| fences.for_path(req.path()).cloned());
+            Db {
+                pool: pool.get_ref().clone(),
+                scope,
+                dry_run,
+                fence,
+            }
         }))
     }
 }
@@ -135,7 +174,8 @@ impl Db {
 
     /// Checks a connection out and runs `f` on the blocking pool, as [`blocking`] does. In a dry
     /// run, `f` runs inside a transaction that is always rolled back: its own transactions become
-    /// savepoints, and its answer (success or failure) is returned as it would have been.
+    /// savepoints, and its answer (success or failure) is returned as it would have been. In a
+    /// fenced write, `f` runs inside a transaction that admits it first ([`admitted`]).
     pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
@@ -143,15 +183,16 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let (pool, scope, dry_run) = (self.pool.clone(), self.scope.clone(), self.dry_run);
+        let fence = self.fence.clone();
         web::block(move || {
             let mut conn = pool.get().map_err(|e| E::from(DbError::Checkout(e)))?;
             if let Some(scope) = &scope {
                 scope.before_query(&mut conn);
             }
-            let answer = if dry_run {
-                rolled_back(&mut conn, f)
-            } else {
-                f(&mut conn)
+            let answer = match (dry_run, &fence) {
+                (true, _) => rolled_back(&mut conn, f),
+                (false, Some(capability)) => admitted(&mut conn, capability, f),
+                (false, None) => f(&mut conn),
             };
             if let Some(scope) = &scope {
                 scope.after_query(&mut conn);
@@ -160,6 +201,39 @@ impl Db {
         })
         .await
         .unwrap_or_else(|_| Err(E::from(DbError::Cancelled)))
+    }
+}
+
+/// Runs `f` inside a transaction that first admits a write to `capability` ([`fence::admit`]):
+/// refused with [`DbError::NotOwner`] (nothing run) when this side does not own its writes. The
+/// transaction commits whatever `f` answered, as `f`'s statements would have committed without
+/// it (its own transactions become savepoints and roll back on their own errors): the fence is
+/// added, nothing else changes. Background work that writes a capability's tables (the
+/// reservation sweeper) uses it too.
+pub fn admitted<T, E, F>(conn: &mut PgConnection, capability: &str, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E>,
+    E: From<DbError>,
+{
+    let mut answer = None;
+    let ended = conn.transaction::<(), DbError, _>(|tx| {
+        fence::admit(tx, capability)?;
+        answer = Some(f(tx));
+        Ok(())
+    });
+    match (ended, answer) {
+        // `f`'s own failure is the answer, whether or not the commit after it went through.
+        (_, Some(Err(failed))) => Err(failed),
+        (Ok(()), Some(Ok(answer))) => Ok(answer),
+        (Err(e), _) => Err(E::from(e)),
+        // The closure sets the answer whenever it returns `Ok`.
+        (Ok(()), None) => Err(E::from(DbError::Cancelled)),
+    }
+}
+
+impl From<diesel::result::Error> for DbError {
+    fn from(e: diesel::result::Error) -> Self {
+        DbError::Fence(FenceError::Query(e))
     }
 }
 

@@ -15,6 +15,8 @@
 //!
 //! [ADR 0013]: ../../docs/adr/0013-write-ownership-fenced-in-each-database.md
 
+use std::sync::Arc;
+
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Bool, Text};
 use diesel::{Connection, OptionalExtension, PgConnection, QueryableByName, RunQueryDsl};
@@ -98,6 +100,34 @@ pub fn install(
     })
 }
 
+/// [`install`] at a service's start, from its configured first-start mode; an `InvalidInput`
+/// I/O error (what server constructors return) when the database cannot say.
+pub fn install_on(
+    pool: &crate::Pool,
+    capability: &str,
+    initially: crate::WriteMode,
+) -> std::io::Result<Owned> {
+    let failed = |e: String| {
+        std::io::Error::other(format!(
+            "recording who owns {capability}'s writes in the database: {e}"
+        ))
+    };
+    let mut conn = pool.get().map_err(|e| failed(e.to_string()))?;
+    install(&mut conn, capability, initially == crate::WriteMode::Owner)
+        .map_err(|e| failed(e.to_string()))
+}
+
+impl Owned {
+    /// The mode this row puts its side in.
+    pub fn mode(&self) -> crate::WriteMode {
+        if self.owns {
+            crate::WriteMode::Owner
+        } else {
+            crate::WriteMode::Replica
+        }
+    }
+}
+
 /// The capability's ownership as committed now (no lock).
 pub fn read(conn: &mut PgConnection, capability: &str) -> Result<Owned, FenceError> {
     row(
@@ -174,4 +204,72 @@ pub fn grant(conn: &mut PgConnection, capability: &str) -> Result<i64, FenceErro
         capability,
     )
     .map(|owned| owned.epoch)
+}
+
+/// Which capability a write request's path belongs to, for [`crate::Db`] to admit it (app data).
+/// A service is one capability; the monolith maps the path prefixes of the capabilities that can
+/// move out, and leaves the rest (customers, orders) unfenced: it owns them for good.
+#[derive(Debug, Clone, Default)]
+pub struct Fences {
+    every_path: Option<Arc<str>>,
+    by_prefix: Vec<(String, Arc<str>)>,
+}
+
+impl Fences {
+    /// Every write is `capability`'s (an extracted service).
+    pub fn single(capability: &str) -> Fences {
+        Fences {
+            every_path: Some(Arc::from(capability)),
+            by_prefix: Vec::new(),
+        }
+    }
+
+    /// Writes under `prefix` (a whole path segment) are `capability`'s.
+    pub fn with_prefix(mut self, prefix: &str, capability: &str) -> Fences {
+        self.by_prefix.push((
+            prefix.trim_end_matches('/').to_string(),
+            Arc::from(capability),
+        ));
+        self
+    }
+
+    /// The capability a write to `path` must be admitted for, if any.
+    pub fn for_path(&self, path: &str) -> Option<&Arc<str>> {
+        self.by_prefix
+            .iter()
+            .find(|(prefix, _)| {
+                path.strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .map(|(_, capability)| capability)
+            .or(self.every_path.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_belongs_to_the_capability_of_its_prefix() {
+        let monolith = Fences::default()
+            .with_prefix("/catalog", "catalog")
+            .with_prefix("/wishlists/", "wishlist");
+        for (path, expected) in [
+            ("/catalog", Some("catalog")),
+            ("/catalog/albums/7", Some("catalog")),
+            ("/catalogue", None),
+            ("/wishlists/3/items/4", Some("wishlist")),
+            ("/orders", None),
+            ("/customers/1", None),
+        ] {
+            assert_eq!(monolith.for_path(path).map(|c| &**c), expected, "{path}");
+        }
+        let service = Fences::single("catalog");
+        assert_eq!(
+            service.for_path("/reservations").map(|c| &**c),
+            Some("catalog")
+        );
+        assert_eq!(Fences::default().for_path("/catalog"), None);
+    }
 }

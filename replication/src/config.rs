@@ -177,6 +177,44 @@ impl Table {
 }
 
 impl Pipeline {
+    /// The stream in the other direction, named `<name>_reverse`: this pipeline's target tables
+    /// back into its source, from its slot's creation on (no copy: the source already holds the
+    /// data), ignoring what this pipeline applied. What a write-ownership flip starts when the
+    /// target takes over the writes, so that a rollback loses nothing.
+    pub fn reversed(&self) -> Pipeline {
+        Pipeline {
+            name: format!("{}_reverse", self.name),
+            source: self.target.clone(),
+            target: self.source.clone(),
+            publication: None,
+            slot: None,
+            initial_copy: InitialCopy::None,
+            skip_origins_of: vec![self.name.clone()],
+            batch_rows: self.batch_rows,
+            retained_wal_warn_mib: self.retained_wal_warn_mib,
+            stream_after_kib: self.stream_after_kib,
+            max_streams: self.max_streams,
+            tables: self
+                .tables
+                .iter()
+                .map(|t| Table {
+                    source: t.target_name().to_string(),
+                    target: Some(t.source.clone()),
+                    columns: t.columns.as_ref().map(|cols| {
+                        cols.iter()
+                            .filter_map(|c| t.target_column(c).map(str::to_string))
+                            .collect()
+                    }),
+                    rename: t
+                        .rename
+                        .iter()
+                        .map(|(from, to)| (to.clone(), from.clone()))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
     pub fn publication(&self) -> String {
         self.publication
             .clone()

@@ -14,8 +14,9 @@ use actix_web::dev::Server;
 use actix_web::middleware::{Condition, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use platform::fence::{self, Fences};
 use platform::parallel_run::{Positions, Source};
-use platform::{Db, Ownership, Pool, WriteMode, blocking};
+use platform::{Db, Pool, WriteMode, blocking};
 use serde_json::json;
 
 pub use config::Config;
@@ -55,18 +56,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     reservations::http::configure(cfg);
 }
 
-async fn status(ownership: web::Data<Ownership>, db: Db) -> HttpResponse {
+async fn status(db: Db) -> HttpResponse {
     let held = db.run(reservations::count_held).await.ok();
+    let mode = db
+        .run(|c| fence::read(c, SERVICE).map_err(platform::db::DbError::from))
+        .await
+        .ok()
+        .map(|owned| owned.mode());
     HttpResponse::Ok().json(json!({
-        "service": ownership.service,
+        "service": SERVICE,
         "version": env!("CARGO_PKG_VERSION"),
-        "write_mode": ownership.mode,
+        "write_mode": mode,
         "reservations_held": held,
     }))
 }
 
-/// The service on an already bound listener, plus (when it owns writes) the reservation expiry
-/// sweeper, which stops with the runtime it was started on. A replica reports the position of
+/// The service on an already bound listener, plus the reservation expiry sweeper (which writes
+/// only while the service owns the catalog's writes), which stops with the runtime it was
+/// started on. The fence starts in `options.write_mode` unless the database already records who
+/// owns the writes. A replica reports the position of
 /// the pipeline [`POSITION_PIPELINE`]. Faults on a write owner are refused (`InvalidInput`).
 pub fn server(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Server> {
     server_fed_by(listener, pool, options, POSITION_PIPELINE)
@@ -83,15 +91,10 @@ pub fn server_fed_by(
     if faulty {
         tracing::warn!(faults = ?options.faults, "answering with deliberate defects (tests only)");
     }
-    // Expiry writes (status, stock): only the write owner may do it.
-    if options.write_mode == WriteMode::Owner {
-        spawn_sweeper(pool.clone(), options.sweep_every);
-    }
+    fence::install_on(&pool, SERVICE, options.write_mode)?;
+    spawn_sweeper(pool.clone(), options.sweep_every);
     let pool = web::Data::new(pool);
-    let ownership = web::Data::new(Ownership {
-        service: SERVICE,
-        mode: options.write_mode,
-    });
+    let fences = web::Data::new(Fences::single(SERVICE));
     // `X-Fig-Db-Position`: the owner's own WAL, or a replica's feeding pipeline.
     let positions = web::Data::new(Positions::single(Source::of_service(
         options.write_mode,
@@ -101,15 +104,14 @@ pub fn server_fed_by(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(pool.clone())
-            .app_data(ownership.clone())
+            .app_data(fences.clone())
             .app_data(positions.clone())
             .app_data(defects.clone())
             // Innermost, and only with faults: they change the handlers' answers alone.
             .wrap(Condition::new(faulty, from_fn(faults::middleware)))
-            .wrap(from_fn(platform::write_mode::guard))
             .wrap(platform::json_error_handlers())
-            // Outermost: a bad dry-run header is refused before the guard, and every answer
-            // (the guard's 503 and rewritten errors too) gets its position.
+            // Outermost: a bad dry-run header is refused before any handler, and every answer
+            // (rewritten errors too) gets its position.
             .wrap(from_fn(platform::parallel_run::middleware))
             .configure(configure)
     })
@@ -140,8 +142,14 @@ fn spawn_sweeper(pool: Pool, every: Duration) {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            match blocking(&pool, reservations::expire_due).await {
+            // Expiry writes status and stock: admitted like any write, so a replica (or a
+            // fenced former owner) leaves them to the owner.
+            let swept = blocking(&pool, |c| {
+                platform::db::admitted(c, SERVICE, reservations::expire_due)
+            });
+            match swept.await {
                 Ok(0) => {}
+                Err(reservations::ReservationError::Db(platform::db::DbError::NotOwner(_))) => {}
                 Ok(n) => tracing::info!(expired = n, "expired reservations released their stock"),
                 Err(e) => tracing::warn!(error = %e, "reservation sweep failed"),
             }

@@ -14,8 +14,9 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use platform::fence::{self, Fences};
 use platform::parallel_run::{Positions, Source};
-use platform::{Ownership, Pool, WriteMode};
+use platform::{Db, Pool, WriteMode};
 use serde_json::json;
 
 pub use clients::{CatalogClient, CustomerDirectory};
@@ -59,17 +60,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     wishlist::http::configure(cfg);
 }
 
-async fn status(ownership: web::Data<Ownership>, state: web::Data<State>) -> HttpResponse {
+async fn status(db: Db, state: web::Data<State>) -> HttpResponse {
+    let mode = db
+        .run(|c| fence::read(c, SERVICE).map_err(platform::db::DbError::from))
+        .await
+        .ok()
+        .map(|owned| owned.mode());
     HttpResponse::Ok().json(json!({
-        "service": ownership.service,
+        "service": SERVICE,
         "version": env!("CARGO_PKG_VERSION"),
-        "write_mode": ownership.mode,
+        "write_mode": mode,
         "degraded_reads": state.degraded_reads.load(Ordering::Relaxed),
     }))
 }
 
 /// The service on an already bound listener. A replica reports the position of the pipeline
-/// [`POSITION_PIPELINE`].
+/// [`POSITION_PIPELINE`]. The fence starts in `options.write_mode` unless the database already
+/// records who owns the writes.
 pub fn server(listener: TcpListener, pool: Pool, options: Options) -> std::io::Result<Server> {
     server_fed_by(listener, pool, options, POSITION_PIPELINE)
 }
@@ -91,11 +98,9 @@ pub fn server_fed_by(
         customers: CustomerDirectory::new(http, &up.customers_url, up.timeout),
         degraded_reads: AtomicU64::new(0),
     });
+    fence::install_on(&pool, SERVICE, options.write_mode)?;
     let pool = web::Data::new(pool);
-    let ownership = web::Data::new(Ownership {
-        service: SERVICE,
-        mode: options.write_mode,
-    });
+    let fences = web::Data::new(Fences::single(SERVICE));
     // `X-Fig-Db-Position`: the owner's own WAL, or a replica's feeding pipeline.
     let positions = web::Data::new(Positions::single(Source::of_service(
         options.write_mode,
@@ -105,12 +110,11 @@ pub fn server_fed_by(
         App::new()
             .app_data(pool.clone())
             .app_data(state.clone())
-            .app_data(ownership.clone())
+            .app_data(fences.clone())
             .app_data(positions.clone())
-            .wrap(from_fn(platform::write_mode::guard))
             .wrap(platform::json_error_handlers())
-            // Outermost: a bad dry-run header is refused before the guard, and every answer
-            // (the guard's 503 and rewritten errors too) gets its position.
+            // Outermost: a bad dry-run header is refused before any handler, and every answer
+            // (rewritten errors too) gets its position.
             .wrap(from_fn(platform::parallel_run::middleware))
             .configure(configure)
     })

@@ -6,8 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::domain::{IdempotencyKey, Order, OrderId, OrderRequest};
-use super::{OrdersDeps, Placement, Removal};
+use super::{OrdersDeps, OrdersError, Placement, Removal};
 use crate::catalog::Money;
+use platform::db::DbError;
 use platform::{ApiError, Db, JsonBody, path_id};
 
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -91,23 +92,25 @@ async fn place_order(
         .map(|l| (l.album_id, l.quantity))
         .collect();
     let request = OrderRequest::parse(body.0.customer_id, &lines)?;
-    let placement = match &deps.stock {
-        None => {
-            let removal = deps.removal;
-            // In a dry run the whole placement is rolled back, its outbox row with it: nothing
-            // for the worker to deliver, so no wake-up either.
-            let placed = db
-                .run(move |c| super::place_order(c, &request, key.as_ref(), removal))
-                .await?;
-            if removal == Removal::Outbox && !db.is_dry_run() {
-                deps.outbox.wake();
-            }
-            placed
+    // Local while the monolith owns stock: the fence admits the order inside its transaction.
+    // Once the catalog service owns stock, that transaction is refused before it wrote anything,
+    // and the order goes through the saga instead.
+    let removal = deps.removal;
+    let (local_request, local_key) = (request.clone(), key.clone());
+    let local = db
+        .run(move |c| super::place_order(c, &local_request, local_key.as_ref(), removal))
+        .await;
+    let placement = match (local, &deps.stock) {
+        (Err(OrdersError::Db(DbError::NotOwner(_))), Some(stock)) => {
+            super::saga::place_order(&db, stock, &deps.outbox, removal, request, key).await?
         }
-        Some(stock) => {
-            super::saga::place_order(&db, stock, &deps.outbox, deps.removal, request, key).await?
-        }
+        (placed, _) => placed?,
     };
+    // In a dry run the whole placement is rolled back, its outbox row with it: nothing for the
+    // worker to deliver, so no wake-up either.
+    if removal == Removal::LocalOrOutbox && !db.is_dry_run() {
+        deps.outbox.wake();
+    }
     let (order, replayed) = match placement {
         Placement::Created(order) => (order, false),
         Placement::Replayed(order) => (order, true),

@@ -15,15 +15,21 @@ use diesel::{Connection, PgConnection};
 pub use domain::{IdempotencyKey, LineRequest, Order, OrderId, OrderLine, OrderRequest};
 pub use error::OrdersError;
 
+use platform::db::DbError;
+
 use crate::catalog::{self, StockTake};
 use crate::customers;
+use crate::integrations::{CATALOG, WISHLIST};
 use crate::wishlist;
 
-/// How order placement reaches stock and wishlists, chosen by configuration (app data).
+/// How order placement reaches stock and wishlists (app data). Which way an order goes is
+/// decided per order by the write fence in the monolith's database ([`platform::fence`]): the
+/// local module while the monolith owns the capability's writes, in the order's transaction
+/// (which the fence admits, so a flip waits for it); the service once it owns them.
 #[derive(Debug, Clone)]
 pub struct OrdersDeps {
-    /// `None`: the catalog module, in the order's transaction; `Some`: the catalog service's
-    /// reservations, as a saga.
+    /// The catalog service's reservations, for a saga once the catalog service owns stock;
+    /// `None`: there is no catalog service to reach, so orders need the local module.
     pub stock: Option<crate::integrations::StockClient>,
     pub removal: Removal,
     pub outbox: outbox::Outbox,
@@ -41,13 +47,27 @@ pub fn get_order(conn: &mut PgConnection, id: OrderId) -> Result<Order, OrdersEr
     db::get_order(conn, id)?.ok_or(OrdersError::NotFound)
 }
 
-/// How an order removes purchased albums from the wishlist (branch by abstraction).
+/// How an order may remove purchased albums from the wishlist (branch by abstraction). The
+/// wishlist module does it, in the order's transaction, while the monolith owns wishlist writes;
+/// once the wishlist service owns them, the service does it through the outbox, if there is one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
-    /// The wishlist module, in the order's transaction.
-    Local,
-    /// The wishlist service, through the outbox written in the order's transaction.
-    Outbox,
+    /// Only the wishlist module: there is no wishlist service to reach.
+    LocalOnly,
+    /// The wishlist module, or the wishlist service through the outbox written in the order's
+    /// transaction.
+    LocalOrOutbox,
+}
+
+/// Admits the order's write to `capability` in its transaction: `Ok(true)` when the monolith's
+/// module owns the writes (the admission holds the fence off until the order commits),
+/// `Ok(false)` when its service does and the order may go there, an error otherwise.
+fn owns(tx: &mut PgConnection, capability: &str, can_go_remote: bool) -> Result<bool, OrdersError> {
+    match platform::fence::admit(tx, capability) {
+        Ok(()) => Ok(true),
+        Err(platform::fence::FenceError::NotOwner { .. }) if can_go_remote => Ok(false),
+        Err(e) => Err(DbError::from(e).into()),
+    }
 }
 
 pub(crate) fn remove_purchased(
@@ -57,23 +77,23 @@ pub(crate) fn remove_purchased(
     albums: &[catalog::AlbumId],
     placed_at: DateTime<Utc>,
 ) -> Result<(), OrdersError> {
-    match removal {
-        Removal::Local => {
-            wishlist::remove_albums(tx, customer, albums, None)?;
-        }
-        Removal::Outbox => outbox::enqueue(
+    if owns(tx, WISHLIST, removal == Removal::LocalOrOutbox)? {
+        wishlist::remove_albums(tx, customer, albums, None)?;
+    } else {
+        outbox::enqueue(
             tx,
             &outbox::Message::WishlistRemove {
                 customer_id: customer.0,
                 album_ids: albums.iter().map(|a| a.0).collect(),
                 added_before: placed_at,
             },
-        )?,
+        )?;
     }
     Ok(())
 }
 
-/// Places an order with local stock, in one transaction. With a key, the first request to claim it places the order; every later
+/// Places an order with local stock, in one transaction; refused with
+/// [`DbError::NotOwner`] (nothing written) once the catalog service owns stock. With a key, the first request to claim it places the order; every later
 /// request with the same key and body gets that order back (a different body is refused).
 pub fn place_order(
     conn: &mut PgConnection,
@@ -84,6 +104,9 @@ pub fn place_order(
     // Infallible for these plain types; the text is what a key is bound to.
     let body = serde_json::to_string(request).unwrap_or_default();
     let placed = conn.transaction::<_, OrdersError, _>(|tx| {
+        // First, before the key is claimed: refused here, the order goes to the saga, which
+        // claims the key itself. And the fence waits for this order (or this order sees it).
+        owns(tx, CATALOG, false)?;
         if let Some(key) = key
             && !db::claim_key(tx, key, &body)?
         {

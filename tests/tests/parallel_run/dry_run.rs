@@ -521,9 +521,14 @@ async fn a_replica_serves_dry_runs_as_its_owner_answers_real_ones_and_refuses_re
     for case in &cases {
         let before = replica.state();
         let dry = case.send(&replica.client(), true).await;
-        case.send(&replica.client(), false)
-            .await
-            .assert_error(503, "not_write_owner", None);
+        let refused = case.send(&replica.client(), false).await;
+        // The fence is in the write's transaction: a write the service turns down before it
+        // gets there (an album the catalog does not have) is refused for that, as on the owner.
+        if case.status >= 400 && refused.status.as_u16() == case.status {
+            assert_same_answer(case, &dry, &refused);
+        } else {
+            refused.assert_error(503, "not_write_owner", None);
+        }
         assert_eq!(before.tables, replica.state().tables, "{}", case.what);
         let real = case.send(&owner.client(), false).await;
         assert_same_answer(case, &dry, &real);

@@ -378,3 +378,98 @@ async fn the_same_key_sent_concurrently_places_one_saga_order() {
         1
     );
 }
+
+/// Moves `capability`'s writes from the side at `from` to the side at `to` with the fence alone
+/// (no router, no replication: what the flip does to the two databases).
+fn hand_over(capability: &str, from: &str, to: &str) {
+    use diesel::Connection;
+    let mut old = diesel::PgConnection::establish(from).unwrap();
+    let mut new = diesel::PgConnection::establish(to).unwrap();
+    platform::fence::fence(&mut old, capability).unwrap();
+    platform::fence::grant(&mut new, capability).unwrap();
+}
+
+#[tokio::test]
+async fn orders_take_stock_where_the_fence_says_the_catalog_writes_are() {
+    // Same catalog data on both sides (fresh databases draw the same ids); no replication, so
+    // each side's stock shows which one an order took from.
+    let catalog = CatalogService::spawn(WriteMode::Owner).await;
+    let monolith = Monolith::spawn_with(monolith::Options {
+        workers: 2,
+        integrations: Integrations {
+            stock: Backend::Movable {
+                base_url: catalog.base.clone(),
+            },
+            timeout: TIMEOUT,
+            outbox_poll: Duration::from_millis(100),
+            ..Integrations::default()
+        },
+    })
+    .await;
+    let album = catalog.client().album("FENCE-1", 10).await;
+    assert_eq!(monolith.client().album("FENCE-1", 10).await, album);
+    let customer = monolith.client().create_customer("fence@example.com").await;
+    let (monolith_db, catalog_db) = (monolith.db.url().to_string(), catalog.db.url().to_string());
+    // The service started as the owner: the monolith starts owning too (first start), so the
+    // service is fenced first, as a flip would leave it.
+    {
+        use diesel::Connection;
+        let mut service = diesel::PgConnection::establish(&catalog_db).unwrap();
+        platform::fence::fence(&mut service, "catalog").unwrap();
+    }
+    let order = || async {
+        monolith
+            .client()
+            .post(
+                "/orders",
+                json!({"customer_id": customer, "lines": [{"album_id": album, "quantity": 1}]}),
+            )
+            .await
+    };
+    let stocks = || async {
+        (
+            monolith.client().stock(album).await,
+            catalog.client().stock(album).await,
+        )
+    };
+    let new_artist = json!({"name": "Direct"});
+
+    order().await.ok(201);
+    assert_eq!(
+        stocks().await,
+        (9, 10),
+        "the monolith's module took the stock"
+    );
+    catalog
+        .client()
+        .post("/catalog/artists", new_artist.clone())
+        .await
+        .assert_error(503, "not_write_owner", None);
+
+    hand_over("catalog", &monolith_db, &catalog_db);
+    order().await.ok(201);
+    assert_eq!(
+        stocks().await,
+        (9, 9),
+        "the catalog service took it, through the saga"
+    );
+    monolith
+        .client()
+        .post("/catalog/artists", new_artist.clone())
+        .await
+        .assert_error(503, "not_write_owner", None);
+    catalog
+        .client()
+        .post("/catalog/artists", new_artist.clone())
+        .await
+        .ok(201);
+
+    hand_over("catalog", &catalog_db, &monolith_db);
+    order().await.ok(201);
+    assert_eq!(stocks().await, (8, 9), "back to the monolith's module");
+    monolith
+        .client()
+        .post("/catalog/artists", new_artist)
+        .await
+        .ok(201);
+}
