@@ -1,5 +1,6 @@
-//! Operator commands over a set of pipelines: run them, report their status, drop them, and
-//! verify their targets. Shared by the `replication` binary and `fig`.
+//! Operator commands over a set of pipelines: run them, prepare one to run later, report their
+//! status, wait until one has applied a position (a cut marker's, or the source's end of WAL),
+//! drop them, and verify their targets. Shared by the `replication` binary and `fig`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,11 @@ use crate::schema;
 use crate::source as src;
 use crate::verify::{self, Report, TablePair};
 use crate::wire::{format_lsn, parse_lsn};
+
+pub use crate::pipeline::CUT_PREFIX;
+
+/// How often a wait reads the target's recorded position: a cut is waited for in milliseconds.
+const POLL_EVERY: Duration = Duration::from_millis(2);
 
 /// Runs every pipeline until `stop` turns true; one failing does not stop the others. Returns
 /// the failures (pipeline name, error).
@@ -216,6 +222,64 @@ pub async fn sync_sequences(pipeline: &Pipeline) -> Result<usize, PipelineError>
     crate::sequences::sync(&s, &t, &pairs).await
 }
 
+/// Makes `pipeline` ready to stream without running it, as a fresh start without a copy does up
+/// to streaming: the publication, a new permanent slot (no snapshot exported) and the target's
+/// state, streaming from the slot's consistent point, which it returns. A later
+/// [`pipeline::run`](crate::pipeline::run) resumes from there: it applies every transaction the
+/// source commits after that point and nothing committed before it, whatever `initial_copy`
+/// says. Creating the slot waits for the source's transactions in progress to end. Prepared
+/// already (streaming from this slot, which still exists): returns the recorded position and
+/// creates nothing.
+pub async fn prepare(pipeline: &Pipeline) -> Result<u64, PipelineError> {
+    crate::pipeline::prepare(pipeline).await
+}
+
+/// Writes a cut marker ([`CUT_PREFIX`]) into the source's WAL and returns its position. Every
+/// transaction that committed on the source before this call is before that position; a
+/// running, idle pipeline from this source records it on its target as soon as it decodes the
+/// marker (see [`wait_applied`]).
+pub async fn emit_cut(source_url: &str) -> Result<u64, PipelineError> {
+    let mut client = src::connect(source_url)
+        .await
+        .map_err(source("connecting"))?;
+    let failed = || source("emitting a cut marker");
+    let tx = client.transaction().await.map_err(failed())?;
+    // The walsender decodes only WAL flushed to disk, and nothing flushes a non-transactional
+    // message by itself (the WAL writer would, within wal_writer_delay or longer): a
+    // transaction id makes the commit a real one, flushed (locally, never waiting on standbys)
+    // before it returns, and the marker is before it.
+    tx.batch_execute("SET LOCAL synchronous_commit = local")
+        .await
+        .map_err(failed())?;
+    let row = tx
+        .query_one(
+            "SELECT pg_logical_emit_message(false, $1::text, ''::text)::text",
+            &[&CUT_PREFIX],
+        )
+        .await
+        .map_err(failed())?;
+    tx.batch_execute("SELECT txid_current()")
+        .await
+        .map_err(failed())?;
+    tx.commit().await.map_err(failed())?;
+    parse_lsn(row.get::<_, &str>(0))
+        .map_err(|_| PipelineError::Protocol("the source reported a malformed WAL position".into()))
+}
+
+/// Waits (up to `wait`) until a streaming pipeline's target has recorded a position at or past
+/// `lsn`, e.g. a cut marker's from [`emit_cut`]; returns whether it got there (false at once if
+/// the pipeline is not streaming).
+pub async fn wait_applied(
+    pipeline: &Pipeline,
+    lsn: u64,
+    wait: Duration,
+) -> Result<bool, PipelineError> {
+    let t = src::connect(&pipeline.target)
+        .await
+        .map_err(target("connecting"))?;
+    Ok(wait_position(&t, &pipeline.name, lsn, wait).await)
+}
+
 /// Waits (up to `wait`) until a streaming pipeline's target has applied everything the source
 /// has now; returns whether it got there.
 pub async fn caught_up(pipeline: &Pipeline, wait: Duration) -> Result<bool, PipelineError> {
@@ -230,19 +294,25 @@ async fn wait_caught_up(
     wait: Duration,
 ) -> Result<bool, PipelineError> {
     let goal = src::current_lsn(s).await?;
+    Ok(wait_position(t, name, goal, wait).await)
+}
+
+/// Polls the target's recorded position of pipeline `name` until it reaches `goal` (true), the
+/// pipeline is not streaming, or `wait` has passed.
+async fn wait_position(t: &tokio_postgres::Client, name: &str, goal: u64, wait: Duration) -> bool {
     let deadline = Instant::now() + wait;
     loop {
         let Some(p) = progress(t, name).await else {
-            return Ok(false);
+            return false;
         };
         let applied = parse_lsn(&p.applied).unwrap_or(0);
         if applied >= goal {
-            return Ok(true);
+            return true;
         }
         if p.phase != "streaming" || Instant::now() >= deadline {
-            return Ok(false);
+            return false;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_EVERY).await;
     }
 }
 

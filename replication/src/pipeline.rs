@@ -14,7 +14,7 @@ use crate::config::{InitialCopy, Pipeline, QualifiedName, is_origin_of};
 use crate::copy::{self, CopyJob};
 use crate::error::{PipelineError, source, target};
 use crate::metrics::PipelineMetrics;
-use crate::pgoutput::{self, LogicalMessage};
+use crate::pgoutput::{self, LogicalDecodingMessage, LogicalMessage};
 use crate::schema::{self, RelPlan, TableInfo};
 use crate::sequences::{self, SequencePair};
 use crate::source as src;
@@ -22,9 +22,15 @@ use crate::state::{self, Phase};
 use crate::streamed::InProgress;
 use crate::waits::WaitWatch;
 use crate::wire::{
-    ReplicationConfig, ReplicationConnection, ReplicationMessage, ReplicationStream,
+    CreatedSlot, ReplicationConfig, ReplicationConnection, ReplicationMessage, ReplicationStream,
     SnapshotAction, format_lsn, publication_names_option,
 };
+
+/// The prefix of a cut marker: a non-transactional logical decoding message (see
+/// [`crate::ops::emit_cut`]) on seeing which an idle pipeline commits what it holds and records
+/// its position at once, instead of at the next idle record (up to a second on).
+/// Sources before PostgreSQL 14 do not send such messages: there the idle record does it.
+pub const CUT_PREFIX: &str = "fig.cut";
 
 /// Status updates go out at least this often, so the server never times us out while idle.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -126,14 +132,10 @@ async fn run_with(
     target_client: tokio_postgres::Client,
     serial_until: u64,
 ) -> Result<Ended, PipelineError> {
-    let source_client = src::connect(&pipeline.source)
-        .await
-        .map_err(source("connecting"))?;
-    let tables = resolve(pipeline, &source_client, &target_client).await?;
+    let source_client = connect_source(pipeline).await?;
+    let tables = ready_source(pipeline, &source_client, &target_client).await?;
     let sequence_pairs =
         sequences::resolve(&source_client, &target_client, &pipeline.tables).await?;
-    let names: Vec<QualifiedName> = tables.iter().map(|t| t.source.name.clone()).collect();
-    src::ensure_publication(&source_client, &pipeline.publication(), &names).await?;
     prepare_apply_session(
         &target_client,
         &pipeline.application_name(),
@@ -143,26 +145,14 @@ async fn run_with(
     wait_slot_released(&source_client, &pipeline.slot()).await?;
 
     let slot = pipeline.slot();
-    let mut replication_config = ReplicationConfig::from_url(&pipeline.source)?
-        .with_application_name(pipeline.application_name());
-    // pgoutput writes values as text in the walsender's formats: pin them as on every session.
-    let mut options = src::with_pinned_formats(replication_config.options());
-    if pipeline.stream_after_kib > 0 {
-        // The walsender streams a transaction once its decoded changes pass this.
-        options.push_str(&format!(
-            " -c logical_decoding_work_mem={}kB",
-            pipeline.stream_after_kib
-        ));
-    }
-    replication_config = replication_config.with_options(options);
-    let existing = state::load(&target_client, &pipeline.name).await?;
-    let (connection, start_lsn) = match existing {
-        Some(s) if s.phase == Phase::Streaming && s.slot == slot => {
-            check_slot(&source_client, &slot, s.applied_lsn).await?;
+    let replication_config = replication_config(pipeline)?;
+    let (connection, start_lsn) = match resume_point(&target_client, pipeline).await? {
+        Some(applied) => {
+            check_slot(&source_client, &slot, applied).await?;
             let connection = ReplicationConnection::connect(&replication_config).await?;
-            (connection, s.applied_lsn)
+            (connection, applied)
         }
-        _ => {
+        None => {
             fresh_start(
                 pipeline,
                 &source_client,
@@ -187,10 +177,10 @@ async fn run_with(
     // then is every transaction's commit position known before its changes are applied.
     let serial_until = copied_at.values().fold(serial_until, |a, &b| a.max(b));
     let publication = publication_names_option(&[pipeline.publication().as_str()]);
-    let can_stream = pipeline.stream_after_kib > 0
-        && connection
-            .parameter("server_version")
-            .is_some_and(|v| major_version(v) >= 14);
+    let major = connection
+        .parameter("server_version")
+        .map_or(0, major_version);
+    let can_stream = pipeline.stream_after_kib > 0 && major >= 14;
     // After a streamed transaction went wrong, everything up to where it happened is applied
     // again in commit order, one transaction after the other (see `Streamer::run`).
     let stream_again_at = (can_stream && serial_until > start_lsn).then_some(serial_until);
@@ -201,6 +191,11 @@ async fn run_with(
     } else {
         [("proto_version", "1")].as_slice()
     });
+    if major >= 14 {
+        // Cut markers (see `CUT_PREFIX`): pgoutput sends logical decoding messages only when
+        // asked, and knows the option from PostgreSQL 14 on (with either protocol version).
+        options.push(("messages", "true"));
+    }
     let stream = connection
         .start_logical_replication(&slot, start_lsn, &options)
         .await?;
@@ -253,6 +248,90 @@ async fn run_with(
         sequences: sequence_pairs,
     };
     streamer.run(stop).await
+}
+
+/// [`crate::ops::prepare`]: a fresh start without a copy, up to streaming, from the same pieces
+/// [`run`] uses, so that `run` resumes where it stopped.
+pub(crate) async fn prepare(pipeline: &Pipeline) -> Result<u64, PipelineError> {
+    let target_client = src::connect(&pipeline.target)
+        .await
+        .map_err(target("connecting"))?;
+    state::ensure_schema(&target_client).await?;
+    let source_client = connect_source(pipeline).await?;
+    if let Some(applied) = resume_point(&target_client, pipeline).await? {
+        kept_slot(&source_client, &pipeline.slot(), applied).await?;
+        return Ok(applied);
+    }
+    let tables = ready_source(pipeline, &source_client, &target_client).await?;
+    // The target session needs no origin yet: nothing is applied until the pipeline runs.
+    wait_slot_released(&source_client, &pipeline.slot()).await?;
+    let (connection, created) = create_slot(
+        pipeline,
+        &source_client,
+        &target_client,
+        &replication_config(pipeline)?,
+        SnapshotAction::NoExport,
+    )
+    .await?;
+    record_start(
+        pipeline,
+        &target_client,
+        &tables,
+        created.consistent_point,
+        0,
+    )
+    .await?;
+    connection.close().await?;
+    tracing::info!(pipeline = %pipeline.name, at = %format_lsn(created.consistent_point), "prepared to stream");
+    Ok(created.consistent_point)
+}
+
+async fn connect_source(pipeline: &Pipeline) -> Result<tokio_postgres::Client, PipelineError> {
+    src::connect(&pipeline.source)
+        .await
+        .map_err(source("connecting"))
+}
+
+/// What every start needs on the source: each mapped table checked on both sides, and the
+/// publication carrying them.
+async fn ready_source(
+    pipeline: &Pipeline,
+    source_client: &tokio_postgres::Client,
+    target_client: &tokio_postgres::Client,
+) -> Result<Vec<Resolved>, PipelineError> {
+    let tables = resolve(pipeline, source_client, target_client).await?;
+    let names: Vec<QualifiedName> = tables.iter().map(|t| t.source.name.clone()).collect();
+    src::ensure_publication(source_client, &pipeline.publication(), &names).await?;
+    Ok(tables)
+}
+
+/// The replication connection's settings for `pipeline`.
+fn replication_config(pipeline: &Pipeline) -> Result<ReplicationConfig, PipelineError> {
+    let config = ReplicationConfig::from_url(&pipeline.source)?
+        .with_application_name(pipeline.application_name());
+    // pgoutput writes values as text in the walsender's formats: pin them as on every session.
+    let mut options = src::with_pinned_formats(config.options());
+    if pipeline.stream_after_kib > 0 {
+        // The walsender streams a transaction once its decoded changes pass this.
+        options.push_str(&format!(
+            " -c logical_decoding_work_mem={}kB",
+            pipeline.stream_after_kib
+        ));
+    }
+    Ok(config.with_options(options))
+}
+
+/// Where the target says the pipeline streams from, if it streams from the pipeline's slot (a
+/// copy not finished, or another slot, means starting afresh).
+async fn resume_point(
+    target_client: &tokio_postgres::Client,
+    pipeline: &Pipeline,
+) -> Result<Option<u64>, PipelineError> {
+    let slot = pipeline.slot();
+    Ok(state::load(target_client, &pipeline.name)
+        .await?
+        .filter(|s| s.phase == Phase::Streaming && s.slot == slot)
+        .map(|s| s.applied_lsn))
 }
 
 /// Readies a target session to apply: named `application_name`, applying as a replica,
@@ -347,12 +426,13 @@ async fn resolve(
     Ok(out)
 }
 
-/// Refuses to resume from a slot that cannot continue exactly where the target stopped.
-async fn check_slot(
+/// The slot a target applied up to `applied` from, refused if it is gone or lost the WAL it
+/// kept.
+async fn kept_slot(
     client: &tokio_postgres::Client,
     slot: &str,
     applied: u64,
-) -> Result<(), PipelineError> {
+) -> Result<src::SlotStatus, PipelineError> {
     let status =
         src::slot_status(client, slot)
             .await?
@@ -365,6 +445,16 @@ async fn check_slot(
             slot: slot.to_string(),
         });
     }
+    Ok(status)
+}
+
+/// Refuses to resume from a slot that cannot continue exactly where the target stopped.
+async fn check_slot(
+    client: &tokio_postgres::Client,
+    slot: &str,
+    applied: u64,
+) -> Result<(), PipelineError> {
+    let status = kept_slot(client, slot, applied).await?;
     if let Some(pid) = status.active_pid {
         return Err(PipelineError::SlotInUse {
             slot: slot.to_string(),
@@ -393,19 +483,20 @@ async fn fresh_start(
     tables: &[Resolved],
     metrics: &PipelineMetrics,
 ) -> Result<(ReplicationConnection, u64), PipelineError> {
-    let slot = pipeline.slot();
-    if src::drop_slot(source_client, &slot).await? {
-        tracing::info!(pipeline = %pipeline.name, slot, "dropped the slot of an unfinished start");
-    }
-    let mut connection = ReplicationConnection::connect(replication_config).await?;
     let copy = pipeline.initial_copy == InitialCopy::Snapshot;
     let action = if copy {
         SnapshotAction::Export
     } else {
         SnapshotAction::NoExport
     };
-    let created = connection.create_logical_slot(&slot, false, action).await?;
-    state::start_copy(target_client, &pipeline.name, &slot).await?;
+    let (connection, created) = create_slot(
+        pipeline,
+        source_client,
+        target_client,
+        replication_config,
+        action,
+    )
+    .await?;
     let mut rows = 0;
     if copy {
         metrics.set_phase("copying");
@@ -418,20 +509,55 @@ async fn fresh_start(
         // would end the exported snapshot.
         rows = copy::copy_all(&pipeline.source, &pipeline.target, &snapshot, jobs).await?;
     }
-    state::start_streaming(
+    record_start(
+        pipeline,
         target_client,
-        &pipeline.name,
+        tables,
         created.consistent_point,
         rows,
     )
     .await?;
-    let copied: Vec<(String, u64)> = tables
-        .iter()
-        .map(|t| (t.source.name.to_string(), created.consistent_point))
-        .collect();
-    state::record_tables(target_client, &pipeline.name, &copied, &[]).await?;
     tracing::info!(pipeline = %pipeline.name, rows, from = %format_lsn(created.consistent_point), "initial copy complete");
     Ok((connection, created.consistent_point))
+}
+
+/// The pipeline's new permanent slot, made on a replication connection it returns (with an
+/// exported snapshot, that connection must stay silent while the snapshot is in use). Whatever
+/// slot an unfinished start left is dropped first, and the target's state starts over.
+async fn create_slot(
+    pipeline: &Pipeline,
+    source_client: &tokio_postgres::Client,
+    target_client: &tokio_postgres::Client,
+    replication_config: &ReplicationConfig,
+    snapshot: SnapshotAction,
+) -> Result<(ReplicationConnection, CreatedSlot), PipelineError> {
+    let slot = pipeline.slot();
+    if src::drop_slot(source_client, &slot).await? {
+        tracing::info!(pipeline = %pipeline.name, slot, "dropped the slot of an unfinished start");
+    }
+    let mut connection = ReplicationConnection::connect(replication_config).await?;
+    let created = connection
+        .create_logical_slot(&slot, false, snapshot)
+        .await?;
+    state::start_copy(target_client, &pipeline.name, &slot).await?;
+    Ok((connection, created))
+}
+
+/// Records on the target that the pipeline streams from `at`, every table taken as of there
+/// (`rows` copied at that point, or none).
+async fn record_start(
+    pipeline: &Pipeline,
+    target_client: &tokio_postgres::Client,
+    tables: &[Resolved],
+    at: u64,
+    rows: i64,
+) -> Result<(), PipelineError> {
+    state::start_streaming(target_client, &pipeline.name, at, rows).await?;
+    let copied: Vec<(String, u64)> = tables
+        .iter()
+        .map(|t| (t.source.name.to_string(), at))
+        .collect();
+    state::record_tables(target_client, &pipeline.name, &copied, &[]).await
 }
 
 async fn copy_jobs<'a>(
@@ -729,6 +855,28 @@ impl Streamer<'_> {
         Ok(())
     }
 
+    /// A logical decoding message: only a cut marker asks for something (any other is someone
+    /// else's, and ignored). A non-transactional message is sent as soon as the walsender
+    /// decodes its (flushed) WAL, after every transaction that committed before it: with no
+    /// source transaction half received, everything up to the marker is applied once what is
+    /// open commits, so the position is recorded there now, for whoever waits on it to see in
+    /// milliseconds. Its `lsn` is the end of its record, the position `emit_cut` returned. A
+    /// transactional message, or one mid-transaction, is left to the ordinary bookkeeping:
+    /// recording past a transaction not yet applied would lose it on a restart.
+    async fn message(&mut self, message: &LogicalDecodingMessage) -> Result<(), PipelineError> {
+        if message.prefix != CUT_PREFIX || message.transactional || self.in_source_transaction {
+            return Ok(());
+        }
+        // A group commit may hold transactions before the marker: they go first.
+        self.commit().await?;
+        let at = message.lsn.max(self.received);
+        if at > self.applied {
+            self.record_position(at).await?;
+            tracing::debug!(pipeline = %self.pipeline.name, lsn = %format_lsn(at), "recorded at a cut marker");
+        }
+        Ok(())
+    }
+
     /// Moves `durable` past every commit the target has flushed since.
     async fn refresh_durable(&mut self) -> Result<(), PipelineError> {
         if self.unflushed.is_empty() {
@@ -916,7 +1064,8 @@ impl Streamer<'_> {
                 self.in_progress.set_plan(relation.id, &plan).await?;
                 self.applier.set_plan(relation.id, plan).await?;
             }
-            LogicalMessage::Type(_) | LogicalMessage::Message(_) => {}
+            LogicalMessage::Type(_) => {}
+            LogicalMessage::Message(message) => self.message(&message).await?,
             LogicalMessage::Insert(insert) => {
                 let change = Change::Insert { new: insert.new };
                 self.apply_change(insert.relation_id, insert.xid, change)
