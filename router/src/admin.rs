@@ -1,6 +1,7 @@
 //! The admin API, on its own port, behind a bearer token: toggles (list, get, put, on/off,
-//! rollout %, import, delete), their audit history, the route table, `explain` and `evaluate`,
-//! stale toggles, and the Unleash client API (`/api/client/features`) for official SDKs.
+//! rollout %, import, delete), their audit history, the route table, the live write ownership,
+//! `explain` and `evaluate`, stale toggles, and the Unleash client API (`/api/client/features`)
+//! for official SDKs.
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use unleash_yggdrasil::Context;
 
 use crate::decide::RequestHead;
 use crate::headers;
+use crate::ownership::{self, OwnershipError};
 use crate::proxy::Router;
 use crate::store::{self, Change, StoreError};
 use crate::sync;
@@ -69,6 +71,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/admin/toggles/{name}/rollout").route(web::post().to(rollout)))
     .service(web::resource("/admin/audit").route(web::get().to(audit)))
     .service(web::resource("/admin/routes").route(web::get().to(routes)))
+    .service(web::resource("/admin/ownership").route(web::get().to(write_ownership)))
     .service(web::resource("/admin/explain").route(web::get().to(explain)))
     .service(web::resource("/admin/evaluate").route(web::post().to(evaluate)))
     .service(web::resource("/admin/stale").route(web::get().to(stale)))
@@ -130,6 +133,18 @@ impl From<StoreError> for ApiError {
             StoreError::Db(e) => e.into(),
             other => {
                 tracing::error!(error = %other, "toggle store failed");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<OwnershipError> for ApiError {
+    fn from(e: OwnershipError) -> Self {
+        match e {
+            OwnershipError::Db(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "write ownership store failed");
                 ApiError::internal()
             }
         }
@@ -454,22 +469,63 @@ async fn audit(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, Api
 
 async fn routes(admin: web::Data<Admin>) -> HttpResponse {
     let t = &admin.router.table;
+    let owners = admin.router.owners.load_full();
+    let owned = |i: usize| {
+        owners
+            .get(i)
+            .copied()
+            .unwrap_or(ownership::Owned::by(t.capabilities[i].write_owner))
+    };
     HttpResponse::Ok().json(json!({
         "default_upstream": t.upstreams[t.default_upstream].name,
         "upstreams": t.upstreams.iter().map(|u| json!({"name": u.name, "url": u.url})).collect::<Vec<_>>(),
-        "capabilities": t.capabilities.iter().map(|c| json!({
+        // The write owner this instance applies now (the table's until a flip stored one).
+        "capabilities": t.capabilities.iter().enumerate().map(|(i, c)| json!({
             "name": c.name,
             "legacy": t.upstreams[c.legacy].name,
             "extracted": t.upstreams[c.extracted].name,
             "read_toggle": c.read_toggle,
             "shadow_toggle": c.shadow_toggle,
-            "write_owner": format!("{:?}", c.write_owner).to_lowercase(),
+            "write_owner": owned(i).owner,
+            "held": owned(i).held,
             "timeout_ms": c.timeout.as_millis() as u64,
         })).collect::<Vec<_>>(),
         "routes": t.routes.iter().map(|r| json!({
             "prefix": r.prefix, "capability": t.capabilities[r.capability].name, "methods": r.methods,
         })).collect::<Vec<_>>(),
     }))
+}
+
+/// Each capability's write ownership as this instance applies it, at which version, and every
+/// instance's acknowledgement from the router database (what a flip waits for). Read-only: only
+/// a flip changes ownership.
+async fn write_ownership(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
+    let instances = blocking(&admin.pool, ownership::instances).await?;
+    let t = &admin.router.table;
+    let owners = admin.router.owners.load_full();
+    let capabilities: Vec<_> = t
+        .capabilities
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let owned = owners
+                .get(i)
+                .copied()
+                .unwrap_or(ownership::Owned::by(c.write_owner));
+            json!({
+                "name": c.name,
+                "owner": owned.owner,
+                "held": owned.held,
+                "held_since": owned.held_since,
+                "configured_owner": c.write_owner,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "version": owners.version,
+        "capabilities": capabilities,
+        "instances": instances,
+    })))
 }
 
 /// The plan for a described request, and why: what the router would do with it right now. The
@@ -644,9 +700,12 @@ async fn reset_diffs(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpRespons
 /// Prometheus text exposition (scrape with the admin token as a bearer token).
 async fn metrics(admin: web::Data<Admin>) -> HttpResponse {
     let r = &admin.router;
-    let mut text = r
-        .metrics
-        .render(&r.table, r.toggles.load().version, &r.breakers);
+    let mut text = r.metrics.render(
+        &r.table,
+        r.toggles.load().version,
+        r.owners.version(),
+        &r.breakers,
+    );
     text.push_str(&crate::metrics::render_shadows(&r.shadows));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -21,6 +21,11 @@ pub const ENV_THREADS: &str = "ROUTER_THREADS";
 /// Client connections served at once; past it new ones are answered `503 overloaded`.
 pub const ENV_MAX_CONNECTIONS: &str = "ROUTER_MAX_CONNECTIONS";
 pub const ENV_RELOAD_SECONDS: &str = "ROUTER_RELOAD_SECONDS";
+/// How long a write to a capability whose writes are held waits before `503 write_held`.
+pub const ENV_WRITE_HOLD_MS: &str = "ROUTER_WRITE_HOLD_MS";
+/// The longest `ROUTER_WRITE_HOLD_MS`: a held write keeps its client connection (and the
+/// client) waiting, and a hold that long is a stuck flip, which clients should hear of.
+pub const MAX_WRITE_HOLD_MS: u64 = 60_000;
 /// Take toggles from this Unleash API (e.g. `http://unleash:4242/api`) instead of the database.
 pub const ENV_UNLEASH_URL: &str = "ROUTER_UNLEASH_URL";
 pub const ENV_UNLEASH_TOKEN: &str = "ROUTER_UNLEASH_TOKEN";
@@ -112,6 +117,19 @@ pub fn from_lookup(
                 }
                 n => n,
             },
+            write_hold: match platform::config::millis(
+                &lookup,
+                ENV_WRITE_HOLD_MS,
+                crate::proxy::Limits::default().write_hold.as_millis() as u64,
+            )? {
+                hold if hold > Duration::from_millis(MAX_WRITE_HOLD_MS) => {
+                    return Err(ConfigError::Invalid {
+                        name: ENV_WRITE_HOLD_MS,
+                        detail: format!("must be at most {MAX_WRITE_HOLD_MS}"),
+                    });
+                }
+                hold => hold,
+            },
             ..crate::proxy::Limits::default()
         },
         record: match lookup(ENV_RECORD_FILE).filter(|f| !f.trim().is_empty()) {
@@ -179,8 +197,17 @@ mod tests {
         assert_eq!(threads, 2);
         assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(c.admin_listen.to_string(), "127.0.0.1:7100");
+        assert_eq!(c.limits.write_hold, Duration::from_secs(2));
         let catalog = c.table.upstream_named("catalog").unwrap();
         assert_eq!(c.table.upstreams[catalog].url, "http://127.0.0.1:9");
+    }
+
+    #[test]
+    fn the_write_hold_is_set_in_milliseconds() {
+        let (c, _) = load(&[(ENV_WRITE_HOLD_MS, "300")]).unwrap();
+        assert_eq!(c.limits.write_hold, Duration::from_millis(300));
+        let (c, _) = load(&[(ENV_WRITE_HOLD_MS, "60000")]).unwrap();
+        assert_eq!(c.limits.write_hold, Duration::from_secs(60));
     }
 
     #[test]
@@ -210,6 +237,9 @@ mod tests {
             (ENV_MAX_CONNECTIONS, "0"),
             (ENV_MAX_CONNECTIONS, "lots"),
             (ENV_UNLEASH_URL, "unleash:4242/api"),
+            (ENV_WRITE_HOLD_MS, "0"),
+            (ENV_WRITE_HOLD_MS, "60001"),
+            (ENV_WRITE_HOLD_MS, "2s"),
         ] {
             let e = load(&[(name, value)]).unwrap_err();
             let text = e.to_string();

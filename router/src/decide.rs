@@ -1,5 +1,7 @@
-//! The routing decision, as a pure function of the request head, the toggles and the table.
+//! The routing decision, as a pure function of the request head, the toggles, the live write
+//! ownership and the table.
 
+use crate::ownership::{Owned, OwnerSet};
 use crate::routes::{RouteTable, WriteOwner};
 use crate::toggles::Toggles;
 
@@ -28,6 +30,10 @@ pub enum Reason {
     NoRoute,
     /// A write goes to the capability's write owner, whatever the toggles say.
     WriteToOwner,
+    /// A write to a capability whose writes are held while its ownership moves: it goes nowhere
+    /// yet (`primary` is the owner it would go to now, and nothing is shadowed); the data path
+    /// waits for the hold to end and decides again.
+    WriteHeld,
     /// The capability's read toggle is on for this request (fully, or this user is in the canary).
     ReadToggleOn,
     /// The read toggle is off for this request.
@@ -39,6 +45,7 @@ impl Reason {
         match self {
             Reason::NoRoute => "no_route",
             Reason::WriteToOwner => "write_to_owner",
+            Reason::WriteHeld => "write_held",
             Reason::ReadToggleOn => "read_toggle_on",
             Reason::ReadToggleOff => "read_toggle_off",
         }
@@ -57,9 +64,22 @@ pub struct Plan {
     /// answering a read, or the side not owning a write (which gets it as a dry run).
     pub shadow: Option<usize>,
     pub reason: Reason,
+    /// Index into the table's upstreams: the side that owns the capability's writes in the
+    /// ownership this plan was decided with (`None` when unrouted). A read falls back to the
+    /// legacy side only while it is the owner, and a shadowed read is compared knowing which
+    /// side may lag.
+    pub owner: Option<usize>,
 }
 
-pub fn decide(head: &RequestHead, toggles: &impl Toggles, table: &RouteTable) -> Plan {
+/// Where a request goes. `owners` is the live write ownership (indexed like `table`'s
+/// capabilities; a capability it lacks keeps the table's configured owner): writes go to the
+/// live owner, or are held while it is held; reads never look at it.
+pub fn decide(
+    head: &RequestHead,
+    toggles: &impl Toggles,
+    owners: &OwnerSet,
+    table: &RouteTable,
+) -> Plan {
     let Some(route) = table.route(head.method, head.path) else {
         return Plan {
             capability: None,
@@ -67,21 +87,37 @@ pub fn decide(head: &RequestHead, toggles: &impl Toggles, table: &RouteTable) ->
             primary: table.default_upstream,
             shadow: None,
             reason: Reason::NoRoute,
+            owner: None,
         };
     };
     let cap = &table.capabilities[route.capability];
     let route_index = table.routes.iter().position(|r| std::ptr::eq(r, route));
+    let owned = owners
+        .get(route.capability)
+        .copied()
+        .unwrap_or(Owned::by(cap.write_owner));
+    let (owner, other) = match owned.owner {
+        WriteOwner::Legacy => (cap.legacy, cap.extracted),
+        WriteOwner::Extracted => (cap.extracted, cap.legacy),
+    };
     if !head.is_read() {
-        let (owner, other) = match cap.write_owner {
-            WriteOwner::Legacy => (cap.legacy, cap.extracted),
-            WriteOwner::Extracted => (cap.extracted, cap.legacy),
-        };
+        if owned.held {
+            return Plan {
+                capability: Some(route.capability),
+                route: route_index,
+                primary: owner,
+                shadow: None,
+                reason: Reason::WriteHeld,
+                owner: Some(owner),
+            };
+        }
         return Plan {
             capability: Some(route.capability),
             route: route_index,
             primary: owner,
             shadow: (other != owner && toggles.enabled(&cap.shadow_toggle, head)).then_some(other),
             reason: Reason::WriteToOwner,
+            owner: Some(owner),
         };
     }
     let (primary, other, reason) = if toggles.enabled(&cap.read_toggle, head) {
@@ -95,6 +131,7 @@ pub fn decide(head: &RequestHead, toggles: &impl Toggles, table: &RouteTable) ->
         primary,
         shadow: toggles.enabled(&cap.shadow_toggle, head).then_some(other),
         reason,
+        owner: Some(owner),
     }
 }
 
@@ -130,9 +167,39 @@ mod tests {
         toggles: &Fixed,
         table: &RouteTable,
     ) -> (String, Option<String>, Reason) {
-        let p = decide(&head(method, path), toggles, table);
+        plan_with(method, path, toggles, &OwnerSet::configured(table), table)
+    }
+
+    fn plan_with(
+        method: &str,
+        path: &str,
+        toggles: &Fixed,
+        owners: &OwnerSet,
+        table: &RouteTable,
+    ) -> (String, Option<String>, Reason) {
+        let p = decide(&head(method, path), toggles, owners, table);
         let name = |i: usize| table.upstreams[i].name.clone();
         (name(p.primary), p.shadow.map(name), p.reason)
+    }
+
+    fn catalog(table: &RouteTable) -> usize {
+        table
+            .capabilities
+            .iter()
+            .position(|c| c.name == "catalog")
+            .unwrap()
+    }
+
+    /// The table's owners, with the catalog's live ownership set to `owner` and `held`.
+    fn catalog_owned(table: &RouteTable, owner: WriteOwner, held: bool) -> OwnerSet {
+        OwnerSet::configured(table).with(
+            catalog(table),
+            Owned {
+                owner,
+                held,
+                held_since: None,
+            },
+        )
     }
 
     fn cut_over(mut table: RouteTable) -> RouteTable {
@@ -257,6 +324,156 @@ mod tests {
             plan("POST", "/catalog/albums", &on(&["catalog.reads"]), &t).1,
             None,
             "the shadow toggle decides, not the read toggle"
+        );
+    }
+
+    #[test]
+    fn writes_follow_the_live_owner_and_wait_while_it_is_held() {
+        use WriteOwner::{Extracted, Legacy};
+        let t = RouteTable::musiccorp();
+        let moved = cut_over(RouteTable::musiccorp());
+        let none = on(&[]);
+        let shadowed = on(&["catalog.shadow"]);
+        let mono = || "monolith".to_string();
+        let svc = || "catalog".to_string();
+        // (case, table, live catalog owner and hold, toggles, method, expected plan)
+        let cases = [
+            (
+                "stored legacy, configured legacy",
+                &t,
+                (Legacy, false),
+                &none,
+                "POST",
+                (mono(), None, Reason::WriteToOwner),
+            ),
+            (
+                "stored extracted beats the configured legacy",
+                &t,
+                (Extracted, false),
+                &none,
+                "POST",
+                (svc(), None, Reason::WriteToOwner),
+            ),
+            (
+                "stored legacy beats the configured extracted (a flip back)",
+                &moved,
+                (Legacy, false),
+                &none,
+                "DELETE",
+                (mono(), None, Reason::WriteToOwner),
+            ),
+            (
+                "the dry run goes to the side the live owner is not",
+                &t,
+                (Extracted, false),
+                &shadowed,
+                "PUT",
+                (svc(), Some(mono()), Reason::WriteToOwner),
+            ),
+            (
+                "held under legacy: held, no dry run",
+                &t,
+                (Legacy, true),
+                &shadowed,
+                "POST",
+                (mono(), None, Reason::WriteHeld),
+            ),
+            (
+                "held under extracted: held",
+                &t,
+                (Extracted, true),
+                &none,
+                "PATCH",
+                (svc(), None, Reason::WriteHeld),
+            ),
+            (
+                "a method spelled in lower case is a write, and held",
+                &t,
+                (Legacy, true),
+                &none,
+                "get",
+                (mono(), None, Reason::WriteHeld),
+            ),
+            (
+                "reads are never held",
+                &t,
+                (Legacy, true),
+                &none,
+                "GET",
+                (mono(), None, Reason::ReadToggleOff),
+            ),
+            (
+                "reads are never held, HEAD either",
+                &t,
+                (Extracted, true),
+                &none,
+                "HEAD",
+                (mono(), None, Reason::ReadToggleOff),
+            ),
+            (
+                "reads follow the read toggle, not the owner",
+                &t,
+                (Extracted, false),
+                &none,
+                "OPTIONS",
+                (mono(), None, Reason::ReadToggleOff),
+            ),
+        ];
+        for (case, table, (owner, held), toggles, method, want) in cases {
+            let owners = catalog_owned(table, owner, held);
+            assert_eq!(
+                plan_with(method, "/catalog/albums/1", toggles, &owners, table),
+                want,
+                "{case}"
+            );
+        }
+        let held = catalog_owned(&t, Legacy, true);
+        assert_eq!(
+            plan_with("GET", "/catalog/albums", &on(&["catalog.reads"]), &held, &t),
+            (svc(), None, Reason::ReadToggleOn),
+            "a held capability's reads still follow the read toggle"
+        );
+        assert_eq!(
+            plan_with("POST", "/wishlists/1/items", &none, &held, &t),
+            (mono(), None, Reason::WriteToOwner),
+            "one capability's hold does not hold another's writes"
+        );
+        assert_eq!(
+            plan_with("POST", "/orders", &none, &held, &t),
+            (mono(), None, Reason::NoRoute),
+            "unrouted writes are never held"
+        );
+    }
+
+    #[test]
+    fn the_plan_names_the_live_owner() {
+        let t = RouteTable::musiccorp();
+        let up = |name: &str| t.upstream_named(name);
+        for (owner, held, method, want) in [
+            (WriteOwner::Legacy, false, "GET", up("monolith")),
+            (WriteOwner::Extracted, false, "GET", up("catalog")),
+            (WriteOwner::Extracted, true, "POST", up("catalog")),
+            (WriteOwner::Legacy, true, "HEAD", up("monolith")),
+        ] {
+            let owners = catalog_owned(&t, owner, held);
+            let p = decide(&head(method, "/catalog/albums"), &on(&[]), &owners, &t);
+            assert_eq!(p.owner, want, "{owner:?} held={held} {method}");
+        }
+        let p = decide(
+            &head("GET", "/orders"),
+            &on(&[]),
+            &OwnerSet::configured(&t),
+            &t,
+        );
+        assert_eq!(p.owner, None, "unrouted: no owner");
+        // A set built for a smaller table: the configured owner stands in.
+        let empty = OwnerSet::configured(
+            &RouteTable::parse("[upstreams]\nmonolith = \"http://127.0.0.1:1\"\n").unwrap(),
+        );
+        let p = decide(&head("POST", "/catalog/albums"), &on(&[]), &empty, &t);
+        assert_eq!(
+            (p.primary, p.reason),
+            (up("monolith").unwrap(), Reason::WriteToOwner)
         );
     }
 }

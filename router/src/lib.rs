@@ -1,8 +1,9 @@
 //! The strangler-fig router: for every request it decides, per capability, whether the monolith
 //! or the extracted service answers, driven by Unleash toggles, and forwards it.
 //!
-//! The decision is a pure function ([`decide::decide`]) of the request head, the live toggles and
-//! the route table; everything around it (proxying, toggle storage, the admin API) stays thin.
+//! The decision is a pure function ([`decide::decide`]) of the request head, the live toggles, the
+//! live write ownership ([`ownership`]) and the route table; everything around it (proxying,
+//! toggle and ownership storage, the admin API) stays thin.
 
 pub mod admin;
 pub mod breaker;
@@ -12,6 +13,7 @@ pub mod decide;
 pub mod h1;
 pub mod headers;
 pub mod metrics;
+pub mod ownership;
 pub mod proxy;
 pub mod record;
 pub mod reports;
@@ -23,6 +25,7 @@ pub mod sync;
 pub mod toggles;
 
 pub use decide::{Plan, Reason, RequestHead, decide};
+pub use ownership::{LiveOwners, OwnerSet};
 pub use proxy::{Router, serve};
 pub use routes::{Capability, RouteTable, TableError, Upstream, WriteOwner};
 pub use toggles::{LiveToggles, ToggleSet, Toggles};

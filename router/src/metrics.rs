@@ -28,6 +28,10 @@ pub struct Metrics {
     pub connections_open: AtomicUsize,
     connections_shed: AtomicU64,
     accept_errors: AtomicU64,
+    /// Writes that waited for their capability's hold to end, by capability.
+    writes_held: Vec<AtomicU64>,
+    /// Of those, the ones still held at the limit (answered `503 write_held`).
+    write_hold_timeouts: Vec<AtomicU64>,
 }
 
 fn zeros(n: usize) -> Vec<AtomicU64> {
@@ -48,6 +52,8 @@ impl Metrics {
             connections_open: AtomicUsize::new(0),
             connections_shed: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
+            writes_held: zeros(c),
+            write_hold_timeouts: zeros(c),
         }
     }
 
@@ -84,8 +90,28 @@ impl Metrics {
         self.accept_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn capability_slot(&self, capability: Option<usize>) -> usize {
+        capability.unwrap_or(self.capabilities - 1)
+    }
+
+    /// Counts a write that had to wait because its capability's writes were held.
+    pub fn write_held(&self, capability: Option<usize>) {
+        self.writes_held[self.capability_slot(capability)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a held write answered `503 write_held` because the hold outlasted the limit.
+    pub fn write_hold_timed_out(&self, capability: Option<usize>) {
+        self.write_hold_timeouts[self.capability_slot(capability)].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition.
-    pub fn render(&self, table: &RouteTable, toggles_version: i64, breakers: &[Breaker]) -> String {
+    pub fn render(
+        &self,
+        table: &RouteTable,
+        toggles_version: i64,
+        ownership_version: i64,
+        breakers: &[Breaker],
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let cap_name = |c: usize| {
             table
@@ -159,6 +185,32 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE router_toggles_version gauge");
         let _ = writeln!(out, "router_toggles_version {toggles_version}");
+        let _ = writeln!(
+            out,
+            "# HELP router_ownership_version Version of the write ownership this instance applies."
+        );
+        let _ = writeln!(out, "# TYPE router_ownership_version gauge");
+        let _ = writeln!(out, "router_ownership_version {ownership_version}");
+        // Every capability, zeros included: a hold is rare, and an alert wants the series there.
+        for (name, help, counts) in [
+            (
+                "router_writes_held_total",
+                "Writes that waited because their capability's writes were held (its write owner was changing).",
+                &self.writes_held,
+            ),
+            (
+                "router_write_hold_timeouts_total",
+                "Held writes answered 503 write_held because the hold outlasted the write hold limit.",
+                &self.write_hold_timeouts,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (c, cap) in table.capabilities.iter().enumerate() {
+                let n = counts[c].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{capability=\"{}\"}} {n}", cap.name);
+            }
+        }
         for (name, kind, help, value) in [
             (
                 "router_connections_open",
@@ -254,7 +306,7 @@ mod tests {
             .map(|_| Breaker::new(1, Duration::from_secs(1)))
             .collect();
         breakers[up].record(false);
-        let text = m.render(&table, 7, &breakers);
+        let text = m.render(&table, 7, 3, &breakers);
         assert!(text.contains("router_requests_total{capability=\"catalog\",upstream=\"catalog\",status=\"2xx\"} 1"), "{text}");
         assert!(text.contains(
             "router_requests_total{capability=\"catalog\",upstream=\"catalog\",status=\"5xx\"} 1"
@@ -269,9 +321,30 @@ mod tests {
         ));
         assert!(text.contains("router_toggles_version 7"));
         m.shed();
-        let text = m.render(&table, 7, &breakers);
+        let text = m.render(&table, 7, 3, &breakers);
         assert!(text.contains("router_connections_shed_total 1"), "{text}");
         assert!(text.contains("router_connections_open 0"), "{text}");
         assert!(text.contains("router_breaker_open{upstream=\"catalog\"} 1"));
+    }
+
+    #[test]
+    fn held_writes_are_counted_per_capability() {
+        let table = RouteTable::musiccorp();
+        let m = Metrics::new(&table);
+        let catalog = table.capabilities.iter().position(|c| c.name == "catalog");
+        m.write_held(catalog);
+        m.write_held(catalog);
+        m.write_hold_timed_out(catalog);
+        let text = m.render(&table, 7, 3, &[]);
+        for line in [
+            "router_ownership_version 3",
+            "router_writes_held_total{capability=\"catalog\"} 2",
+            "router_write_hold_timeouts_total{capability=\"catalog\"} 1",
+            "router_writes_held_total{capability=\"wishlist\"} 0",
+            "router_write_hold_timeouts_total{capability=\"wishlist\"} 0",
+            "# TYPE router_writes_held_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
     }
 }

@@ -18,12 +18,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout_at;
 
 use crate::breaker::Breaker;
-use crate::decide::{Plan, RequestHead, decide};
+use crate::decide::{Plan, Reason, RequestHead, decide};
 use crate::h1::{self, Framing, Head, HeadError};
 use crate::headers;
 use crate::metrics::Metrics;
+use crate::ownership::LiveOwners;
 use crate::record::{self, Recorder};
-use crate::routes::{RouteTable, WriteOwner};
+use crate::routes::RouteTable;
 use crate::shadow::{self, Capture, Job, ShadowLimits, Shadows, Tee};
 use crate::toggles::LiveToggles;
 
@@ -71,6 +72,10 @@ pub struct Limits {
     /// after the answer went out. Closing on unread input makes the kernel send a reset, which
     /// can destroy the answer before the client has read it (an early `413`, say).
     pub linger: Duration,
+    /// How long a write to a capability whose writes are held (its ownership is moving) waits
+    /// for the hold to end before it is answered `503 write_held`. It waits unread and is sent
+    /// nowhere meanwhile; a flip's hold should end well within it.
+    pub write_hold: Duration,
 }
 
 impl Default for Limits {
@@ -80,6 +85,7 @@ impl Default for Limits {
             client_idle: Duration::from_secs(60),
             body_idle: Duration::from_secs(30),
             linger: Duration::from_secs(2),
+            write_hold: Duration::from_secs(2),
         }
     }
 }
@@ -172,10 +178,12 @@ impl Address {
     }
 }
 
-/// One router instance: the table, the live toggles, breakers and counters.
+/// One router instance: the table, the live toggles and write ownership, breakers and counters.
 pub struct Router {
     pub table: Arc<RouteTable>,
     pub toggles: Arc<LiveToggles>,
+    /// Who owns each capability's writes now, and whether they are held.
+    pub owners: Arc<LiveOwners>,
     /// One per upstream, by index.
     pub breakers: Vec<Breaker>,
     pub metrics: Metrics,
@@ -212,6 +220,7 @@ impl Router {
                 .iter()
                 .map(|u| Address::of(&u.url))
                 .collect(),
+            owners: Arc::new(LiveOwners::new(table.clone())),
             table,
             toggles,
             breakers,
@@ -233,6 +242,13 @@ impl Router {
             .iter()
             .map(|_| Breaker::new(threshold, cooldown))
             .collect();
+        self
+    }
+
+    /// Follows `owners` (which must be indexed by this router's table) instead of the table's
+    /// configured write owners.
+    pub fn with_owners(mut self, owners: Arc<LiveOwners>) -> Router {
+        self.owners = owners;
         self
     }
 
@@ -269,9 +285,35 @@ impl Router {
         z ^ (z >> 31)
     }
 
-    /// The plan for a request head, with the toggles as they are now.
+    /// The plan for a request head, with the toggles and the write ownership as they are now.
     pub fn plan(&self, head: &RequestHead) -> Plan {
-        decide(head, self.toggles.load().as_ref(), &self.table)
+        self.plan_at(head).0
+    }
+
+    /// The plan, and the version of the write ownership it was decided with.
+    fn plan_at(&self, head: &RequestHead) -> (Plan, i64) {
+        // A guard, dropped before anything is awaited: one atomic load, no reference count.
+        let owners = self.owners.load();
+        let plan = decide(head, self.toggles.load().as_ref(), &owners, &self.table);
+        (plan, owners.version)
+    }
+
+    /// Waits while `plan`'s write is held, deciding again each time the ownership changes,
+    /// until it may go (the plan to follow) or `Limits::write_hold` has passed (`None`). The
+    /// request's body stays unread meanwhile, and nothing is sent anywhere.
+    async fn hold(&self, head: &RequestHead<'_>, mut plan: Plan, mut version: i64) -> Option<Plan> {
+        self.metrics.write_held(plan.capability);
+        let until = Instant::now() + self.limits.write_hold;
+        loop {
+            if !self.owners.changed_after(version, until).await {
+                self.metrics.write_hold_timed_out(plan.capability);
+                return None;
+            }
+            (plan, version) = self.plan_at(head);
+            if plan.reason != Reason::WriteHeld {
+                return Some(plan);
+            }
+        }
     }
 
     /// Serves one client connection until it closes, goes idle or breaks.
@@ -377,17 +419,40 @@ impl Router {
             session_id: head.get(SESSION_HEADER),
             remote_addr: Some(&conn.client_ip),
         };
-        let plan = self.plan(&request_head);
+        let (mut plan, version) = self.plan_at(&request_head);
+        // When the upstream's clock starts: at arrival, or when a held write is let go (its
+        // wait is not the upstream's time).
+        let mut released = started;
+        if plan.reason == Reason::WriteHeld {
+            match self.hold(&request_head, plan, version).await {
+                Some(next) => {
+                    plan = next;
+                    released = Instant::now();
+                }
+                None => {
+                    let cap = plan
+                        .capability
+                        .map_or("", |c| self.table.capabilities[c].name.as_str());
+                    let message = format!(
+                        "writes to {cap} are held while its write owner changes; try again shortly"
+                    );
+                    // A body, if any, was never read: then the connection closes after this.
+                    return conn
+                        .answer_error(503, "write_held", &message, None, close_after_error)
+                        .await;
+                }
+            }
+        }
         let timeout = plan
             .capability
             .map(|c| self.table.capabilities[c].timeout)
             .unwrap_or(DEFAULT_TIMEOUT);
         // A read the extracted side cannot answer falls back to the monolith's copy, while the
-        // monolith still owns writes (after cutover its copy goes stale).
+        // monolith still owns writes (live: after cutover its copy goes stale).
         let fallback = plan.capability.and_then(|c| {
             let cap = &self.table.capabilities[c];
             (request_head.is_read()
-                && cap.write_owner == WriteOwner::Legacy
+                && plan.owner == Some(cap.legacy)
                 && plan.primary == cap.extracted
                 && cap.legacy != cap.extracted)
                 .then_some(cap.legacy)
@@ -404,7 +469,7 @@ impl Router {
             // and only if sending it twice does what sending it once does.
             replayable: is_idempotent(head.method()) && framing == Framing::None,
             timeout,
-            spent_by: started + timeout * ATTEMPT_BUDGETS,
+            spent_by: released + timeout * ATTEMPT_BUDGETS,
         };
 
         // A copy for the parallel run: admitted now (or dropped and counted), so the primary's
@@ -455,7 +520,7 @@ impl Router {
                 };
                 // The first attempt starts with the request: no second clock read.
                 let at = if attempts == 0 {
-                    started
+                    released
                 } else {
                     Instant::now()
                 };
@@ -872,6 +937,7 @@ struct Request<'a> {
     /// The origin-form target, forwarded unchanged.
     target: &'a str,
     plan: Plan,
+    /// When the request arrived (its answer's time is measured from here).
     started: Instant,
     /// Whether the request may be sent again after its bytes may have reached an upstream.
     replayable: bool,

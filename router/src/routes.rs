@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::compare::Rules;
 
@@ -26,13 +26,32 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> TableError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteOwner {
     /// The monolith (or whatever the capability is moving out of).
     Legacy,
     /// The extracted service.
     Extracted,
+}
+
+impl WriteOwner {
+    /// The spelling used in the route table, the `write_ownership` table and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteOwner::Legacy => "legacy",
+            WriteOwner::Extracted => "extracted",
+        }
+    }
+
+    /// The inverse of [`WriteOwner::as_str`].
+    pub fn parse(text: &str) -> Option<WriteOwner> {
+        match text {
+            "legacy" => Some(WriteOwner::Legacy),
+            "extracted" => Some(WriteOwner::Extracted),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +124,8 @@ pub struct Capability {
     pub extracted: usize,
     pub read_toggle: String,
     pub shadow_toggle: String,
+    /// Who owns the capability's writes until the `router` database says otherwise (see
+    /// [`crate::ownership`]): the owner at start-up, and for as long as no flip stored one.
     pub write_owner: WriteOwner,
     pub timeout: Duration,
 }

@@ -1,5 +1,5 @@
 //! Starting a router instance: the data port (our HTTP/1.1 core), the admin port (actix-web), and the toggle
-//! sync, all on the current Tokio runtime.
+//! and write-ownership sync, all on the current Tokio runtime.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use actix_web::{App, HttpServer, web};
 use platform::PoolConfig;
 
 use crate::admin::{self, Admin, AdminToken};
+use crate::ownership;
 use crate::proxy::{self, Router};
 use crate::routes::RouteTable;
 use crate::store;
@@ -23,7 +24,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where operators connect (the admin API and the Unleash client API).
     pub admin_listen: SocketAddr,
-    /// The `router` database holding toggles and their history.
+    /// The `router` database holding toggles and their history, and the write ownership
+    /// (which comes from it whatever `source` says).
     pub database_url: String,
     /// The admin bearer token.
     pub token: String,
@@ -118,6 +120,11 @@ pub async fn start_on(
         router = router.with_recorder(recorder);
     }
     let router = Arc::new(router);
+    // Writes must go to the stored owner from the first request on, and the flip must see this
+    // instance (and what it applies) before it serves any.
+    ownership::reload_and_ack(&pool, &router.owners, &config.instance)
+        .await
+        .map_err(|e| StartError::Database(e.to_string()))?;
 
     let addr = data.local_addr().map_err(|source| StartError::Bind {
         addr: config.listen,
@@ -138,19 +145,32 @@ pub async fn start_on(
         tokio::spawn(proxy::serve(data, router.clone())),
         crate::reports::spawn_flusher(pool.clone(), router.shadows.clone()),
     ];
-    tasks.push(match &config.source {
-        sync::Source::Store => sync::spawn(
-            pool.clone(),
+    let mut followed = sync::Followed {
+        toggles: Some(live.clone()),
+        owners: router.owners.clone(),
+        instance: config.instance.clone(),
+    };
+    if let sync::Source::Unleash {
+        api_url,
+        token,
+        every,
+    } = &config.source
+    {
+        // The toggles from Unleash; the ownership still from the router database.
+        followed.toggles = None;
+        tasks.push(sync::spawn_unleash(
             live,
-            config.database_url.clone(),
-            config.reload_every,
-        ),
-        sync::Source::Unleash {
-            api_url,
-            token,
-            every,
-        } => sync::spawn_unleash(live, api_url.clone(), token.clone(), *every),
-    });
+            api_url.clone(),
+            token.clone(),
+            *every,
+        ));
+    }
+    tasks.push(sync::spawn(
+        pool.clone(),
+        followed,
+        config.database_url.clone(),
+        config.reload_every,
+    ));
 
     let managed_elsewhere = match &config.source {
         sync::Source::Store => None,

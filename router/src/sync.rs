@@ -1,6 +1,7 @@
-//! Keeps an instance's live toggles equal to the store: a reload on every `NOTIFY
-//! router_toggles` (so a change reaches every instance within milliseconds), and a periodic full
-//! reload as a safety net for notifications lost while disconnected.
+//! Keeps an instance's live toggles and write ownership equal to the store: a reload on every
+//! `NOTIFY router_toggles` / `NOTIFY router_ownership` (so a change reaches every instance within
+//! milliseconds), and a periodic full reload as a safety net for notifications lost while
+//! disconnected. After each ownership reload the instance acknowledges the version it applies.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use platform::{Pool, blocking};
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+use crate::ownership::{self, LiveOwners};
 use crate::store::{self, StoreError};
 use crate::toggles::{LiveToggles, ToggleSet};
 
@@ -36,21 +38,60 @@ pub async fn reload(pool: &Pool, live: &LiveToggles) -> Result<i64, StoreError> 
     }
 }
 
-/// Listens for changes on `database_url` and reloads; reconnects when the connection drops.
-/// Runs until the runtime stops.
+/// What an instance follows in the `router` database.
+#[derive(Debug, Clone)]
+pub struct Followed {
+    /// The toggles, when they come from the database (`None` when an Unleash server is their
+    /// source: see [`spawn_unleash`]).
+    pub toggles: Option<Arc<LiveToggles>>,
+    /// The write ownership: always from the database, whatever the toggles' source, since the
+    /// flip that changes it fences the databases and must hear every instance acknowledge.
+    pub owners: Arc<LiveOwners>,
+    /// This instance's name, under which it acknowledges the ownership version it applies.
+    pub instance: String,
+}
+
+impl Followed {
+    /// Reloads the toggles, if they are followed here. On failure the last good ones stay live.
+    async fn reload_toggles(&self, pool: &Pool) -> Result<(), String> {
+        match &self.toggles {
+            Some(live) => reload(pool, live)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Reloads the ownership and acknowledges the live version. Every reload acknowledges, the
+    /// periodic one too, so the acknowledgement's time is this instance's heartbeat.
+    async fn reload_ownership(&self, pool: &Pool) -> Result<(), String> {
+        ownership::reload_and_ack(pool, &self.owners, &self.instance)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Listens for toggle and ownership changes on `database_url` (one connection for both
+/// channels) and reloads what changed; reconnects when the connection drops. Runs until the
+/// runtime stops.
 pub fn spawn(
     pool: Pool,
-    live: Arc<LiveToggles>,
+    followed: Followed,
     database_url: String,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if let Err(e) = listen(&pool, &live, &database_url, every).await {
-                tracing::warn!(error = %e, "toggle listener lost its connection; reconnecting");
+            if let Err(e) = listen(&pool, &followed, &database_url, every).await {
+                tracing::warn!(error = %e, "toggle and ownership listener lost its connection; reconnecting");
                 // The safety net holds while LISTEN is down: reload through the pool.
-                if let Err(e) = reload(&pool, &live).await {
+                if let Err(e) = followed.reload_toggles(&pool).await {
                     tracing::warn!(error = %e, "toggle reload failed");
+                }
+                if let Err(e) = followed.reload_ownership(&pool).await {
+                    tracing::warn!(error = %e, "write ownership reload failed");
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -58,23 +99,42 @@ pub fn spawn(
     })
 }
 
+/// Which channels were notified since the last reload.
+#[derive(Debug, Default, Clone, Copy)]
+struct Pending {
+    toggles: bool,
+    ownership: bool,
+}
+
+impl Pending {
+    /// Notes one notification: `true` for the ownership channel, `false` for the toggles'.
+    fn add(&mut self, ownership: bool) {
+        if ownership {
+            self.ownership = true;
+        } else {
+            self.toggles = true;
+        }
+    }
+}
+
 async fn listen(
     pool: &Pool,
-    live: &LiveToggles,
+    followed: &Followed,
     database_url: &str,
     every: Duration,
 ) -> Result<(), String> {
     let (client, mut connection) = tokio_postgres::connect(database_url, NoTls)
         .await
         .map_err(|e| e.to_string())?;
-    let (tx, mut changed) = mpsc::unbounded_channel::<()>();
+    // Each notification as whether it is on the ownership channel.
+    let (tx, mut changed) = mpsc::unbounded_channel::<bool>();
     // The connection must be polled by hand to see notifications.
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
-                Ok(AsyncMessage::Notification(_)) => {
-                    if tx.send(()).is_err() {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.channel() == ownership::CHANNEL).is_err() {
                         return;
                     }
                 }
@@ -83,26 +143,44 @@ async fn listen(
             }
         }
     });
+    let mut statements = format!("LISTEN {};", ownership::CHANNEL);
+    if followed.toggles.is_some() {
+        statements.push_str(&format!("LISTEN {};", store::CHANNEL));
+    }
     client
-        .batch_execute(&format!("LISTEN {}", store::CHANNEL))
+        .batch_execute(&statements)
         .await
         .map_err(|e| e.to_string())?;
     // Anything changed while we were not listening.
-    reload(pool, live).await.map_err(|e| e.to_string())?;
+    followed.reload_toggles(pool).await?;
+    followed.reload_ownership(pool).await?;
     let mut tick = tokio::time::interval(every);
     loop {
-        tokio::select! {
+        let pending = tokio::select! {
             got = changed.recv() => {
-                if got.is_none() {
+                let Some(first) = got else {
                     driver.abort();
                     return Err("notification stream ended".into());
+                };
+                // Several notifications may be queued; one reload per channel covers them all.
+                let mut pending = Pending::default();
+                pending.add(first);
+                while let Ok(next) = changed.try_recv() {
+                    pending.add(next);
                 }
-                // Several notifications may be queued; one reload covers them all.
-                while changed.try_recv().is_ok() {}
+                pending
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => Pending { toggles: true, ownership: true },
+        };
+        // Ownership first: a held write is waiting on it.
+        if pending.ownership
+            && let Err(e) = followed.reload_ownership(pool).await
+        {
+            tracing::warn!(error = %e, "write ownership reload failed");
         }
-        if let Err(e) = reload(pool, live).await {
+        if pending.toggles
+            && let Err(e) = followed.reload_toggles(pool).await
+        {
             tracing::warn!(error = %e, "toggle reload failed");
         }
     }

@@ -57,14 +57,8 @@ impl Router {
         // when the primary may be the side behind: only a side that does not own the writes
         // can lag (the owner's position is its own end of WAL).
         let learn_noise = !write && self.shadows.learns_noise();
-        let primary_owns_writes = request.plan.capability.is_some_and(|c| {
-            let cap = &self.table.capabilities[c];
-            let owner = match cap.write_owner {
-                WriteOwner::Legacy => cap.legacy,
-                WriteOwner::Extracted => cap.extracted,
-            };
-            owner == request.plan.primary
-        });
+        // The live owner the request was decided with.
+        let primary_owns_writes = request.plan.owner == Some(request.plan.primary);
         let for_upstream = |upstream: usize| {
             // The body, if any, goes whole, framed by its length.
             let copy = Request {
