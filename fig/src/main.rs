@@ -1,6 +1,8 @@
 //! `fig`: the operator CLI of the strangler-fig toolkit.
 
+mod admin;
 mod diff;
+mod migrate;
 mod replay;
 mod replicate;
 mod toggle;
@@ -26,6 +28,9 @@ enum Command {
     Up(up::UpArgs),
     /// Flip and inspect the router's toggles through its admin API.
     Toggle(toggle::ToggleArgs),
+    /// Move a capability's writes between the monolith and its service while traffic flows
+    /// (cutover, rollback), or show who owns them and every flip (status).
+    Migrate(migrate::MigrateArgs),
     /// Send a corpus of requests (JSON Lines) to two sides, writes as dry runs, and compare the
     /// answers as the router's parallel run does. Exit 1 on a real difference, 2 on an error.
     Replay(replay::ReplayArgs),
@@ -95,6 +100,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Up(args) => up::run(args),
         Command::Toggle(args) => toggle::run(args),
+        Command::Migrate(args) => migrate::run(args),
         Command::Replay(args) => judged("replay", replay::run(args)),
         Command::Diff(args) => judged("diff", diff::run(args)),
         Command::Replication { command } => replication(command),

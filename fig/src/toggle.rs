@@ -4,17 +4,12 @@ use anyhow::{Context, bail};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::admin::{AdminArgs, describe};
+
 #[derive(Debug, clap::Args)]
 pub struct ToggleArgs {
-    /// The router's admin API (printed by `fig up`).
-    #[arg(long, env = "FIG_ADMIN_URL", default_value = "http://127.0.0.1:7100")]
-    admin_url: String,
-    /// The admin token (printed by `fig up`).
-    #[arg(long, env = "FIG_ADMIN_TOKEN")]
-    token: String,
-    /// Who is making the change, for the audit history.
-    #[arg(long, env = "USER", default_value = "operator")]
-    actor: String,
+    #[command(flatten)]
+    admin: AdminArgs,
     #[command(subcommand)]
     action: Action,
 }
@@ -77,7 +72,6 @@ pub fn run(args: ToggleArgs) -> anyhow::Result<()> {
 }
 
 async fn call(args: &ToggleArgs) -> anyhow::Result<Value> {
-    let base = args.admin_url.trim_end_matches('/');
     let (method, path, body, reason): (Method, String, Option<Value>, Option<&str>) = match &args
         .action
     {
@@ -141,34 +135,12 @@ async fn call(args: &ToggleArgs) -> anyhow::Result<Value> {
         }
         Action::Stale { days } => (Method::GET, format!("/admin/stale?days={days}"), None, None),
     };
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(&args.token);
-    if let Some(reason) = reason {
-        req = req
-            .header("X-Actor", &args.actor)
-            .header("X-Reason", reason);
-    }
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let res = req
-        .send()
-        .await
-        .with_context(|| format!("calling {base}"))?;
-    let status = res.status();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
+    let (status, body) = args
+        .admin
+        .send(method, &path, body.as_ref(), reason)
+        .await?;
     if !status.is_success() {
-        let e = &body["error"];
-        bail!(
-            "{status}: {} {}{}",
-            e["code"].as_str().unwrap_or("error"),
-            e["message"].as_str().unwrap_or(""),
-            e["field"]
-                .as_str()
-                .map(|f| format!(" (field {f})"))
-                .unwrap_or_default()
-        );
+        bail!("{}", describe(status, &body));
     }
     Ok(body)
 }

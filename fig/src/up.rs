@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -46,9 +47,11 @@ pub struct UpArgs {
         default_value = "127.0.0.1:7200"
     )]
     replication_metrics_addr: SocketAddr,
-    /// Run as after cutover: the services own their writes, and the monolith's orders take
-    /// stock from the catalog service (saga) and remove wishlist items through the wishlist
-    /// service (outbox). Default: the services are read replicas and the monolith owns writes.
+    /// Cut both capabilities over before serving (the flip `fig migrate CAP cutover` runs, unless
+    /// a service owns its writes already): the services own their writes, and the monolith's
+    /// orders take stock from the catalog service (saga) and remove wishlist items through the
+    /// wishlist service (outbox). Default: whoever owns the writes now keeps them (the monolith
+    /// on a first run; the services are read replicas).
     #[arg(long)]
     cutover: bool,
     /// Seed size relative to the default (200 artists, 2,000 albums, 1,000 customers, 5,000 orders).
@@ -140,8 +143,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let seeded = seed_if_empty(&cluster, &args)?;
     // The services' databases follow the monolith's through the default replication pipelines
-    // (or, after cutover, stream back to it): started in `serve`, written down here for
-    // `fig replication ... --config`.
+    // (after a cutover, the reverse ones carry the services' writes back): run in `serve` in the
+    // direction each capability's write owner says, written down here for
+    // `fig replication status --config`.
     let pipelines = replicate::musiccorp(
         &cluster.url(MONOLITH_DB),
         &cluster.url(CATALOG_DB),
@@ -151,12 +155,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         .prefix("fig-replication-")
         .tempdir()
         .context("creating a directory for the replication config")?;
-    let effective: Vec<replication::config::Pipeline> = if args.cutover {
-        pipelines.iter().map(replicate::reverse).collect()
-    } else {
-        pipelines.clone()
-    };
-    let config_file = replicate::write_config(config_dir.path(), &effective)?;
+    let both: Vec<replication::config::Pipeline> = pipelines
+        .iter()
+        .flat_map(|p| [p.clone(), p.reversed()])
+        .collect();
+    let config_file = replicate::write_config(config_dir.path(), &both)?;
     ensure_toggles(&cluster, args.cutover)?;
 
     let listeners = Listeners {
@@ -180,12 +183,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let token = admin_token()?;
 
-    let phase = if args.cutover {
-        "cutover: services own their writes"
-    } else {
-        "monolith owns writes; services are read replicas"
-    };
-    println!("fig: stack is up ({seeded}; {phase})");
+    println!("fig: stack is up ({seeded})");
     println!("  postgres   {}", cluster.url(MONOLITH_DB));
     if let Some(dir) = cluster.data_dir() {
         let fate = if args.data_dir.is_some() {
@@ -202,17 +200,12 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  catalog    {}", urls.catalog);
     println!("  wishlist   {}", urls.wishlist);
     println!(
-        "  replication {} ({}; metrics http://{}/metrics)",
-        effective
+        "  replication {} (out of each capability's write owner; metrics http://{}/metrics)",
+        pipelines
             .iter()
             .map(|p| p.name.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        if args.cutover {
-            "services -> monolith"
-        } else {
-            "monolith -> services"
-        },
         listeners.replication_metrics.local_addr()?
     );
     println!(
@@ -224,7 +217,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         "     fig toggle --admin-url {} --token {token} enable catalog.reads --reason demo",
         urls.admin
     );
-    println!("Press Ctrl-C to stop.");
+    println!(
+        "     fig migrate --admin-url {} --token {token} catalog cutover --reason demo",
+        urls.admin
+    );
 
     let served = serve(&cluster, listeners, &args, &urls, token, &pipelines);
     // Stop PostgreSQL even when serving failed.
@@ -315,39 +311,28 @@ fn serve(
     let pool = |db: &str| platform::build_pool(&cluster.url(db), PoolConfig::default());
     let (monolith_pool, catalog_pool, wishlist_pool) =
         (pool(MONOLITH_DB)?, pool(CATALOG_DB)?, pool(WISHLIST_DB)?);
-    let mode = if args.cutover {
-        WriteMode::Owner
-    } else {
-        WriteMode::Replica
-    };
-    let remote = |base: &str| {
-        if args.cutover {
-            Backend::Remote {
-                base_url: base.to_string(),
-            }
-        } else {
-            Backend::Movable {
-                base_url: base.to_string(),
-            }
-        }
+    // Who owns the writes is recorded in the databases (the write fences) and the router's
+    // (ownership): these are only the first run's, before any flip.
+    let movable = |base: &str| Backend::Movable {
+        base_url: base.to_string(),
     };
     let monolith_options = monolith::Options {
         workers: 2,
         integrations: Integrations {
-            stock: remote(&urls.router),
-            wishlist: remote(&urls.router),
+            stock: movable(&urls.router),
+            wishlist: movable(&urls.router),
             ..Integrations::default()
         },
     };
     let catalog_options = catalog_service::Options {
         workers: 1,
-        write_mode: mode,
+        write_mode: WriteMode::Replica,
         faults: args.catalog_faults.as_deref().cloned().unwrap_or_default(),
         ..catalog_service::Options::default()
     };
     let wishlist_options = wishlist_service::Options {
         workers: 1,
-        write_mode: mode,
+        write_mode: WriteMode::Replica,
         upstreams: wishlist_service::Upstreams {
             catalog_url: urls.router.clone(),
             customers_url: urls.router.clone(),
@@ -358,11 +343,7 @@ fn serve(
     table.set_upstream("monolith", &urls.monolith)?;
     table.set_upstream("catalog", &urls.catalog)?;
     table.set_upstream("wishlist", &urls.wishlist)?;
-    if args.cutover {
-        for capability in &mut table.capabilities {
-            capability.write_owner = router::WriteOwner::Extracted;
-        }
-    }
+    let migrations = router::migrate::Migrations::from_pipelines(pipelines);
     let router_config = router::run::Config {
         listen: listeners.router.local_addr()?,
         admin_listen: listeners.admin.local_addr()?,
@@ -374,7 +355,9 @@ fn serve(
         source: router::sync::Source::Store,
         limits: router::proxy::Limits::default(),
         record: None,
+        migrations: Some(migrations.clone()),
     };
+    let follow_table = Arc::new(router_config.table.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -382,13 +365,20 @@ fn serve(
         .build()?;
     runtime.block_on(async move {
         // Replication first: the services answer from their databases, so those should hold
-        // the monolith's data (the initial copy done) before anyone can ask.
+        // the monolith's data (the initial copy done) before anyone can ask. The streams run
+        // out of each capability's write owner, and switch when a flip moves the writes.
         let limit = Duration::from_secs(300);
-        let replicating = if args.cutover {
-            replicate::cutover(pipelines, limit).await?
-        } else {
-            replicate::forward(pipelines, limit).await?
-        };
+        let router_pool = platform::build_pool(&cluster.url(ROUTER_DB), PoolConfig::default())?;
+        let replicating = router::migrate::follow::follow(
+            router_pool,
+            follow_table,
+            migrations.movable.clone(),
+            Duration::from_millis(50),
+        );
+        replicating
+            .streaming(limit)
+            .await
+            .map_err(anyhow::Error::msg)?;
         listeners.replication_metrics.set_nonblocking(true)?;
         let metrics_listener = tokio::net::TcpListener::from_std(listeners.replication_metrics)?;
         let metrics_server = tokio::spawn(replication::metrics::serve(
@@ -405,6 +395,11 @@ fn serve(
         ];
         let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
         let running: Vec<_> = servers.into_iter().map(tokio::spawn).collect();
+        if args.cutover {
+            cut_over(&router, &migrations).await?;
+        }
+        // Last: a script that waits for this line finds the stack serving (and cut over).
+        println!("Press Ctrl-C to stop.");
         shutdown_signal().await;
         eprintln!("fig: stopping...");
         router.stop().await;
@@ -418,6 +413,39 @@ fn serve(
         replicating.stop().await;
         anyhow::Ok(())
     })
+}
+
+/// `--cutover`: every capability the monolith still owns flips to its service, as
+/// `fig migrate CAP cutover` would do it.
+async fn cut_over(
+    router: &router::run::Running,
+    migrations: &router::migrate::Migrations,
+) -> anyhow::Result<()> {
+    use router::migrate::{Direction, Outcome};
+    let flipper = router
+        .flipper
+        .as_ref()
+        .context("the router runs without migrations")?;
+    for m in &migrations.movable {
+        let outcome = flipper
+            .flip(&m.capability, Direction::Cutover, "fig", "fig up --cutover")
+            .await?;
+        if let Outcome::Flipped { flip, .. } = &outcome
+            && flip.outcome != "done"
+        {
+            anyhow::bail!(
+                "cutting {} over failed at step {}: {}",
+                m.capability,
+                flip.step,
+                flip.error.as_deref().unwrap_or("unknown error")
+            );
+        }
+        eprintln!(
+            "fig: {} cut over: its service owns the writes",
+            m.capability
+        );
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

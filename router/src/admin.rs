@@ -81,6 +81,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(diffs))
             .route(web::delete().to(reset_diffs)),
     )
+    .configure(crate::migrate::api::configure)
     .service(web::resource("/metrics").route(web::get().to(metrics)))
     .service(web::resource("/api/client/features").route(web::get().to(client_features)))
     .service(web::resource("/api/client/register").route(web::post().to(accepted)))
@@ -188,7 +189,7 @@ fn refuse_nul(body: &[u8]) -> Result<(), ApiError> {
 }
 
 /// `X-Actor` and `X-Reason`: every change says who made it and why.
-fn who(req: &HttpRequest) -> Result<(String, String), ApiError> {
+pub(crate) fn who(req: &HttpRequest) -> Result<(String, String), ApiError> {
     let header = |name: &'static str| {
         req.headers()
             .get(name)

@@ -34,6 +34,45 @@ pub const ENV_UNLEASH_POLL_MS: &str = "ROUTER_UNLEASH_POLL_MS";
 pub const ENV_RECORD_FILE: &str = "ROUTER_RECORD_FILE";
 /// ...this many out of every hundred (default 10).
 pub const ENV_RECORD_PERCENT: &str = "ROUTER_RECORD_PERCENT";
+/// A replication pipeline file (the `fig replication` format, `${VAR}`s from the environment)
+/// whose pipelines, each named like a capability of the route table, copy that capability from
+/// the monolith's database to its service's: with it, this instance can flip the capability's
+/// write ownership (`/admin/migrations`).
+pub const ENV_MIGRATIONS: &str = "ROUTER_MIGRATIONS";
+/// How long a flip waits for the stream into the new owner to pass the cut (default 1000).
+pub const ENV_FLIP_CATCH_UP_MS: &str = "ROUTER_FLIP_CATCH_UP_MS";
+
+/// [`ENV_MIGRATIONS`]: the file's pipelines, each naming a capability of `table`.
+fn migrations(
+    path: &str,
+    table: &RouteTable,
+    lookup: &impl Fn(&str) -> Option<String>,
+    read_file: &impl Fn(&str) -> std::io::Result<String>,
+) -> Result<crate::migrate::Migrations, ConfigError> {
+    let invalid = |detail: String| ConfigError::Invalid {
+        name: ENV_MIGRATIONS,
+        detail,
+    };
+    let text = read_file(path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+    let pipelines = replication::config::parse(&text, |name| lookup(name))
+        .map_err(|e| invalid(format!("{path}: {e}")))?;
+    if let Some(stray) = pipelines
+        .iter()
+        .find(|p| !table.capabilities.iter().any(|c| c.name == p.name))
+    {
+        return Err(invalid(format!(
+            "{path}: pipeline {} names no capability of the route table",
+            stray.name
+        )));
+    }
+    let mut migrations = crate::migrate::Migrations::from_pipelines(&pipelines);
+    migrations.settings.catch_up = platform::config::millis(
+        lookup,
+        ENV_FLIP_CATCH_UP_MS,
+        migrations.settings.catch_up.as_millis() as u64,
+    )?;
+    Ok(migrations)
+}
 
 /// The configuration plus the runtime size (worker threads).
 pub fn from_lookup(
@@ -87,7 +126,12 @@ pub fn from_lookup(
             every: platform::config::millis(&lookup, ENV_UNLEASH_POLL_MS, 1_000)?,
         },
     };
+    let migrations = match lookup(ENV_MIGRATIONS).filter(|f| !f.trim().is_empty()) {
+        None => None,
+        Some(path) => Some(migrations(&path, &table, &lookup, &read_file)?),
+    };
     let config = Config {
+        migrations,
         listen: parse(
             &lookup,
             ENV_LISTEN,
@@ -227,6 +271,32 @@ mod tests {
     }
 
     #[test]
+    fn migrations_come_from_a_pipeline_file_naming_capabilities() {
+        let file =
+            |text: &'static str| move |_: &str| Ok::<String, std::io::Error>(text.to_string());
+        let lookup = |k: &str| match k {
+            ENV_DATABASE_URL => Some("postgres://x/router".to_string()),
+            ENV_TOKEN => Some("0123456789abcdef".to_string()),
+            ENV_MIGRATIONS => Some("pipelines.toml".to_string()),
+            ENV_FLIP_CATCH_UP_MS => Some("250".to_string()),
+            "CATALOG_URL" => Some("postgres://x/catalog".to_string()),
+            _ => None,
+        };
+        let good = "[[pipelines]]\nname = \"catalog\"\nsource = \"postgres://x/monolith\"\n\
+                    target = \"${CATALOG_URL}\"\n[[pipelines.tables]]\nsource = \"catalog.albums\"\n";
+        let (config, _) = from_lookup(lookup, file(good)).unwrap();
+        let migrations = config.migrations.unwrap();
+        let catalog = migrations.find("catalog").unwrap();
+        assert_eq!(catalog.forward.target, "postgres://x/catalog");
+        assert_eq!(migrations.settings.catch_up, Duration::from_millis(250));
+        let stray = "[[pipelines]]\nname = \"orders\"\nsource = \"postgres://x/m\"\n\
+                     target = \"postgres://x/o\"\n[[pipelines.tables]]\nsource = \"orders.orders\"\n";
+        let e = from_lookup(lookup, file(stray)).unwrap_err().to_string();
+        assert!(e.contains(ENV_MIGRATIONS) && e.contains("orders"), "{e}");
+        assert!(load(&[]).unwrap().0.migrations.is_none());
+    }
+
+    #[test]
     fn bad_settings_are_named() {
         for (name, value) in [
             (ENV_TOKEN, "short"),
@@ -240,6 +310,7 @@ mod tests {
             (ENV_WRITE_HOLD_MS, "0"),
             (ENV_WRITE_HOLD_MS, "60001"),
             (ENV_WRITE_HOLD_MS, "2s"),
+            (ENV_MIGRATIONS, "/some/pipelines.toml"),
         ] {
             let e = load(&[(name, value)]).unwrap_err();
             let text = e.to_string();

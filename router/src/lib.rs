@@ -13,6 +13,7 @@ pub mod decide;
 pub mod h1;
 pub mod headers;
 pub mod metrics;
+pub mod migrate;
 pub mod ownership;
 pub mod proxy;
 pub mod record;

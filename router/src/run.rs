@@ -11,6 +11,7 @@ use actix_web::{App, HttpServer, web};
 use platform::PoolConfig;
 
 use crate::admin::{self, Admin, AdminToken};
+use crate::migrate::Flipper;
 use crate::ownership;
 use crate::proxy::{self, Router};
 use crate::routes::RouteTable;
@@ -40,6 +41,9 @@ pub struct Config {
     pub limits: proxy::Limits,
     /// Record a sample of routed requests to a file (`fig replay` reads it).
     pub record: Option<crate::record::RecordSettings>,
+    /// The capabilities whose writes this instance can flip (`/admin/migrations`); none
+    /// without.
+    pub migrations: Option<crate::migrate::Migrations>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub router: Arc<Router>,
+    /// Runs this instance's flips, when it was started with migrations.
+    pub flipper: Option<Arc<Flipper>>,
     admin: ServerHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -176,6 +182,15 @@ pub async fn start_on(
         sync::Source::Store => None,
         sync::Source::Unleash { api_url, .. } => Some(api_url.clone()),
     };
+    let flipper = config.migrations.map(|migrations| {
+        Arc::new(Flipper::new(
+            pool.clone(),
+            &config.database_url,
+            router.table.clone(),
+            migrations,
+        ))
+    });
+    let flips = flipper.clone().map(web::Data::new);
     let state = web::Data::new(Admin {
         pool,
         router: router.clone(),
@@ -183,10 +198,12 @@ pub async fn start_on(
     });
     let token = web::Data::new(AdminToken(Arc::from(config.token.as_str())));
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(token.clone())
-            .wrap(from_fn(admin::require_token))
+        let app = App::new().app_data(state.clone()).app_data(token.clone());
+        let app = match &flips {
+            Some(flips) => app.app_data(flips.clone()),
+            None => app,
+        };
+        app.wrap(from_fn(admin::require_token))
             .wrap(platform::json_error_handlers())
             .configure(admin::configure)
     })
@@ -208,6 +225,7 @@ pub async fn start_on(
         addr,
         admin_addr,
         router,
+        flipper,
         admin: handle,
         tasks,
     })

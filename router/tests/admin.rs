@@ -60,6 +60,7 @@ async fn instance_from(
         source,
         limits: router::proxy::Limits::default(),
         record: None,
+        migrations: None,
     })
     .await
     .expect("router starts")

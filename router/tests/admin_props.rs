@@ -36,6 +36,7 @@ async fn start(db: &TestDb) -> Running {
         source: router::sync::Source::Store,
         limits: router::proxy::Limits::default(),
         record: None,
+        migrations: None,
     };
     run::start_on(config, data, admin)
         .await

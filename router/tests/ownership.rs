@@ -118,6 +118,7 @@ async fn instance(
         source,
         limits,
         record: None,
+        migrations: None,
     })
     .await
     .expect("router starts")

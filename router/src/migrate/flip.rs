@@ -1,0 +1,464 @@
+//! The flip itself: hold → fence → cut → catch up → reverse slot → grant → release, each step
+//! recorded, undone to the old owner when a step before the grant fails, and finished or undone
+//! by the next command when the process running it died ([ADR 0014]).
+//!
+//! [ADR 0014]: ../../../docs/adr/0014-the-flip-runs-in-a-router-and-streams-follow-the-owner.md
+
+use std::time::{Duration, Instant};
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use platform::Pool;
+use platform::fence;
+use replication::ops;
+use replication::wire::format_lsn;
+
+use super::audit::{self, Ending, Flip};
+use super::plan::{self, Direction, Movable, Recovery, Step};
+use super::{FlipError, Flipper, Outcome};
+use crate::ownership;
+use crate::routes::WriteOwner;
+
+/// A step that failed, and why.
+struct Failure {
+    step: Step,
+    error: String,
+}
+
+fn at(step: Step) -> impl Fn(String) -> Failure {
+    move |error| Failure { step, error }
+}
+
+/// Runs `f` with a connection to `url` on the blocking pool (diesel blocks).
+async fn on<T: Send + 'static>(
+    url: &str,
+    f: impl FnOnce(&mut PgConnection) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).map_err(|e| e.to_string())?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| format!("the blocking task failed: {e}"))?
+}
+
+/// Runs `f` on a pooled router-database connection.
+async fn stored<T: Send + 'static>(
+    pool: &Pool,
+    f: impl FnOnce(&mut PgConnection) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| format!("the blocking task failed: {e}"))?
+}
+
+/// The session lock that makes one flip of a capability run at a time across every router
+/// instance. Held by its own connection, not a pooled one: it is released when the connection
+/// closes, so a process that dies releases it too.
+struct Lock(PgConnection);
+
+async fn lock(database_url: &str, capability: &str) -> Result<Lock, FlipError> {
+    #[derive(diesel::QueryableByName)]
+    struct Taken {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        taken: bool,
+    }
+    let url = database_url.to_string();
+    let capability_name = capability.to_string();
+    let taken = tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).map_err(|e| e.to_string())?;
+        let taken = diesel::sql_query(
+            "SELECT pg_try_advisory_lock(hashtext('fig.flip'), hashtext($1)) AS taken",
+        )
+        .bind::<diesel::sql_types::Text, _>(&capability_name)
+        .get_result::<Taken>(&mut conn)
+        .map_err(|e| e.to_string())?;
+        Ok::<_, String>(taken.taken.then_some(conn))
+    })
+    .await
+    .map_err(|e| FlipError::Store(e.to_string()))?
+    .map_err(FlipError::Store)?;
+    taken
+        .map(Lock)
+        .ok_or_else(|| FlipError::Busy(capability.to_string()))
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Closing the connection (dropping it) releases the session lock; unlocking first only
+        // makes it prompt when the connection lingers.
+        let _ = diesel::sql_query("SELECT pg_advisory_unlock_all()").execute(&mut self.0);
+    }
+}
+
+impl Flipper {
+    /// Moves `movable`'s writes in `direction`. Finishes or undoes an interrupted flip first.
+    pub(super) async fn run(
+        &self,
+        movable: &Movable,
+        direction: Direction,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Outcome, FlipError> {
+        let capability = movable.capability.clone();
+        let _lock = lock(&self.database_url, &capability).await?;
+        let recovered = self.recover_running(movable).await?;
+        let owner = self.owner(&capability).await?;
+        if owner == direction.to() {
+            return Ok(Outcome::AlreadyThere { owner, recovered });
+        }
+        let (cap, dir, who, why) = (
+            capability.clone(),
+            direction,
+            actor.to_string(),
+            reason.to_string(),
+        );
+        let id = stored(&self.pool, move |c| {
+            audit::start(c, &cap, dir, &who, &why).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(FlipError::Store)?;
+        let started = Instant::now();
+        let mut timings = Timings::default();
+        let ending = match self.steps(id, movable, direction, &mut timings).await {
+            Ok(()) => Ending {
+                outcome: "done",
+                ..Ending::default()
+            },
+            Err(failure) => {
+                tracing::warn!(capability, step = failure.step.as_str(), error = %failure.error, "flip failed; undoing it");
+                let outcome = match self.settle(movable, direction).await {
+                    Ok(Recovery::Undo) => "undone",
+                    Ok(Recovery::Finish) => "done",
+                    Err(e) => {
+                        tracing::error!(capability, error = %e, "undoing the flip failed; the next flip command finishes the job");
+                        "failed"
+                    }
+                };
+                timings.failure = Some(failure);
+                // The writes waited until the undo released them.
+                timings.hold = timings.hold_started.map(|at| at.elapsed());
+                Ending {
+                    outcome,
+                    ..Ending::default()
+                }
+            }
+        };
+        let error = timings.failure.as_ref().map(|f| f.error.clone());
+        let ending = Ending {
+            failed_step: timings.failure.as_ref().map(|f| f.step),
+            error: error.as_deref(),
+            hold_ms: timings.hold.map(ms),
+            catch_up_ms: timings.catch_up.map(ms),
+            total_ms: Some(ms(started.elapsed())),
+            ..ending
+        };
+        let (outcome, failed_step, error) = (
+            ending.outcome.to_string(),
+            ending.failed_step,
+            ending.error.map(str::to_string),
+        );
+        let (hold_ms, catch_up_ms, total_ms) =
+            (ending.hold_ms, ending.catch_up_ms, ending.total_ms);
+        let flip = stored(&self.pool, move |c| {
+            let ending = Ending {
+                outcome: &outcome,
+                failed_step,
+                error: error.as_deref(),
+                hold_ms,
+                catch_up_ms,
+                total_ms,
+            };
+            audit::finish(c, id, &ending).map_err(|e| e.to_string())?;
+            audit::get(c, id).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(FlipError::Store)?;
+        Ok(Outcome::Flipped {
+            flip: Box::new(flip),
+            recovered,
+        })
+    }
+
+    /// The steps, recording each as it is done.
+    async fn steps(
+        &self,
+        id: i64,
+        movable: &Movable,
+        direction: Direction,
+        timings: &mut Timings,
+    ) -> Result<(), Failure> {
+        let cap = movable.capability.clone();
+        let (old_db, new_db) = (
+            movable.database(direction.from()).to_string(),
+            movable.database(direction.to()).to_string(),
+        );
+        // Before anything changes: a new owner that cannot answer would only turn the held
+        // writes into errors.
+        self.ready(&cap, direction.to())
+            .await
+            .map_err(at(Step::Held))?;
+
+        let held_at = Instant::now();
+        self.set(&cap, direction.from(), true)
+            .await
+            .map_err(at(Step::Held))?;
+        timings.hold_started = Some(held_at);
+        self.record(id, Step::Held, None, None)
+            .await
+            .map_err(at(Step::Held))?;
+
+        let capability = cap.clone();
+        let fenced = on(&old_db, move |c| {
+            fence::fence(c, &capability).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(at(Step::Fenced))?;
+        let cut = format_lsn(fenced.cut.0);
+        self.record(id, Step::Fenced, Some(cut.clone()), None)
+            .await
+            .map_err(at(Step::Fenced))?;
+
+        let into_new = movable.stream_while(direction.from());
+        let catch_up = Instant::now();
+        let marker = ops::emit_cut(&old_db).await.map_err(|e| Failure {
+            step: Step::CaughtUp,
+            error: format!("writing the cut marker: {e}"),
+        })?;
+        let goal = marker.max(fenced.cut.0);
+        let applied = ops::wait_applied(&into_new, goal, self.settings.catch_up)
+            .await
+            .map_err(|e| e.to_string())
+            .map_err(at(Step::CaughtUp))?;
+        timings.catch_up = Some(catch_up.elapsed());
+        if !applied {
+            return Err(Failure {
+                step: Step::CaughtUp,
+                error: format!(
+                    "the stream {} did not apply past the cut {} within {:?}",
+                    into_new.name,
+                    format_lsn(goal),
+                    self.settings.catch_up
+                ),
+            });
+        }
+        // The new owner draws ids from now on: past every id the old one drew.
+        ops::sync_sequences(&into_new)
+            .await
+            .map_err(|e| format!("moving the new owner's sequences forward: {e}"))
+            .map_err(at(Step::CaughtUp))?;
+        self.record(id, Step::CaughtUp, None, None)
+            .await
+            .map_err(at(Step::CaughtUp))?;
+
+        let back = movable.stream_from_cut(direction.to());
+        let from = ops::prepare(&back)
+            .await
+            .map_err(|e| format!("preparing the stream {}: {e}", back.name))
+            .map_err(at(Step::ReverseReady))?;
+        self.record(id, Step::ReverseReady, None, Some(format_lsn(from)))
+            .await
+            .map_err(at(Step::ReverseReady))?;
+
+        let capability = cap.clone();
+        on(&new_db, move |c| {
+            fence::grant(c, &capability).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(at(Step::Granted))?;
+        self.record(id, Step::Granted, None, None)
+            .await
+            .map_err(at(Step::Released))?;
+
+        self.set(&cap, direction.to(), false)
+            .await
+            .map_err(at(Step::Released))?;
+        timings.hold = Some(held_at.elapsed());
+        self.record(id, Step::Released, None, None)
+            .await
+            .map_err(at(Step::Released))?;
+        Ok(())
+    }
+
+    /// After a failed step, or for a flip whose process died: finish it when the new owner's
+    /// fence admits writes, otherwise give them back to the old owner ([`plan::recover`]).
+    async fn settle(&self, movable: &Movable, direction: Direction) -> Result<Recovery, String> {
+        let cap = movable.capability.clone();
+        let capability = cap.clone();
+        let new_admits = on(movable.database(direction.to()), move |c| {
+            fence::read(c, &capability)
+                .map(|owned| owned.owns)
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+        let recovery = plan::recover(new_admits);
+        if recovery == Recovery::Undo {
+            let capability = cap.clone();
+            on(movable.database(direction.from()), move |c| {
+                fence::grant(c, &capability).map_err(|e| e.to_string())
+            })
+            .await?;
+            // The stream back into the old owner may have its slot already: nothing flowed
+            // through it (the new owner never took a write), so it goes.
+            let back = movable.stream_from_cut(direction.to());
+            ops::drop(&back)
+                .await
+                .map_err(|e| format!("dropping the prepared stream {}: {e}", back.name))?;
+        }
+        let owner = match recovery {
+            Recovery::Undo => direction.from(),
+            Recovery::Finish => direction.to(),
+        };
+        self.set(&cap, owner, false).await?;
+        Ok(recovery)
+    }
+
+    /// Finishes or undoes a flip recorded as running (its process died): the lock is ours, so
+    /// nobody else is running it.
+    async fn recover_running(&self, movable: &Movable) -> Result<Option<Flip>, FlipError> {
+        let cap = movable.capability.clone();
+        let running = stored(&self.pool, move |c| {
+            audit::running(c, &cap).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(FlipError::Store)?;
+        let Some(flip) = running else {
+            return Ok(None);
+        };
+        let direction = Direction::parse(&flip.direction).unwrap_or(Direction::Cutover);
+        let last = Step::parse(&flip.step).unwrap_or(Step::Started);
+        let settled = self.settle(movable, direction).await;
+        let (outcome, error) = match &settled {
+            Ok(Recovery::Finish) => (
+                "done",
+                format!("interrupted after {}; finished", last.as_str()),
+            ),
+            Ok(Recovery::Undo) => (
+                "undone",
+                format!("interrupted after {}; undone", last.as_str()),
+            ),
+            Err(e) => (
+                "running",
+                format!("interrupted after {}; settling failed: {e}", last.as_str()),
+            ),
+        };
+        if let Err(e) = settled {
+            return Err(FlipError::Settle(e));
+        }
+        let id = flip.id;
+        let flip = stored(&self.pool, move |c| {
+            let failed = Step::parse(&flip.step).map(Step::next);
+            audit::finish(
+                c,
+                id,
+                &Ending {
+                    outcome,
+                    failed_step: if outcome == "undone" { failed } else { None },
+                    error: Some(&error),
+                    ..Ending::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            audit::get(c, id).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(FlipError::Store)?;
+        Ok(Some(flip))
+    }
+
+    /// Sets the stored ownership, then waits (up to the configured time) until every live router
+    /// applies it: a router that has not heard yet still routes by the old state, which the
+    /// fence makes safe but not pleasant.
+    async fn set(&self, capability: &str, owner: WriteOwner, held: bool) -> Result<(), String> {
+        let cap = capability.to_string();
+        let version = stored(&self.pool, move |c| {
+            ownership::set(c, &cap, owner, held).map_err(|e| e.to_string())
+        })
+        .await?;
+        let deadline = Instant::now() + self.settings.acks_within;
+        let alive = self.settings.alive_within;
+        loop {
+            let behind = stored(&self.pool, move |c| {
+                ownership::behind(c, version, alive).map_err(|e| e.to_string())
+            })
+            .await?;
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    capability,
+                    ?behind,
+                    version,
+                    "routers have not applied the ownership change yet; going on"
+                );
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn record(
+        &self,
+        id: i64,
+        step: Step,
+        cut: Option<String>,
+        reverse_from: Option<String>,
+    ) -> Result<(), String> {
+        stored(&self.pool, move |c| {
+            audit::step(c, id, step, cut.as_deref(), reverse_from.as_deref())
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// The side's upstream answers `/readyz` (it is up and reaches its database).
+    async fn ready(&self, capability: &str, side: WriteOwner) -> Result<(), String> {
+        let url = self
+            .upstream(capability, side)
+            .ok_or_else(|| format!("no upstream for {capability}'s {}", side.as_str()))?;
+        let answer = self
+            .http
+            .get(format!("{}/readyz", url.trim_end_matches('/')))
+            .send()
+            .await
+            .map_err(|e| format!("the new owner ({url}) is down: {e}"))?;
+        if answer.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the new owner ({url}) is not ready: /readyz answered {}",
+                answer.status()
+            ))
+        }
+    }
+}
+
+/// What a flip measured.
+#[derive(Default)]
+struct Timings {
+    hold_started: Option<Instant>,
+    hold: Option<Duration>,
+    catch_up: Option<Duration>,
+    failure: Option<Failure>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `capability`'s latest flips, newest first.
+pub(super) async fn stored_history(
+    pool: &Pool,
+    capability: String,
+    limit: i64,
+) -> Result<Vec<Flip>, String> {
+    stored(pool, move |c| {
+        audit::history(c, &capability, limit).map_err(|e| e.to_string())
+    })
+    .await
+}
