@@ -98,7 +98,13 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse<BoxBody> {
-        HttpResponse::build(self.status).json(Envelope {
+        let mut response = HttpResponse::build(self.status);
+        if self.code == crate::write_mode::NOT_WRITE_OWNER {
+            // Marks a deliberate refusal: the side is up and answering, so a proxy's circuit
+            // breaker must not count it as failing (a flip sends it such writes by design).
+            response.insert_header((crate::write_mode::REFUSED_HEADER, self.code));
+        }
+        response.json(Envelope {
             error: Body {
                 code: self.code,
                 message: &self.message,

@@ -46,11 +46,17 @@ pub fn is_write(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// The error code of a write this side refused because it does not own the writes.
+pub const NOT_WRITE_OWNER: &str = "not_write_owner";
+/// Set on that refusal (its value is the code): the side is healthy, it just is not the owner
+/// (the router's circuit breaker does not count it).
+pub const REFUSED_HEADER: &str = "x-fig-refused";
+
 /// The answer to a write this side may not take (fenced, or never granted the writes).
 pub fn not_write_owner(capability: &str) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "not_write_owner",
+        NOT_WRITE_OWNER,
         format!(
             "this side does not own {capability}'s writes: send them through the router, \
              which sends them to the write owner"

@@ -38,6 +38,8 @@ pub enum Reason {
     ReadToggleOn,
     /// The read toggle is off for this request.
     ReadToggleOff,
+    /// The route names the one side that has it (`upstream` in the route table).
+    Pinned,
 }
 
 impl Reason {
@@ -48,6 +50,7 @@ impl Reason {
             Reason::WriteHeld => "write_held",
             Reason::ReadToggleOn => "read_toggle_on",
             Reason::ReadToggleOff => "read_toggle_off",
+            Reason::Pinned => "pinned",
         }
     }
 }
@@ -100,17 +103,27 @@ pub fn decide(
         WriteOwner::Legacy => (cap.legacy, cap.extracted),
         WriteOwner::Extracted => (cap.extracted, cap.legacy),
     };
+    if !head.is_read() && owned.held {
+        return Plan {
+            capability: Some(route.capability),
+            route: route_index,
+            primary: route.pinned.unwrap_or(owner),
+            shadow: None,
+            reason: Reason::WriteHeld,
+            owner: Some(owner),
+        };
+    }
+    if let Some(side) = route.pinned {
+        return Plan {
+            capability: Some(route.capability),
+            route: route_index,
+            primary: side,
+            shadow: None,
+            reason: Reason::Pinned,
+            owner: Some(owner),
+        };
+    }
     if !head.is_read() {
-        if owned.held {
-            return Plan {
-                capability: Some(route.capability),
-                route: route_index,
-                primary: owner,
-                shadow: None,
-                reason: Reason::WriteHeld,
-                owner: Some(owner),
-            };
-        }
         return Plan {
             capability: Some(route.capability),
             route: route_index,
@@ -326,6 +339,65 @@ mod tests {
             "the shadow toggle decides, not the read toggle"
         );
     }
+
+    #[test]
+    fn a_pinned_route_goes_to_its_side_whoever_owns_the_writes_but_waits_out_a_hold() {
+        use WriteOwner::{Extracted, Legacy};
+        let t = RouteTable::musiccorp();
+        let catalog = t
+            .capabilities
+            .iter()
+            .position(|c| c.name == "catalog")
+            .unwrap();
+        let service = t.upstream_named("catalog").unwrap();
+        let reads_on = on(&["catalog.reads", "catalog.shadow"]);
+        for (owner, held, method, reason) in [
+            (Legacy, false, "PUT", Reason::Pinned),
+            (Extracted, false, "POST", Reason::Pinned),
+            (Legacy, false, "GET", Reason::Pinned),
+            (Legacy, true, "GET", Reason::Pinned),
+            (Legacy, true, "POST", Reason::WriteHeld),
+        ] {
+            let owners = OwnerSet::configured(&t).with(
+                catalog,
+                Owned {
+                    owner,
+                    held,
+                    held_since: None,
+                },
+            );
+            let head = RequestHead {
+                method,
+                path: "/catalog/reservations/order-1",
+                ..RequestHead::default()
+            };
+            let plan = decide(&head, &reads_on, &owners, &t);
+            let case = format!("{owner:?} held={held} {method}");
+            assert_eq!(plan.primary, service, "{case}");
+            assert_eq!(plan.shadow, None, "{case}");
+            assert_eq!(plan.reason, reason, "{case}");
+        }
+        let bad = MUSICCORP_PINNED_ELSEWHERE;
+        let e = RouteTable::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("routes[0].upstream"), "{e}");
+    }
+
+    const MUSICCORP_PINNED_ELSEWHERE: &str = r#"
+        [upstreams]
+        monolith = "http://127.0.0.1:1"
+        catalog = "http://127.0.0.1:2"
+        wishlist = "http://127.0.0.1:3"
+        [capabilities.catalog]
+        legacy = "monolith"
+        extracted = "catalog"
+        read_toggle = "r"
+        shadow_toggle = "s"
+        write_owner = "legacy"
+        [[routes]]
+        prefix = "/catalog/reservations"
+        capability = "catalog"
+        upstream = "wishlist"
+    "#;
 
     #[test]
     fn writes_follow_the_live_owner_and_wait_while_it_is_held() {

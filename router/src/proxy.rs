@@ -810,10 +810,11 @@ impl Router {
                 }
             }
         };
-        if is_unavailable(answer.status) && !pass_on(answer.status) {
+        let unavailable = is_unavailable(&answer);
+        if unavailable && !pass_on(answer.status) {
             return Relayed::Declined;
         }
-        self.breakers[upstream].record(!is_unavailable(answer.status));
+        self.breakers[upstream].record(!unavailable);
         let Ok(framing) = h1::response_framing(&answer, head.method()) else {
             return Relayed::Failed(Failure::Broken(upstream));
         };
@@ -1107,9 +1108,16 @@ fn is_idempotent(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE" | "PUT")
 }
 
-/// Statuses that mean "not available right now", which count against the breaker.
-fn is_unavailable(status: u16) -> bool {
-    matches!(status, 502..=504)
+/// Answers that mean "not available right now", which count against the breaker and may be
+/// retried: 502 to 504, except a 503 an upstream marks as a deliberate refusal (a write to the
+/// side that does not own it, during or after a flip): that side is healthy, and asking it again
+/// changes nothing.
+fn is_unavailable(answer: &Head) -> bool {
+    match answer.status {
+        502 | 504 => true,
+        503 => answer.get(platform::write_mode::REFUSED_HEADER).is_none(),
+        _ => false,
+    }
 }
 
 /// Serves connections from `listener` until the task is dropped or aborted.

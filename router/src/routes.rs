@@ -90,6 +90,8 @@ struct RawRoute {
     #[serde(default)]
     methods: Option<Vec<String>>,
     #[serde(default)]
+    upstream: Option<String>,
+    #[serde(default)]
     compare: RawCompare,
 }
 
@@ -137,6 +139,11 @@ pub struct Route {
     pub capability: usize,
     /// Upper-case methods this route is limited to; `None` means all.
     pub methods: Option<Vec<String>>,
+    /// Index into [`RouteTable::upstreams`]: every request of this route goes to this side of
+    /// its capability, whatever the toggles and the write owner say (an endpoint only one side
+    /// has, such as the catalog service's stock reservations). Its writes are still held while
+    /// the capability's ownership moves.
+    pub pinned: Option<usize>,
     /// How the parallel run compares the two sides' answers to this route's requests (checked;
     /// header names lower-case). The default compares status and body strictly. Shared: each
     /// shadowed request takes a reference, not a copy.
@@ -245,6 +252,21 @@ impl RouteTable {
                     format!("{:?} is routed twice", r.prefix),
                 ));
             }
+            let pinned = match &r.upstream {
+                None => None,
+                Some(name) => {
+                    let cap = &capabilities[capability];
+                    let side = [cap.legacy, cap.extracted]
+                        .into_iter()
+                        .find(|&u| upstreams[u].name == *name);
+                    Some(side.ok_or_else(|| {
+                        invalid(
+                            field("upstream"),
+                            format!("{name:?} is not a side of capability {:?}", cap.name),
+                        )
+                    })?)
+                }
+            };
             let c = &r.compare;
             let rules = Rules {
                 ignore: c.ignore.clone(),
@@ -257,6 +279,7 @@ impl RouteTable {
                 .check()
                 .map_err(|e| invalid(field(&format!("compare.{}", e.field)), e.message))?;
             routes.push(Route {
+                pinned,
                 prefix: r.prefix.clone(),
                 capability,
                 methods,

@@ -439,6 +439,53 @@ async fn the_breaker_opens_on_failures_and_closes_after_a_good_probe() {
 }
 
 #[tokio::test]
+async fn a_side_refusing_writes_it_does_not_own_is_not_failing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    // What a fenced service answers (platform's `not_write_owner`), every time.
+    let fenced = upstream(move |_req| {
+        let hits = counted.clone();
+        async move {
+            hits.fetch_add(1, Ordering::SeqCst);
+            Response::builder()
+                .status(503)
+                .header("content-type", "application/json")
+                .header("x-fig-refused", "not_write_owner")
+                .body(full(
+                    json!({"error": {"code": "not_write_owner", "message": "no"}}).to_string(),
+                ))
+                .unwrap()
+        }
+    })
+    .await;
+    let (base, _, router) =
+        router_with(table(&fenced, &fenced, 1000), 3, Duration::from_secs(30)).await;
+    for n in 1..=10 {
+        let (status, _, body) = send(
+            Request::builder()
+                .method("PUT")
+                .uri(format!("{base}/wishlists/1/items/2"))
+                .body(full(String::new()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), body["error"]["code"].as_str()),
+            (503, Some("not_write_owner")),
+            "write {n}"
+        );
+        // Passed on at once: asking the same side again changes nothing.
+        assert_eq!(hits.load(Ordering::SeqCst), n, "write {n} sent once");
+    }
+    let monolith = router.table.upstream_named("monolith").unwrap();
+    assert_eq!(
+        router.breakers[monolith].state(),
+        router::breaker::State::Closed
+    );
+}
+
+#[tokio::test]
 async fn an_escaped_path_is_routed_as_the_upstream_reads_it() {
     let (monolith, catalog) = (echo("monolith").await, echo("catalog").await);
     let mut t = table(&monolith, &catalog, 1000);

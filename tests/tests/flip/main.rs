@@ -1,0 +1,326 @@
+//! The write-ownership flip on a running stack (`POST /admin/migrations/{capability}/...`,
+//! what `fig migrate` calls): under load through three routers, writes move between the
+//! monolith and the services and back, and nothing a client was told is written gets lost or
+//! doubled; a flip that cannot finish gives the writes back.
+
+mod load;
+mod stack;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use e2e::{Client, count_in, eventually};
+use load::Log;
+use router::migrate::Settings;
+use router::routes::WriteOwner;
+use serde_json::json;
+use stack::{PATIENCE, Stack, fixture};
+
+/// Waits until the clients had `more` further writes acknowledged, so every phase runs under
+/// load.
+async fn more_writes(log: &Log, more: u64) {
+    let goal = log.acknowledged.load(Ordering::Relaxed) + more;
+    eventually(PATIENCE, "the load to go on", || async {
+        (log.acknowledged.load(Ordering::Relaxed) >= goal).then_some(())
+    })
+    .await;
+}
+
+/// The side a flip in `direction` takes the writes from.
+fn old_owner(direction: &str) -> WriteOwner {
+    if direction == "cutover" {
+        WriteOwner::Legacy
+    } else {
+        WriteOwner::Extracted
+    }
+}
+
+fn other(side: WriteOwner) -> WriteOwner {
+    match side {
+        WriteOwner::Legacy => WriteOwner::Extracted,
+        WriteOwner::Extracted => WriteOwner::Legacy,
+    }
+}
+
+/// `sql`'s single text column, every row.
+fn texts(url: &str, sql: &str) -> Vec<String> {
+    use diesel::{Connection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct T {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        t: String,
+    }
+    let mut conn = diesel::PgConnection::establish(url).unwrap();
+    diesel::sql_query(sql)
+        .load::<T>(&mut conn)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.t)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_flip_both_ways_under_load_through_three_routers_losing_and_doubling_nothing() {
+    let stack = Stack::spawn(Settings {
+        catch_up: Duration::from_secs(5),
+        ..Settings::default()
+    })
+    .await;
+    let fixture = Arc::new(fixture(&stack.front(0)).await);
+    let log = Arc::new(Log::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for worker in 0..6u64 {
+        clients.push(tokio::spawn(load::client(
+            worker,
+            stack.front(worker as usize),
+            fixture.clone(),
+            log.clone(),
+            stop.clone(),
+        )));
+    }
+    clients.push(tokio::spawn(load::direct(
+        [
+            Client::new(&stack.monolith.base),
+            Client::new(&stack.catalog.base),
+        ],
+        log.clone(),
+        stop.clone(),
+    )));
+
+    let flips = [
+        ("wishlist", "cutover"),
+        ("catalog", "cutover"),
+        ("wishlist", "rollback"),
+        ("catalog", "rollback"),
+        ("catalog", "cutover"),
+        ("wishlist", "cutover"),
+    ];
+    let mut holds = Vec::new();
+    for (i, (capability, direction)) in flips.into_iter().enumerate() {
+        more_writes(&log, 40).await;
+        let (status, answer) = stack.flip(i, capability, direction).await;
+        assert_eq!(status, 200, "{capability} {direction}: {answer}");
+        assert_eq!(answer["flip"]["outcome"], "done", "{answer}");
+        holds.push(answer["flip"]["hold_ms"].as_f64().unwrap());
+        // Exactly one side owns the writes, the new one; the old one refuses them on its own
+        // URL too.
+        let old = old_owner(direction);
+        assert!(
+            stack.admits(capability, other(old)),
+            "{capability} {direction}"
+        );
+        assert!(!stack.admits(capability, old), "{capability} {direction}");
+        let old_url = match (capability, old) {
+            (_, WriteOwner::Legacy) => stack.monolith.base.clone(),
+            ("catalog", WriteOwner::Extracted) => stack.catalog.base.clone(),
+            (_, WriteOwner::Extracted) => stack.wishlist.base.clone(),
+        };
+        let refused = match capability {
+            "catalog" => {
+                Client::new(&old_url)
+                    .post("/catalog/artists", json!({"name": "refused"}))
+                    .await
+            }
+            _ => {
+                Client::new(&old_url)
+                    .put(&format!(
+                        "/wishlists/{}/items/{}",
+                        fixture.adders[0], fixture.albums[1]
+                    ))
+                    .await
+            }
+        };
+        refused.assert_error(503, "not_write_owner", None);
+        let state = stack.status((i + 1) % 3, capability).await;
+        assert_eq!(state["owner"], other(old).as_str(), "{state}");
+        assert_eq!(
+            state["phase"],
+            if direction == "cutover" {
+                "cutover"
+            } else {
+                "monolith"
+            }
+        );
+        assert_eq!(state["flips"][0]["direction"], direction, "{state}");
+    }
+    more_writes(&log, 40).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+
+    let unexpected = log.unexpected.lock().unwrap().clone();
+    assert!(
+        unexpected.is_empty(),
+        "answers outside the contract: {unexpected:#?}"
+    );
+    eprintln!(
+        "flip test: {} writes acknowledged, refusals {:?}, holds (ms) {holds:?}",
+        log.acknowledged.load(Ordering::Relaxed),
+        log.refused.lock().unwrap()
+    );
+
+    // What the orders owe is delivered: wishlist removals and stock confirmations.
+    let monolith_db = stack.monolith.db.url().to_string();
+    eventually(PATIENCE, "the outbox to drain", || async {
+        (count_in(&monolith_db, "SELECT count(*) AS n FROM orders.outbox") == 0).then_some(())
+    })
+    .await;
+
+    // Both capabilities end with the services owning them; both sides hold the same rows.
+    for capability in ["catalog", "wishlist"] {
+        let report = stack.verify(capability, WriteOwner::Extracted).await;
+        assert!(report.equal(), "{capability}: {report:?}");
+    }
+
+    // Every acknowledged artist exactly once, on both sides (and none twice).
+    let acknowledged = log.artists.lock().unwrap().clone();
+    for side in [WriteOwner::Legacy, WriteOwner::Extracted] {
+        let url = stack.database("catalog", side);
+        let names = texts(&url, "SELECT name AS t FROM catalog.artists");
+        let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
+        for n in &names {
+            *counts.entry(n).or_default() += 1;
+        }
+        let doubled: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+        assert!(doubled.is_empty(), "{side:?}: twice: {doubled:?}");
+        let lost: Vec<_> = acknowledged
+            .iter()
+            .filter(|a| !counts.contains_key(a.as_str()))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{side:?}: lost {} artists: {lost:?}",
+            lost.len()
+        );
+    }
+    // Every acknowledged wish of a customer who never buys, on both sides.
+    let wishes = log.wishes.lock().unwrap().clone();
+    for side in [WriteOwner::Legacy, WriteOwner::Extracted] {
+        let url = stack.database("wishlist", side);
+        let rows = texts(
+            &url,
+            "SELECT customer_id || ',' || album_id AS t FROM wishlist.items",
+        );
+        for (customer, album) in &wishes {
+            assert!(
+                rows.contains(&format!("{customer},{album}")),
+                "{side:?}: the wish {customer},{album} is lost"
+            );
+        }
+    }
+    // Every acknowledged order is placed once, and took its stock exactly once: what the
+    // albums lost is what the placed orders bought, on both sides.
+    let orders = log.orders.lock().unwrap().clone();
+    for (id, _) in &orders {
+        let status = texts(
+            &monolith_db,
+            &format!("SELECT status AS t FROM orders.orders WHERE id = {id}"),
+        );
+        assert_eq!(status, vec!["placed".to_string()], "order {id}");
+    }
+    for side in [WriteOwner::Legacy, WriteOwner::Extracted] {
+        let url = stack.database("catalog", side);
+        for album in &fixture.albums {
+            let stock = count_in(
+                &url,
+                &format!("SELECT stock::bigint AS n FROM catalog.albums WHERE id = {album}"),
+            );
+            let bought = count_in(
+                &monolith_db,
+                &format!(
+                    "SELECT coalesce(sum(l.quantity), 0)::bigint AS n FROM orders.order_lines l \
+                     JOIN orders.orders o ON o.id = l.order_id \
+                     WHERE l.album_id = {album} AND o.status = 'placed'"
+                ),
+            );
+            assert_eq!(stock + bought, fixture.stock, "{side:?}: album {album}");
+            assert!(stock >= 0);
+        }
+    }
+}
+
+/// After a flip that failed: the writes are the monolith's again, everywhere, and go on.
+async fn back_with_the_monolith(stack: &Stack, answer: &serde_json::Value, step: &str) {
+    assert_eq!(answer["error"]["code"], "flip_undone", "{answer}");
+    assert_eq!(answer["error"]["field"], step, "{answer}");
+    assert_eq!(answer["flip"]["outcome"], "undone", "{answer}");
+    assert!(stack.admits("catalog", WriteOwner::Legacy));
+    assert!(!stack.admits("catalog", WriteOwner::Extracted));
+    let state = stack.status(1, "catalog").await;
+    assert_eq!(
+        (state["owner"].as_str(), state["held"].as_bool()),
+        (Some("legacy"), Some(false)),
+        "{state}"
+    );
+    // No stream back was left behind to hold the service's WAL.
+    let reverse = stack.movable("catalog").stream_while(WriteOwner::Extracted);
+    let slots = count_in(
+        stack.catalog.db.url(),
+        &format!(
+            "SELECT count(*) AS n FROM pg_replication_slots WHERE slot_name = '{}'",
+            reverse.slot()
+        ),
+    );
+    assert_eq!(slots, 0);
+    let created = stack
+        .front(2)
+        .post("/catalog/artists", json!({"name": "After the undo"}))
+        .await;
+    created.ok(201);
+    assert_eq!(
+        count_in(
+            stack.monolith.db.url(),
+            "SELECT count(*) AS n FROM catalog.artists WHERE name = 'After the undo'"
+        ),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flip_whose_stream_cannot_catch_up_in_time_gives_the_writes_back() {
+    let mut stack = Stack::spawn(Settings {
+        catch_up: Duration::from_millis(300),
+        ..Settings::default()
+    })
+    .await;
+    stack.front(0).create_artist("Before").await;
+    // Nothing carries the monolith's changes to the service now: the cut is never reached.
+    stack.unfollow().await;
+    let started = Instant::now();
+    let (status, answer) = stack.flip(0, "catalog", "cutover").await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the wait is bounded"
+    );
+    back_with_the_monolith(&stack, &answer, "caught_up").await;
+    // Once the stream runs again, the same command goes through.
+    stack.follow().await;
+    let (status, answer) = stack.flip(1, "catalog", "cutover").await;
+    assert_eq!(
+        (status, &answer["flip"]["outcome"]),
+        (200, &json!("done")),
+        "{answer}"
+    );
+    assert!(stack.admits("catalog", WriteOwner::Extracted));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flip_to_a_new_owner_that_is_down_gives_the_writes_back() {
+    let stack = Stack::spawn(Settings::default()).await;
+    stack.catalog.stop().await;
+    let (status, answer) = stack.flip(2, "catalog", "cutover").await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("down"),
+        "{answer}"
+    );
+    back_with_the_monolith(&stack, &answer, "held").await;
+}
