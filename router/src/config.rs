@@ -41,6 +41,8 @@ pub const ENV_RECORD_PERCENT: &str = "ROUTER_RECORD_PERCENT";
 pub const ENV_MIGRATIONS: &str = "ROUTER_MIGRATIONS";
 /// How long a flip waits for the stream into the new owner to pass the cut (default 1000).
 pub const ENV_FLIP_CATCH_UP_MS: &str = "ROUTER_FLIP_CATCH_UP_MS";
+/// A pause after each step of a flip, for fault-injection tests only (default 0).
+pub const ENV_FLIP_STEP_PAUSE_MS: &str = "ROUTER_FLIP_STEP_PAUSE_MS";
 
 /// [`ENV_MIGRATIONS`]: the file's pipelines, each naming a capability of `table`.
 fn migrations(
@@ -71,6 +73,10 @@ fn migrations(
         ENV_FLIP_CATCH_UP_MS,
         migrations.settings.catch_up.as_millis() as u64,
     )?;
+    migrations.settings.step_pause = match lookup(ENV_FLIP_STEP_PAUSE_MS) {
+        None => Duration::ZERO,
+        Some(_) => platform::config::millis(lookup, ENV_FLIP_STEP_PAUSE_MS, 0)?,
+    };
     Ok(migrations)
 }
 

@@ -34,6 +34,9 @@ pub struct Settings {
     pub alive_within: Duration,
     /// The new owner must answer `/readyz` within this.
     pub ready_timeout: Duration,
+    /// A pause after each recorded step. Zero (the default) but in fault tests, where it widens
+    /// the moments a killed process can stop in.
+    pub step_pause: Duration,
 }
 
 impl Default for Settings {
@@ -43,6 +46,7 @@ impl Default for Settings {
             acks_within: Duration::from_millis(500),
             alive_within: Duration::from_secs(90),
             ready_timeout: Duration::from_secs(1),
+            step_pause: Duration::ZERO,
         }
     }
 }

@@ -413,7 +413,11 @@ impl Flipper {
             audit::step(c, id, step, cut.as_deref(), reverse_from.as_deref())
                 .map_err(|e| e.to_string())
         })
-        .await
+        .await?;
+        if !self.settings.step_pause.is_zero() {
+            tokio::time::sleep(self.settings.step_pause).await;
+        }
+        Ok(())
     }
 
     /// The side's upstream answers `/readyz` (it is up and reaches its database).
