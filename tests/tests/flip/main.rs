@@ -212,6 +212,29 @@ async fn writes_flip_both_ways_under_load_through_three_routers_losing_and_doubl
             );
         }
     }
+    // A buyer who ordered the album they wished for no longer wishes for it, on either side
+    // (removed locally or through the outbox, whoever owned the wishlists then).
+    let wished = fixture.albums[0];
+    for side in [WriteOwner::Legacy, WriteOwner::Extracted] {
+        let url = stack.database("wishlist", side);
+        for buyer in &fixture.buyers {
+            let ordered_it = count_in(
+                &monolith_db,
+                &format!(
+                    "SELECT count(*) AS n FROM orders.orders o JOIN orders.order_lines l \
+                     ON l.order_id = o.id WHERE o.customer_id = {buyer} AND l.album_id = {wished}"
+                ),
+            ) > 0;
+            let still = count_in(
+                &url,
+                &format!(
+                    "SELECT count(*) AS n FROM wishlist.items \
+                     WHERE customer_id = {buyer} AND album_id = {wished}"
+                ),
+            );
+            assert_eq!(still, i64::from(!ordered_it), "{side:?}: buyer {buyer}");
+        }
+    }
     // Every acknowledged order is placed once, and took its stock exactly once: what the
     // albums lost is what the placed orders bought, on both sides.
     let orders = log.orders.lock().unwrap().clone();
