@@ -1,11 +1,15 @@
 //! Runs each movable capability's stream in the direction its write owner says: out of the
 //! owner's database into the other side's. After a flip releases the writes to the new owner,
 //! the stream that fed it stops and is retired (slot, publication, origin and position dropped:
-//! it applied past the cut, and its source takes no more writes of the capability), and the
-//! stream the flip prepared at the cut starts. While a flip holds the writes nothing changes: the
-//! old stream must go on until it has applied past the cut. A stream that fails is started
-//! again. `fig up` runs this beside the router; it needs only the router database's ownership,
-//! so it can run in any one process.
+//! it applied past the cut, and its source takes no more writes of the capability), and only
+//! then the stream the flip prepared at the cut starts. While a flip holds the writes the stored
+//! owner is still the old one, whose stream is the one the flip waits for: a hold changes
+//! nothing here. A stream that fails is started again. `fig up` runs this beside the router; it
+//! needs only the router database's ownership, so it can run in any one process.
+//!
+//! Why the retirement comes first: the next flip (back) prepares the retired stream's slot
+//! anew, and it can do so only after the stream started here has caught up with its cut. A
+//! retirement left for later could drop that new slot.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +28,8 @@ use crate::routes::{RouteTable, WriteOwner};
 
 /// How soon a failed stream is started again.
 const RESTART_AFTER: Duration = Duration::from_secs(1);
+/// How long a retired stream's slot may stay in use after the stream stopped.
+const RETIRE_WITHIN: Duration = Duration::from_secs(10);
 
 /// The follower's handle: its streams' metrics (both directions of every capability), and a
 /// way to stop it.
@@ -122,13 +128,9 @@ pub fn follow(
                 }
             };
             for m in &movable {
-                let Some(&(owner, held)) = owners.get(&m.capability) else {
+                let Some(&owner) = owners.get(&m.capability) else {
                     continue;
                 };
-                // A flip is under way: the old stream must apply past the cut first.
-                if held {
-                    continue;
-                }
                 let current = running.get(&m.capability);
                 let switch = current.is_some_and(|r| r.owner != owner);
                 let failed = current.is_some_and(|r| r.task.is_finished());
@@ -139,7 +141,10 @@ pub fn follow(
                     let result = r.task.await;
                     if switch {
                         tracing::info!(capability = %m.capability, stream = %r.pipeline.name, "the writes moved: retiring the stream that fed the new owner");
-                        retiring.push(r.pipeline);
+                        if let Err(e) = retire(&r.pipeline).await {
+                            tracing::error!(stream = %r.pipeline.name, error = %e, "retiring the stream failed; trying again later");
+                            retiring.push(r.pipeline);
+                        }
                     } else {
                         tracing::warn!(capability = %m.capability, stream = %r.pipeline.name, ?result, "stream stopped; starting it again");
                         restart_at.insert(m.capability.clone(), Instant::now() + RESTART_AFTER);
@@ -175,7 +180,7 @@ pub fn follow(
                     },
                 );
             }
-            // Dropping a slot fails while its walsender still exits: try again next time.
+            // What could not be retired at once (its database unreachable): try again.
             let mut still = Vec::new();
             for p in retiring.drain(..) {
                 if let Err(e) = replication::ops::drop(&p).await {
@@ -207,13 +212,26 @@ pub fn follow(
     }
 }
 
-/// Each movable capability's stored owner (the route table's when none is stored) and whether
-/// its writes are held.
+/// Drops a stopped stream's slot, publication, origin and position. Its walsender may take a
+/// moment to notice the stream's connection closed: until then the slot is in use.
+async fn retire(pipeline: &Pipeline) -> Result<(), PipelineError> {
+    let deadline = Instant::now() + RETIRE_WITHIN;
+    loop {
+        match replication::ops::drop(pipeline).await {
+            Err(PipelineError::SlotInUse { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Each movable capability's stored owner (the route table's when none is stored).
 async fn owners(
     pool: &Pool,
     table: &RouteTable,
     movable: &[Movable],
-) -> Result<HashMap<String, (WriteOwner, bool)>, String> {
+) -> Result<HashMap<String, WriteOwner>, String> {
     let pool = pool.clone();
     let rows = tokio::task::spawn_blocking(move || {
         let mut conn = pool.get().map_err(|e| e.to_string())?;
@@ -233,13 +251,7 @@ async fn owners(
                 .find(|c| c.name == m.capability)
                 .map(|c| c.write_owner)
                 .unwrap_or(WriteOwner::Legacy);
-            (
-                m.capability.clone(),
-                (
-                    row.map(|r| r.owner).unwrap_or(configured),
-                    row.is_some_and(|r| r.held),
-                ),
-            )
+            (m.capability.clone(), row.map(|r| r.owner).unwrap_or(configured))
         })
         .collect())
 }

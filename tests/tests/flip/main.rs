@@ -347,3 +347,42 @@ async fn a_flip_to_a_new_owner_that_is_down_gives_the_writes_back() {
     );
     back_with_the_monolith(&stack, &answer, "held").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flips_back_to_back_each_find_their_stream_and_lose_nothing() {
+    let stack = Stack::spawn(Settings::default()).await;
+    let front = stack.front(0);
+    // No pause between flips: the stream a flip waits for is the one the previous flip
+    // prepared, started (and the one before it retired) while this flip already holds.
+    for (round, direction) in ["cutover", "rollback", "cutover", "rollback"]
+        .iter()
+        .enumerate()
+    {
+        front
+            .post(
+                "/catalog/artists",
+                json!({"name": format!("before {round}")}),
+            )
+            .await
+            .ok(201);
+        let (status, answer) = stack.flip(round, "catalog", direction).await;
+        assert_eq!(
+            (status, &answer["flip"]["outcome"]),
+            (200, &json!("done")),
+            "{direction} {round}: {answer}"
+        );
+    }
+    front
+        .post("/catalog/artists", json!({"name": "after"}))
+        .await
+        .ok(201);
+    let report = stack.verify("catalog", WriteOwner::Legacy).await;
+    assert!(report.equal(), "{report:?}");
+    assert_eq!(
+        count_in(
+            &stack.database("catalog", WriteOwner::Extracted),
+            "SELECT count(*) AS n FROM catalog.artists"
+        ),
+        5
+    );
+}
