@@ -26,7 +26,7 @@ pub struct Flip {
     #[diesel(sql_type = Text)]
     pub step: String,
     /// `running`, `done`, `undone` (failed and given back to the old owner) or `failed` (the
-    /// undo itself failed: the next flip command finishes the job).
+    /// undo itself failed: the next flip command settles it first).
     #[diesel(sql_type = Text)]
     pub outcome: String,
     #[diesel(sql_type = Nullable<Text>)]
@@ -80,10 +80,13 @@ pub fn start(
     .map(|r| r.id)
 }
 
-/// The running flip of `capability`, if one is recorded as running.
+/// The flip of `capability` left unsettled, if any: one still recorded as running (its process
+/// died), or one whose undo failed. Every flip command settles it before anything else, so
+/// there is at most one.
 pub fn running(conn: &mut PgConnection, capability: &str) -> QueryResult<Option<Flip>> {
     diesel::sql_query(format!(
-        "SELECT {COLUMNS} FROM flips WHERE capability = $1 AND outcome = 'running'"
+        "SELECT {COLUMNS} FROM flips WHERE capability = $1 AND outcome IN ('running', 'failed') \
+         ORDER BY id DESC LIMIT 1"
     ))
     .bind::<Text, _>(capability)
     .get_result(conn)

@@ -58,8 +58,10 @@ async fn stored<T: Send + 'static>(
 
 /// The session lock that makes one flip of a capability run at a time across every router
 /// instance. Held by its own connection, not a pooled one: it is released when the connection
-/// closes, so a process that dies releases it too.
-struct Lock(PgConnection);
+/// closes (when this is dropped, or when the process dies).
+struct Lock {
+    _held_by: PgConnection,
+}
 
 async fn lock(database_url: &str, capability: &str) -> Result<Lock, FlipError> {
     #[derive(diesel::QueryableByName)]
@@ -83,16 +85,8 @@ async fn lock(database_url: &str, capability: &str) -> Result<Lock, FlipError> {
     .map_err(|e| FlipError::Store(e.to_string()))?
     .map_err(FlipError::Store)?;
     taken
-        .map(Lock)
+        .map(|conn| Lock { _held_by: conn })
         .ok_or_else(|| FlipError::Busy(capability.to_string()))
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        // Closing the connection (dropping it) releases the session lock; unlocking first only
-        // makes it prompt when the connection lingers.
-        let _ = diesel::sql_query("SELECT pg_advisory_unlock_all()").execute(&mut self.0);
-    }
 }
 
 impl Flipper {
