@@ -32,6 +32,8 @@ pub struct Settings {
     pub acks_within: Duration,
     /// Routers that acknowledged within this count as live.
     pub alive_within: Duration,
+    /// The stream into the new owner must be running within this, before anything changes.
+    pub streams_within: Duration,
     /// The new owner must answer `/readyz` within this.
     pub ready_timeout: Duration,
     /// A pause after each recorded step. Zero (the default) but in fault tests, where it widens
@@ -45,6 +47,7 @@ impl Default for Settings {
             catch_up: Duration::from_secs(1),
             acks_within: Duration::from_millis(500),
             alive_within: Duration::from_secs(90),
+            streams_within: Duration::from_secs(5),
             ready_timeout: Duration::from_secs(1),
             step_pause: Duration::ZERO,
         }

@@ -1,5 +1,5 @@
-//! The flip itself: hold → fence → cut → catch up → reverse slot → grant → release, each step
-//! recorded, undone to the old owner when a step before the grant fails, and finished or undone
+//! The flip itself: new owner ready → slot of the stream back → hold → fence → cut → catch up →
+//! grant → release, each step recorded, undone to the old owner when a step before the grant fails, and finished or undone
 //! by the next command when the process running it died ([ADR 0014]).
 //!
 //! [ADR 0014]: ../../../docs/adr/0014-the-flip-runs-in-a-router-and-streams-follow-the-owner.md
@@ -40,6 +40,67 @@ async fn on<T: Send + 'static>(
     })
     .await
     .map_err(|e| format!("the blocking task failed: {e}"))?
+}
+
+/// A connection to one side's database, kept for the length of a flip (opening one costs
+/// milliseconds the held writes would wait).
+struct Open(Option<PgConnection>);
+
+impl Open {
+    async fn to(url: &str) -> Result<Open, String> {
+        let url = url.to_string();
+        tokio::task::spawn_blocking(move || {
+            PgConnection::establish(&url).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("the blocking task failed: {e}"))?
+        .map(|conn| Open(Some(conn)))
+    }
+
+    /// Runs `f` on the connection, on the blocking pool.
+    async fn run<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut PgConnection) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let mut conn = self.0.take().ok_or("the connection was lost")?;
+        let (conn, answer) = tokio::task::spawn_blocking(move || {
+            let answer = f(&mut conn);
+            (conn, answer)
+        })
+        .await
+        .map_err(|e| format!("the blocking task failed: {e}"))?;
+        self.0 = Some(conn);
+        answer
+    }
+}
+
+/// Waits (up to `within`) until `stream` runs: its slot is in use on its source.
+async fn streaming(stream: &replication::config::Pipeline, within: Duration) -> Result<(), String> {
+    let client = replication::source::connect(&stream.source)
+        .await
+        .map_err(|e| {
+            format!(
+                "connecting to the source of the stream {}: {e}",
+                stream.name
+            )
+        })?;
+    let deadline = Instant::now() + within;
+    loop {
+        let status = replication::source::slot_status(&client, &stream.slot())
+            .await
+            .map_err(|e| e.to_string())?;
+        if status.is_some_and(|s| s.active_pid.is_some()) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the stream {} is not running (nothing would carry the old owner's last writes \
+                 to the new one): is the follower running?",
+                stream.name
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Runs `f` on a pooled router-database connection.
@@ -195,7 +256,33 @@ impl Flipper {
         // writes into errors.
         self.ready(&cap, direction.to())
             .await
-            .map_err(at(Step::Held))?;
+            .map_err(at(Step::Ready))?;
+        self.record(id, Step::Ready, None, None)
+            .await
+            .map_err(at(Step::Ready))?;
+
+        // The stream into the new owner must be running: the flip waits for it to pass the cut,
+        // and whoever runs it (the follower) retires the previous generation of the stream back
+        // before starting it, so the slot prepared next cannot be dropped by a late retirement.
+        let into_new = movable.stream_while(direction.from());
+        streaming(&into_new, self.settings.streams_within)
+            .await
+            .map_err(at(Step::ReverseReady))?;
+        // The stream back gets its slot before the hold, not at the cut: creating a slot waits
+        // for the transactions running on its database and for its WAL to be flushed, which
+        // would lengthen the pause. Until the grant the only changes it can see are the stream
+        // into the new owner's (it skips their origin); the new owner's fence refuses the rest.
+        let back = movable.stream_from_cut(direction.to());
+        let from = ops::prepare(&back)
+            .await
+            .map_err(|e| format!("preparing the stream {}: {e}", back.name))
+            .map_err(at(Step::ReverseReady))?;
+        self.record(id, Step::ReverseReady, None, Some(format_lsn(from)))
+            .await
+            .map_err(at(Step::ReverseReady))?;
+        // Both sides' connections are open before the writes wait.
+        let mut old = Open::to(&old_db).await.map_err(at(Step::Held))?;
+        let mut new = Open::to(&new_db).await.map_err(at(Step::Held))?;
 
         let held_at = Instant::now();
         self.set(&cap, direction.from(), true)
@@ -207,27 +294,32 @@ impl Flipper {
             .map_err(at(Step::Held))?;
 
         let capability = cap.clone();
-        let fenced = on(&old_db, move |c| {
-            fence::fence(c, &capability).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(at(Step::Fenced))?;
+        let fenced = old
+            .run(move |c| fence::fence(c, &capability).map_err(|e| e.to_string()))
+            .await
+            .map_err(at(Step::Fenced))?;
         let cut = format_lsn(fenced.cut.0);
         self.record(id, Step::Fenced, Some(cut.clone()), None)
             .await
             .map_err(at(Step::Fenced))?;
 
-        let into_new = movable.stream_while(direction.from());
+        // The old owner's sequences are final once it is fenced: the new owner's move past them
+        // while the stream catches up.
         let catch_up = Instant::now();
-        let marker = ops::emit_cut(&old_db).await.map_err(|e| Failure {
-            step: Step::CaughtUp,
-            error: format!("writing the cut marker: {e}"),
-        })?;
-        let goal = marker.max(fenced.cut.0);
-        let applied = ops::wait_applied(&into_new, goal, self.settings.catch_up)
-            .await
-            .map_err(|e| e.to_string())
-            .map_err(at(Step::CaughtUp))?;
+        let (applied, sequences) = tokio::join!(
+            async {
+                let marker = ops::emit_cut(&old_db)
+                    .await
+                    .map_err(|e| format!("writing the cut marker: {e}"))?;
+                let goal = marker.max(fenced.cut.0);
+                ops::wait_applied(&into_new, goal, self.settings.catch_up)
+                    .await
+                    .map(|applied| (applied, goal))
+                    .map_err(|e| e.to_string())
+            },
+            ops::sync_sequences(&into_new),
+        );
+        let (applied, goal) = applied.map_err(at(Step::CaughtUp))?;
         timings.catch_up = Some(catch_up.elapsed());
         if !applied {
             return Err(Failure {
@@ -241,37 +333,30 @@ impl Flipper {
             });
         }
         // The new owner draws ids from now on: past every id the old one drew.
-        ops::sync_sequences(&into_new)
-            .await
+        sequences
             .map_err(|e| format!("moving the new owner's sequences forward: {e}"))
             .map_err(at(Step::CaughtUp))?;
         self.record(id, Step::CaughtUp, None, None)
             .await
             .map_err(at(Step::CaughtUp))?;
 
-        let back = movable.stream_from_cut(direction.to());
-        let from = ops::prepare(&back)
-            .await
-            .map_err(|e| format!("preparing the stream {}: {e}", back.name))
-            .map_err(at(Step::ReverseReady))?;
-        self.record(id, Step::ReverseReady, None, Some(format_lsn(from)))
-            .await
-            .map_err(at(Step::ReverseReady))?;
-
         let capability = cap.clone();
-        on(&new_db, move |c| {
-            fence::grant(c, &capability).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(at(Step::Granted))?;
+        new.run(move |c| fence::grant(c, &capability).map_err(|e| e.to_string()))
+            .await
+            .map_err(at(Step::Granted))?;
         self.record(id, Step::Granted, None, None)
             .await
             .map_err(at(Step::Released))?;
 
-        self.set(&cap, direction.to(), false)
+        let version = self
+            .store(&cap, direction.to(), false)
             .await
             .map_err(at(Step::Released))?;
+        // The writes go on as each router hears of the release, without waiting for the others.
         timings.hold = Some(held_at.elapsed());
+        self.applied_everywhere(&cap, version)
+            .await
+            .map_err(at(Step::Released))?;
         self.record(id, Step::Released, None, None)
             .await
             .map_err(at(Step::Released))?;
@@ -368,11 +453,21 @@ impl Flipper {
     /// applies it: a router that has not heard yet still routes by the old state, which the
     /// fence makes safe but not pleasant.
     async fn set(&self, capability: &str, owner: WriteOwner, held: bool) -> Result<(), String> {
+        let version = self.store(capability, owner, held).await?;
+        self.applied_everywhere(capability, version).await
+    }
+
+    /// Stores the ownership (every router hears of it by NOTIFY); returns its version.
+    async fn store(&self, capability: &str, owner: WriteOwner, held: bool) -> Result<i64, String> {
         let cap = capability.to_string();
-        let version = stored(&self.pool, move |c| {
+        stored(&self.pool, move |c| {
             ownership::set(c, &cap, owner, held).map_err(|e| e.to_string())
         })
-        .await?;
+        .await
+    }
+
+    /// Waits (up to the configured time) until every live router applies `version`.
+    async fn applied_everywhere(&self, capability: &str, version: i64) -> Result<(), String> {
         let deadline = Instant::now() + self.settings.acks_within;
         let alive = self.settings.alive_within;
         loop {

@@ -99,14 +99,18 @@ impl Movable {
 pub enum Step {
     /// Recorded; nothing changed yet.
     Started,
+    /// The new owner answers `/readyz`.
+    Ready,
+    /// The stream back into the old owner has its slot (before the new owner can take a
+    /// write, and before the hold, so that creating it does not lengthen the pause).
+    ReverseReady,
     /// Every router holds the capability's writes.
     Held,
     /// The old owner's database refuses its writes; the cut is known.
     Fenced,
-    /// The stream into the new owner has applied past the cut (and its sequences moved on).
+    /// The stream into the new owner has applied past the cut, and the new owner's sequences
+    /// are past the old owner's.
     CaughtUp,
-    /// The stream back into the old owner has its slot at the cut.
-    ReverseReady,
     /// The new owner's database admits its writes. From here the flip finishes; it is never
     /// undone.
     Granted,
@@ -114,43 +118,41 @@ pub enum Step {
     Released,
 }
 
+const STEPS: [Step; 8] = [
+    Step::Started,
+    Step::Ready,
+    Step::ReverseReady,
+    Step::Held,
+    Step::Fenced,
+    Step::CaughtUp,
+    Step::Granted,
+    Step::Released,
+];
+
 impl Step {
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Started => "started",
+            Step::Ready => "ready",
+            Step::ReverseReady => "reverse_ready",
             Step::Held => "held",
             Step::Fenced => "fenced",
             Step::CaughtUp => "caught_up",
-            Step::ReverseReady => "reverse_ready",
             Step::Granted => "granted",
             Step::Released => "released",
         }
     }
 
     pub fn parse(text: &str) -> Option<Step> {
-        [
-            Step::Started,
-            Step::Held,
-            Step::Fenced,
-            Step::CaughtUp,
-            Step::ReverseReady,
-            Step::Granted,
-            Step::Released,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        STEPS.into_iter().find(|s| s.as_str() == text)
     }
 
     /// The step after this one: the one that failed when this is the last one recorded.
     pub fn next(self) -> Step {
-        match self {
-            Step::Started => Step::Held,
-            Step::Held => Step::Fenced,
-            Step::Fenced => Step::CaughtUp,
-            Step::CaughtUp => Step::ReverseReady,
-            Step::ReverseReady => Step::Granted,
-            Step::Granted | Step::Released => Step::Released,
-        }
+        STEPS
+            .into_iter()
+            .find(|s| *s > self)
+            .unwrap_or(Step::Released)
     }
 }
 

@@ -289,15 +289,16 @@ async fn back_with_the_monolith(stack: &Stack, answer: &serde_json::Value, step:
         ),
     );
     assert_eq!(slots, 0);
+    let name = format!("After the undo at {step}");
     let created = stack
         .front(2)
-        .post("/catalog/artists", json!({"name": "After the undo"}))
+        .post("/catalog/artists", json!({"name": name}))
         .await;
     created.ok(201);
     assert_eq!(
         count_in(
             stack.monolith.db.url(),
-            "SELECT count(*) AS n FROM catalog.artists WHERE name = 'After the undo'"
+            &format!("SELECT count(*) AS n FROM catalog.artists WHERE name = '{name}'")
         ),
         1
     );
@@ -305,31 +306,55 @@ async fn back_with_the_monolith(stack: &Stack, answer: &serde_json::Value, step:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flip_whose_stream_cannot_catch_up_in_time_gives_the_writes_back() {
-    let mut stack = Stack::spawn(Settings {
+    let stack = Stack::spawn(Settings {
         catch_up: Duration::from_millis(300),
+        streams_within: Duration::from_millis(500),
+        // Time to stop the stream between the flip's checks and its catch-up.
+        step_pause: Duration::from_secs(1),
         ..Settings::default()
     })
     .await;
     stack.front(0).create_artist("Before").await;
-    // Nothing carries the monolith's changes to the service now: the cut is never reached.
-    stack.unfollow().await;
+    // The stream runs when the flip checks it, and stops before the cut: nothing carries the
+    // monolith's last writes to the service.
+    let stop_the_stream = async {
+        eventually(PATIENCE, "the flip to prepare the stream back", || async {
+            let state = stack.status(1, "catalog").await;
+            (state["flips"][0]["step"] == "reverse_ready").then_some(())
+        })
+        .await;
+        stack.unfollow().await;
+    };
     let started = Instant::now();
-    let (status, answer) = stack.flip(0, "catalog", "cutover").await;
+    let ((status, answer), ()) = tokio::join!(stack.flip(0, "catalog", "cutover"), stop_the_stream);
     assert_eq!(status, 409, "{answer}");
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(15),
         "the wait is bounded"
     );
     back_with_the_monolith(&stack, &answer, "caught_up").await;
+
+    // No stream at all: refused before anything changes.
+    let (status, answer) = stack.flip(1, "catalog", "cutover").await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(
+        answer["flip"]["cut_lsn"],
+        serde_json::Value::Null,
+        "{answer}"
+    );
+    back_with_the_monolith(&stack, &answer, "reverse_ready").await;
+
     // Once the stream runs again, the same command goes through.
     stack.follow().await;
-    let (status, answer) = stack.flip(1, "catalog", "cutover").await;
+    let (status, answer) = stack.flip(2, "catalog", "cutover").await;
     assert_eq!(
         (status, &answer["flip"]["outcome"]),
         (200, &json!("done")),
         "{answer}"
     );
     assert!(stack.admits("catalog", WriteOwner::Extracted));
+    let report = stack.verify("catalog", WriteOwner::Extracted).await;
+    assert!(report.equal(), "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,7 +370,7 @@ async fn a_flip_to_a_new_owner_that_is_down_gives_the_writes_back() {
             .contains("down"),
         "{answer}"
     );
-    back_with_the_monolith(&stack, &answer, "held").await;
+    back_with_the_monolith(&stack, &answer, "ready").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,7 @@ pub struct Stack {
     pub router_db: TestDb,
     pub migrations: Migrations,
     pub table: Arc<RouteTable>,
-    follower: Option<Follower>,
+    follower: tokio::sync::Mutex<Option<Follower>>,
 }
 
 /// A router's two listeners, bound before anything starts: the services reach each other
@@ -126,7 +126,7 @@ impl Stack {
             );
         }
         let table = Arc::new(table);
-        let mut stack = Stack {
+        let stack = Stack {
             monolith,
             catalog,
             wishlist,
@@ -134,14 +134,14 @@ impl Stack {
             router_db,
             migrations,
             table,
-            follower: None,
+            follower: tokio::sync::Mutex::new(None),
         };
         stack.follow().await;
         stack
     }
 
     /// Starts the streams (again): out of each capability's write owner.
-    pub async fn follow(&mut self) {
+    pub async fn follow(&self) {
         let pool = platform::build_pool(self.router_db.url(), platform::PoolConfig::default())
             .expect("router pool");
         let follower = follow::follow(
@@ -154,12 +154,12 @@ impl Stack {
             .streaming(PATIENCE)
             .await
             .expect("streams streaming");
-        self.follower = Some(follower);
+        *self.follower.lock().await = Some(follower);
     }
 
     /// Stops the streams (what a flip then waits for never comes).
-    pub async fn unfollow(&mut self) {
-        if let Some(f) = self.follower.take() {
+    pub async fn unfollow(&self) {
+        if let Some(f) = self.follower.lock().await.take() {
             f.stop().await;
         }
     }
