@@ -251,7 +251,10 @@ async fn owners(
                 .find(|c| c.name == m.capability)
                 .map(|c| c.write_owner)
                 .unwrap_or(WriteOwner::Legacy);
-            (m.capability.clone(), row.map(|r| r.owner).unwrap_or(configured))
+            (
+                m.capability.clone(),
+                row.map(|r| r.owner).unwrap_or(configured),
+            )
         })
         .collect())
 }
