@@ -306,7 +306,8 @@ class StepWatch:
             self.p.kill()
 
 
-STEPS = ["started", "held", "fenced", "caught_up", "reverse_ready", "granted", "released"]
+# The flip's steps in the order it records them (router/src/migrate/plan.rs, `Step`).
+STEPS = ["started", "ready", "reverse_ready", "held", "fenced", "caught_up", "granted", "released"]
 
 
 def fig_alive():
@@ -685,10 +686,11 @@ def main():
             if prev == "released":
                 parts[("released", "command exit")].append(f["end"] - t_prev)
         labels = {"started": "CLI start, request, flip lock, audit row",
-                  "held": "ready check, hold set, routers acked",
+                  "ready": "the new owner answers /readyz",
+                  "reverse_ready": "stream in seen running, stream back's slot made",
+                  "held": "hold set, routers acked",
                   "fenced": "old owner fenced",
                   "caught_up": "cut marker, stream applied past it, sequences",
-                  "reverse_ready": "stream back prepared (slot created)",
                   "granted": "new owner granted",
                   "released": "ownership set, routers acked, released",
                   "command exit": "audit finished, answer, CLI exit"}
