@@ -2,17 +2,112 @@
 //! for this cluster, and the file `fig replication status --config` reads. Which direction runs
 //! is the write owner's to say (`router::migrate::follow`).
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 use replication::config::{self, InitialCopy, Pipeline};
+use replication::metrics::PipelineMetrics;
+use tokio::sync::watch;
 
-/// The MusicCorp pipelines for a cluster's databases.
-pub fn musiccorp(monolith: &str, catalog: &str, wishlist: &str) -> anyhow::Result<Vec<Pipeline>> {
-    Ok(config::parse(config::MUSICCORP, |name| match name {
-        "FIG_MONOLITH_DATABASE_URL" => Some(monolith.to_string()),
-        "FIG_CATALOG_DATABASE_URL" => Some(catalog.to_string()),
-        "FIG_WISHLIST_DATABASE_URL" => Some(wishlist.to_string()),
-        _ => None,
+/// The stack's databases, by role.
+pub struct Databases {
+    pub monolith: String,
+    pub catalog: String,
+    pub wishlist: String,
+    pub reporting: String,
+}
+
+impl Databases {
+    /// The `${NAME}`s of the shipped pipeline files.
+    fn lookup(&self, name: &str) -> Option<String> {
+        match name {
+            "FIG_MONOLITH_DATABASE_URL" => Some(self.monolith.clone()),
+            "FIG_CATALOG_DATABASE_URL" => Some(self.catalog.clone()),
+            "FIG_WISHLIST_DATABASE_URL" => Some(self.wishlist.clone()),
+            "FIG_REPORTING_DATABASE_URL" => Some(self.reporting.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// The MusicCorp pipelines (monolith -> services) for a cluster's databases.
+pub fn musiccorp(databases: &Databases) -> anyhow::Result<Vec<Pipeline>> {
+    Ok(config::parse(config::MUSICCORP, |name| {
+        databases.lookup(name)
     })?)
+}
+
+/// The reporting database's feeds (docs/reporting.md).
+pub fn reporting(databases: &Databases) -> anyhow::Result<Vec<Pipeline>> {
+    Ok(config::parse(config::REPORTING, |name| {
+        databases.lookup(name)
+    })?)
+}
+
+/// Pipelines running in this process, each until stopped.
+pub struct Running {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    metrics: Vec<Arc<PipelineMetrics>>,
+}
+
+/// Starts `pipelines`, each on a task of its own; one that fails says so and stays stopped.
+pub fn start(pipelines: &[Pipeline]) -> Running {
+    let (stop, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut metrics = Vec::new();
+    for p in pipelines {
+        let m = PipelineMetrics::new(&p.name);
+        let (p, rx, task_metrics) = (p.clone(), rx.clone(), m.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = replication::pipeline::run(&p, rx, task_metrics).await {
+                tracing::error!(pipeline = %p.name, error = %e, "replication pipeline stopped");
+                eprintln!("fig: replication pipeline {} stopped: {e}", p.name);
+            }
+        }));
+        metrics.push(m);
+    }
+    Running {
+        stop,
+        tasks,
+        metrics,
+    }
+}
+
+impl Running {
+    /// Waits until every pipeline streams (its initial copy done), up to `limit`.
+    pub async fn streaming(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        for (m, task) in self.metrics.iter().zip(&self.tasks) {
+            while m.phase() != "streaming" {
+                if task.is_finished() {
+                    anyhow::bail!("replication pipeline {} stopped before streaming", m.name);
+                }
+                if Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "replication pipeline {} is still {} after {limit:?}",
+                        m.name,
+                        m.phase()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn metrics(&self) -> &[Arc<PipelineMetrics>] {
+        &self.metrics
+    }
+
+    /// Stops every pipeline cleanly (what is applied stays applied).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 /// The pipeline file, for `fig replication status|verify --config` (not `run`: `fig up` runs

@@ -78,6 +78,11 @@ const MONOLITH_DB: &str = "monolith";
 const CATALOG_DB: &str = "catalog";
 const WISHLIST_DB: &str = "wishlist";
 const ROUTER_DB: &str = "router";
+const REPORTING_DB: &str = "reporting";
+
+/// The reporting database's schema (docs/reporting.md).
+const REPORTING_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../migrations/reporting");
 
 /// Bound listeners, so every printed URL already answers.
 struct Listeners {
@@ -131,12 +136,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         (CATALOG_DB, "catalog"),
         (WISHLIST_DB, "wishlist"),
         (ROUTER_DB, "router"),
+        (REPORTING_DB, "reporting"),
     ] {
         cluster.create_database(db)?;
         let migrated = match db {
             MONOLITH_DB => cluster.migrate(db, monolith::MIGRATIONS),
             CATALOG_DB => cluster.migrate(db, catalog_service::MIGRATIONS),
             WISHLIST_DB => cluster.migrate(db, wishlist_service::MIGRATIONS),
+            REPORTING_DB => cluster.migrate(db, REPORTING_MIGRATIONS),
             _ => cluster.migrate(db, router::store::MIGRATIONS),
         };
         migrated.with_context(|| format!("migrating the {what} database"))?;
@@ -146,11 +153,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // (after a cutover, the reverse ones carry the services' writes back): run in `serve` in the
     // direction each capability's write owner says, written down here for
     // `fig replication status --config`.
-    let pipelines = replicate::musiccorp(
-        &cluster.url(MONOLITH_DB),
-        &cluster.url(CATALOG_DB),
-        &cluster.url(WISHLIST_DB),
-    )?;
+    let databases = replicate::Databases {
+        monolith: cluster.url(MONOLITH_DB),
+        catalog: cluster.url(CATALOG_DB),
+        wishlist: cluster.url(WISHLIST_DB),
+        reporting: cluster.url(REPORTING_DB),
+    };
+    let pipelines = replicate::musiccorp(&databases)?;
+    let reporting = replicate::reporting(&databases)?;
     let config_dir = tempfile::Builder::new()
         .prefix("fig-replication-")
         .tempdir()
@@ -158,6 +168,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let both: Vec<replication::config::Pipeline> = pipelines
         .iter()
         .flat_map(|p| [p.clone(), p.reversed()])
+        .chain(reporting.iter().cloned())
         .collect();
     let config_file = replicate::write_config(config_dir.path(), &both)?;
     ensure_toggles(&cluster, args.cutover)?;
@@ -212,6 +223,15 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         "     fig replication status --config {}",
         config_file.display()
     );
+    println!(
+        "  reporting  {} (query the reporting_v1 schema; fed by {})",
+        cluster.url(REPORTING_DB),
+        reporting
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("Try: curl '{}/catalog/albums?limit=3'", urls.router);
     println!(
         "     fig toggle --admin-url {} --token {token} enable catalog.reads --reason demo",
@@ -222,7 +242,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         urls.admin
     );
 
-    let served = serve(&cluster, listeners, &args, &urls, token, &pipelines);
+    let served = serve(
+        &cluster, listeners, &args, &urls, token, &pipelines, &reporting,
+    );
     // Stop PostgreSQL even when serving failed.
     let stopped = cluster.stop().context("stopping PostgreSQL");
     served?;
@@ -307,6 +329,7 @@ fn serve(
     urls: &Urls,
     token: String,
     pipelines: &[replication::config::Pipeline],
+    reporting: &[replication::config::Pipeline],
 ) -> anyhow::Result<()> {
     let pool = |db: &str| platform::build_pool(&cluster.url(db), PoolConfig::default());
     let (monolith_pool, catalog_pool, wishlist_pool) =
@@ -379,11 +402,19 @@ fn serve(
             .streaming(limit)
             .await
             .map_err(anyhow::Error::msg)?;
+        // The reporting database's feeds run always, each out of its own source.
+        let reports = replicate::start(reporting);
+        reports.streaming(limit).await?;
         listeners.replication_metrics.set_nonblocking(true)?;
         let metrics_listener = tokio::net::TcpListener::from_std(listeners.replication_metrics)?;
         let metrics_server = tokio::spawn(replication::metrics::serve(
             metrics_listener,
-            replicating.metrics().to_vec(),
+            replicating
+                .metrics()
+                .iter()
+                .chain(reports.metrics())
+                .cloned()
+                .collect(),
         ));
         eprintln!("fig: replication streaming");
         let router =
@@ -411,6 +442,7 @@ fn serve(
         }
         metrics_server.abort();
         replicating.stop().await;
+        reports.stop().await;
         anyhow::Ok(())
     })
 }

@@ -1053,3 +1053,114 @@ fn a_read_right_after_a_write_counts_as_transient_and_a_defect_on_the_route_as_r
     stack.signal(Signal::SIGINT);
     assert!(stack.wait(Duration::from_secs(60)).success());
 }
+
+/// A query's rows as one sorted text, on `url`.
+fn sorted_rows(url: &str, sql: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = replication::source::connect(url).await.expect("connect");
+        client
+            .query_one(
+                &format!(
+                    "SELECT coalesce(string_agg(r::text, E'\\n' ORDER BY r::text), '') \
+                     FROM ({sql}) r"
+                ),
+                &[],
+            )
+            .await
+            .expect("query")
+            .get(0)
+    })
+}
+
+#[test]
+fn the_reporting_database_answers_as_the_sources_after_writes_through_the_router() {
+    let stack = Stack::start(&[]);
+    let (router, reporting, monolith_db) = (
+        stack.value("router"),
+        stack.value("reporting"),
+        stack.value("postgres"),
+    );
+    let (status, customer) = post(
+        &format!("{router}/customers"),
+        serde_json::json!({"name": "Analyst's Customer", "email": "reported@example.com"}),
+    );
+    assert_eq!(status, 201, "{customer}");
+    let customer = customer["id"].as_i64().unwrap();
+    for album in 1..=3 {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let status = rt.block_on(async {
+            reqwest::Client::new()
+                .put(format!("{router}/wishlists/{customer}/items/{album}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert!(status.is_success(), "{status}");
+    }
+    let (status, order) = post(
+        &format!("{router}/orders"),
+        serde_json::json!({"customer_id": customer, "lines": [
+            {"album_id": 1, "quantity": 2}, {"album_id": 2, "quantity": 1}]}),
+    );
+    assert_eq!(status, 201, "{order}");
+
+    // Each reporting_v1 relation, and the same figures computed on the monolith's own tables.
+    let checks = [
+        (
+            "SELECT artist_id, artist_name, day, currency, units, revenue_cents \
+             FROM reporting_v1.sales_by_artist_day",
+            "SELECT al.artist_id, a.name, (o.placed_at AT TIME ZONE 'UTC')::date, o.currency, \
+                    sum(l.quantity)::bigint, sum(l.quantity * l.unit_price_cents)::bigint \
+               FROM orders.orders o JOIN orders.order_lines l ON l.order_id = o.id \
+               LEFT JOIN catalog.albums al ON al.id = l.album_id \
+               LEFT JOIN catalog.artists a ON a.id = al.artist_id \
+              WHERE o.status = 'placed' GROUP BY 1, 2, 3, 4",
+        ),
+        (
+            "SELECT album_id, wishes, stock FROM reporting_v1.most_wished_albums",
+            "SELECT w.album_id, count(*)::bigint, al.stock FROM wishlist.items w \
+               LEFT JOIN catalog.albums al ON al.id = w.album_id GROUP BY 1, 3",
+        ),
+        (
+            "SELECT customer_id, name, currency, orders, revenue_cents \
+             FROM reporting_v1.customer_lifetime_value",
+            "SELECT o.customer_id, c.name, o.currency, count(*)::bigint, sum(o.total_cents)::bigint \
+               FROM orders.orders o LEFT JOIN customers.customers c ON c.id = o.customer_id \
+              WHERE o.status = 'placed' GROUP BY 1, 2, 3",
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (view, reference) in checks {
+        let expected = sorted_rows(&monolith_db, reference);
+        assert!(!expected.is_empty(), "{reference}");
+        loop {
+            let got = sorted_rows(&reporting, view);
+            if got == expected {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{view}:\n{got}\n!=\n{expected}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The new customer is there, with the order just placed.
+    assert_eq!(
+        sorted_rows(
+            &reporting,
+            &format!(
+                "SELECT orders FROM reporting_v1.customer_lifetime_value \
+                 WHERE customer_id = {customer}"
+            )
+        ),
+        "(1)"
+    );
+    stack.signal(Signal::SIGINT);
+    assert!(stack.wait(Duration::from_secs(60)).success());
+}

@@ -8,6 +8,8 @@ use serde::Deserialize;
 /// The MusicCorp defaults: monolith catalog tables → catalog database, monolith wishlist
 /// tables → wishlist database.
 pub const MUSICCORP: &str = include_str!("../config/musiccorp.toml");
+/// MusicCorp's reporting database's feeds: every source's tables into its `raw_*` schemas.
+pub const REPORTING: &str = include_str!("../config/reporting.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -429,6 +431,35 @@ mod tests {
             pipelines[0].tables[1].target_name().to_string(),
             "catalog.albums"
         );
+    }
+
+    #[test]
+    fn the_reporting_feeds_parse_and_skip_the_echoes() {
+        let pipelines = parse(REPORTING, env).unwrap();
+        let names: Vec<&str> = pipelines.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["reporting_monolith", "reporting_catalog", "reporting_wishlist"]
+        );
+        for p in &pipelines {
+            assert_eq!(p.target, "postgresql://x/fig_reporting_database_url");
+            for t in &p.tables {
+                assert_eq!(
+                    t.target_name().to_string(),
+                    format!("raw_{}", t.source),
+                    "{}",
+                    p.name
+                );
+            }
+        }
+        // Every other stream out of a source is an echo to skip: the services copy nothing.
+        assert_eq!(
+            pipelines[0].skip_origins_of,
+            ["catalog_reverse", "wishlist_reverse"]
+        );
+        assert_eq!(pipelines[1].skip_origins_of, ["catalog"]);
+        assert_eq!(pipelines[1].initial_copy, InitialCopy::None);
+        assert_eq!(pipelines[2].skip_origins_of, ["wishlist"]);
     }
 
     #[test]
