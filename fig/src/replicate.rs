@@ -45,6 +45,19 @@ pub fn reporting(databases: &Databases) -> anyhow::Result<Vec<Pipeline>> {
     })?)
 }
 
+/// Computes the reporting database's aggregates from its raw tables (ADR 0015): the initial
+/// copy into them skips the triggers that keep the aggregates afterwards.
+pub async fn rebuild_reports(reporting_url: &str) -> anyhow::Result<()> {
+    let client = replication::source::connect(reporting_url)
+        .await
+        .context("connecting to the reporting database")?;
+    client
+        .batch_execute("SELECT reporting_agg.rebuild()")
+        .await
+        .context("rebuilding the reporting aggregates")?;
+    Ok(())
+}
+
 /// Pipelines running in this process, each until stopped.
 pub struct Running {
     stop: watch::Sender<bool>,

@@ -366,7 +366,7 @@ fn serve(
     table.set_upstream("monolith", &urls.monolith)?;
     table.set_upstream("catalog", &urls.catalog)?;
     table.set_upstream("wishlist", &urls.wishlist)?;
-    let migrations = router::migrate::Migrations::from_pipelines(pipelines);
+    let migrations = router::migrate::Migrations::from_pipelines(pipelines).with_feeds(reporting);
     let router_config = router::run::Config {
         listen: listeners.router.local_addr()?,
         admin_listen: listeners.admin.local_addr()?,
@@ -405,6 +405,9 @@ fn serve(
         // The reporting database's feeds run always, each out of its own source.
         let reports = replicate::start(reporting);
         reports.streaming(limit).await?;
+        if let Some(feed) = reporting.first() {
+            replicate::rebuild_reports(&feed.target).await?;
+        }
         listeners.replication_metrics.set_nonblocking(true)?;
         let metrics_listener = tokio::net::TcpListener::from_std(listeners.replication_metrics)?;
         let metrics_server = tokio::spawn(replication::metrics::serve(

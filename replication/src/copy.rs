@@ -105,6 +105,12 @@ async fn copy_table(
         .await
         .map_err(target("connecting for the initial copy"))?;
     act_as_replica(&to).await;
+    // Marks the session as a bulk load, for triggers on the target that want to tell it from
+    // changes: the reporting database's skip it and rebuild their aggregates once it is done
+    // (loads of related tables run side by side, each seeing none of the others' rows).
+    to.batch_execute("SET fig.copying = on")
+        .await
+        .map_err(target("marking the session as a copy"))?;
     // The load need not wait for the target's disk at its commit (PostgreSQL's own table sync
     // commits the same way). The pipeline is marked `streaming` only after every load has
     // committed, and the target's WAL survives a crash only as a prefix: a target that kept

@@ -34,10 +34,11 @@ pub const ENV_UNLEASH_POLL_MS: &str = "ROUTER_UNLEASH_POLL_MS";
 pub const ENV_RECORD_FILE: &str = "ROUTER_RECORD_FILE";
 /// ...this many out of every hundred (default 10).
 pub const ENV_RECORD_PERCENT: &str = "ROUTER_RECORD_PERCENT";
-/// A replication pipeline file (the `fig replication` format, `${VAR}`s from the environment)
-/// whose pipelines, each named like a capability of the route table, copy that capability from
-/// the monolith's database to its service's: with it, this instance can flip the capability's
-/// write ownership (`/admin/migrations`).
+/// A replication pipeline file (the `fig replication` format, `${VAR}`s from the environment):
+/// the pipelines named like a capability of the route table copy it from the monolith's database
+/// to its service's, and with them this instance can flip the capability's write ownership
+/// (`/admin/migrations`); the others are feeds out of those databases (the reporting database's)
+/// that a flip waits for too.
 pub const ENV_MIGRATIONS: &str = "ROUTER_MIGRATIONS";
 /// How long a flip waits for the stream into the new owner to pass the cut (default 1000).
 pub const ENV_FLIP_CATCH_UP_MS: &str = "ROUTER_FLIP_CATCH_UP_MS";
@@ -58,16 +59,16 @@ fn migrations(
     let text = read_file(path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
     let pipelines = replication::config::parse(&text, |name| lookup(name))
         .map_err(|e| invalid(format!("{path}: {e}")))?;
-    if let Some(stray) = pipelines
-        .iter()
-        .find(|p| !table.capabilities.iter().any(|c| c.name == p.name))
-    {
+    // Pipelines named like a capability move it; the others are feeds the flip waits for.
+    let (movable, feeds): (Vec<_>, Vec<_>) = pipelines
+        .into_iter()
+        .partition(|p| table.capabilities.iter().any(|c| c.name == p.name));
+    if movable.is_empty() {
         return Err(invalid(format!(
-            "{path}: pipeline {} names no capability of the route table",
-            stray.name
+            "{path}: no pipeline is named like a capability of the route table"
         )));
     }
-    let mut migrations = crate::migrate::Migrations::from_pipelines(&pipelines);
+    let mut migrations = crate::migrate::Migrations::from_pipelines(&movable).with_feeds(&feeds);
     migrations.settings.catch_up = platform::config::millis(
         lookup,
         ENV_FLIP_CATCH_UP_MS,
@@ -295,10 +296,18 @@ mod tests {
         let catalog = migrations.find("catalog").unwrap();
         assert_eq!(catalog.forward.target, "postgres://x/catalog");
         assert_eq!(migrations.settings.catch_up, Duration::from_millis(250));
-        let stray = "[[pipelines]]\nname = \"orders\"\nsource = \"postgres://x/m\"\n\
+        let feed = "[[pipelines]]\nname = \"orders\"\nsource = \"postgres://x/m\"\n\
                      target = \"postgres://x/o\"\n[[pipelines.tables]]\nsource = \"orders.orders\"\n";
-        let e = from_lookup(lookup, file(stray)).unwrap_err().to_string();
-        assert!(e.contains(ENV_MIGRATIONS) && e.contains("orders"), "{e}");
+        let e = from_lookup(lookup, file(feed)).unwrap_err().to_string();
+        assert!(
+            e.contains(ENV_MIGRATIONS) && e.contains("capability"),
+            "{e}"
+        );
+        let both: &'static str = Box::leak(format!("{good}{feed}").into_boxed_str());
+        let (config, _) = from_lookup(lookup, file(both)).unwrap();
+        let migrations = config.migrations.unwrap();
+        assert_eq!(migrations.movable.len(), 1);
+        assert_eq!(migrations.feeds[0].name, "orders");
         assert!(load(&[]).unwrap().0.migrations.is_none());
     }
 

@@ -58,6 +58,9 @@ impl Default for Settings {
 #[derive(Debug, Clone, Default)]
 pub struct Migrations {
     pub movable: Vec<Movable>,
+    /// Other streams out of the two sides' databases (the reporting database's feeds): a flip
+    /// also waits for those carrying its capability out of the old owner to pass the cut.
+    pub feeds: Vec<replication::config::Pipeline>,
     pub settings: Settings,
 }
 
@@ -73,8 +76,15 @@ impl Migrations {
                     forward: p.clone(),
                 })
                 .collect(),
+            feeds: Vec::new(),
             settings: Settings::default(),
         }
+    }
+
+    /// With these feeds (see [`Migrations::feeds`]).
+    pub fn with_feeds(mut self, feeds: &[replication::config::Pipeline]) -> Migrations {
+        self.feeds = feeds.to_vec();
+        self
     }
 
     pub fn find(&self, capability: &str) -> Option<&Movable> {

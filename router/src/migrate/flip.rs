@@ -305,6 +305,11 @@ impl Flipper {
 
         // The old owner's sequences are final once it is fenced: the new owner's move past them
         // while the stream catches up.
+        // Every stream out of the old owner that carries the capability must pass the cut: the
+        // one into the new owner, and the feeds (a change the new owner makes must not overtake
+        // one the old owner made where both arrive).
+        let mut waited = vec![&into_new];
+        waited.extend(movable.feeds_out_of(direction.from(), &self.migrations.feeds));
         let catch_up = Instant::now();
         let (applied, sequences) = tokio::join!(
             async {
@@ -312,21 +317,27 @@ impl Flipper {
                     .await
                     .map_err(|e| format!("writing the cut marker: {e}"))?;
                 let goal = marker.max(fenced.cut.0);
-                ops::wait_applied(&into_new, goal, self.settings.catch_up)
-                    .await
-                    .map(|applied| (applied, goal))
-                    .map_err(|e| e.to_string())
+                let waits = waited
+                    .iter()
+                    .map(|stream| ops::wait_applied(stream, goal, self.settings.catch_up));
+                let applied = futures_util::future::join_all(waits).await;
+                let mut behind = Vec::new();
+                for (stream, applied) in waited.iter().zip(applied) {
+                    if !applied.map_err(|e| e.to_string())? {
+                        behind.push(stream.name.as_str());
+                    }
+                }
+                Ok::<_, String>((behind.join(", "), goal))
             },
             ops::sync_sequences(&into_new),
         );
-        let (applied, goal) = applied.map_err(at(Step::CaughtUp))?;
+        let (behind, goal) = applied.map_err(at(Step::CaughtUp))?;
         timings.catch_up = Some(catch_up.elapsed());
-        if !applied {
+        if !behind.is_empty() {
             return Err(Failure {
                 step: Step::CaughtUp,
                 error: format!(
-                    "the stream {} did not apply past the cut {} within {:?}",
-                    into_new.name,
+                    "the stream {behind} did not apply past the cut {} within {:?}",
                     format_lsn(goal),
                     self.settings.catch_up
                 ),

@@ -84,6 +84,28 @@ impl Movable {
         }
     }
 
+    /// The feeds (streams to other databases, such as the reporting database's) that carry this
+    /// capability's tables out of `side`'s database: before the other side takes the writes,
+    /// they must have applied everything `side` accepted, or a change made after the flip could
+    /// overtake one made before it where both meet.
+    pub fn feeds_out_of<'a>(&self, side: WriteOwner, feeds: &'a [Pipeline]) -> Vec<&'a Pipeline> {
+        let stream = self.stream_while(side);
+        let tables: Vec<String> = stream
+            .tables
+            .iter()
+            .map(|t| t.source_name().to_string())
+            .collect();
+        feeds
+            .iter()
+            .filter(|f| f.source == stream.source)
+            .filter(|f| {
+                f.tables
+                    .iter()
+                    .any(|t| tables.contains(&t.source_name().to_string()))
+            })
+            .collect()
+    }
+
     /// [`Movable::stream_while`] as a flip prepares it: no copy, whatever the configuration says.
     pub fn stream_from_cut(&self, owner: WriteOwner) -> Pipeline {
         Pipeline {
@@ -253,6 +275,34 @@ mod tests {
             m.stream_while(WriteOwner::Extracted).name,
             "catalog_reverse"
         );
+    }
+
+    #[test]
+    fn the_feeds_a_flip_waits_for_carry_the_capability_out_of_the_old_owner() {
+        let m = movable();
+        let feeds: Vec<Pipeline> = replication::config::parse(
+            "[[pipelines]]\nname = \"reporting_monolith\"\nsource = \"postgres://m/monolith\"\n\
+             target = \"postgres://r/reporting\"\n\
+             [[pipelines.tables]]\nsource = \"orders.orders\"\n\
+             [[pipelines.tables]]\nsource = \"catalog.albums\"\ntarget = \"raw_catalog.albums\"\n\
+             [[pipelines]]\nname = \"reporting_catalog\"\nsource = \"postgres://c/catalog\"\n\
+             target = \"postgres://r/reporting\"\n\
+             [[pipelines.tables]]\nsource = \"catalog.albums\"\ntarget = \"raw_catalog.albums\"\n\
+             [[pipelines]]\nname = \"orders_only\"\nsource = \"postgres://m/monolith\"\n\
+             target = \"postgres://r/reporting\"\n\
+             [[pipelines.tables]]\nsource = \"orders.orders\"\n",
+            |_| None,
+        )
+        .unwrap();
+        let names = |side| -> Vec<String> {
+            m.feeds_out_of(side, &feeds)
+                .iter()
+                .map(|f| f.name.clone())
+                .collect()
+        };
+        assert_eq!(names(WriteOwner::Legacy), ["reporting_monolith"]);
+        assert_eq!(names(WriteOwner::Extracted), ["reporting_catalog"]);
+        assert!(m.feeds_out_of(WriteOwner::Legacy, &[]).is_empty());
     }
 
     #[test]

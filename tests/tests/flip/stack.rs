@@ -98,6 +98,7 @@ impl Stack {
                     },
                 })
                 .collect(),
+            feeds: Vec::new(),
             settings,
         };
         let mut table = RouteTable::musiccorp();

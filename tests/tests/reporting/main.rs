@@ -262,6 +262,47 @@ fn the_aggregates_equal_a_recomputation_after_every_change_for_several_seeds() {
     }
 }
 
+#[test]
+fn after_a_bulk_copy_the_aggregates_are_rebuilt_and_kept_from_there() {
+    let db = TestDb::new("reporting_copy", MIGRATIONS);
+    let mut copy = PgConnection::establish(db.url()).unwrap();
+    // The engine's initial copy: a session marked as such, related tables in separate
+    // transactions, triggers skipping it all.
+    copy.batch_execute("SET session_replication_role = replica; SET fig.copying = on")
+        .unwrap();
+    let mut rng = Rng(99);
+    let mut known = Known::default();
+    for _ in 0..200 {
+        let sql = transaction(&mut rng, &mut known);
+        copy.batch_execute(&format!("BEGIN; {sql} COMMIT;"))
+            .unwrap();
+    }
+    let (view, reference) = CHECKS[0];
+    assert_eq!(
+        rows(&mut copy, view),
+        "",
+        "the copy left the aggregates alone"
+    );
+    let mut conn = PgConnection::establish(db.url()).unwrap();
+    conn.batch_execute("SELECT reporting_agg.rebuild(); SET session_replication_role = replica")
+        .unwrap();
+    for step in 0..200 {
+        let sql = transaction(&mut rng, &mut known);
+        conn.batch_execute(&format!("BEGIN; {sql} COMMIT;"))
+            .unwrap();
+        if step % 50 == 0 || step == 199 {
+            for (view, reference) in CHECKS {
+                assert_eq!(
+                    rows(&mut conn, view),
+                    rows(&mut conn, reference),
+                    "step {step}"
+                );
+            }
+        }
+    }
+    assert!(!rows(&mut conn, reference).is_empty());
+}
+
 /// `reporting_v1` is a public API: its relations, columns and types, as analysts' queries see
 /// them. A change here breaks someone's query: make it additive (update this list) or put it in
 /// `reporting_v2`.
