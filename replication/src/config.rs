@@ -439,7 +439,11 @@ mod tests {
         let names: Vec<&str> = pipelines.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(
             names,
-            ["reporting_monolith", "reporting_catalog", "reporting_wishlist"]
+            [
+                "reporting_monolith",
+                "reporting_catalog",
+                "reporting_wishlist"
+            ]
         );
         for p in &pipelines {
             assert_eq!(p.target, "postgresql://x/fig_reporting_database_url");
