@@ -411,3 +411,108 @@ async fn flips_back_to_back_each_find_their_stream_and_lose_nothing() {
         5
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_reporting_database_counts_each_change_once_across_flips() {
+    let stack = Stack::spawn_with_reporting(Settings {
+        catch_up: Duration::from_secs(5),
+        ..Settings::default()
+    })
+    .await;
+    let fixture = Arc::new(fixture(&stack.front(0)).await);
+    let log = Arc::new(Log::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for worker in 0..4u64 {
+        clients.push(tokio::spawn(load::client(
+            worker,
+            stack.front(worker as usize),
+            fixture.clone(),
+            log.clone(),
+            stop.clone(),
+        )));
+    }
+    for (i, (capability, direction)) in [
+        ("wishlist", "cutover"),
+        ("catalog", "cutover"),
+        ("wishlist", "rollback"),
+        ("wishlist", "cutover"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        more_writes(&log, 30).await;
+        let (status, answer) = stack.flip(i, capability, direction).await;
+        assert_eq!(status, 200, "{capability} {direction}: {answer}");
+        assert_eq!(answer["flip"]["outcome"], "done", "{answer}");
+    }
+    more_writes(&log, 30).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let unexpected = log.unexpected.lock().unwrap().clone();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+    let monolith_db = stack.monolith.db.url().to_string();
+    eventually(PATIENCE, "the outbox to drain", || async {
+        (count_in(&monolith_db, "SELECT count(*) AS n FROM orders.outbox") == 0).then_some(())
+    })
+    .await;
+    // Every feed has applied everything its source has.
+    let reporting = stack.reporting.as_ref().unwrap().db.url().to_string();
+    for feed in &stack.migrations.feeds {
+        assert!(
+            replication::ops::caught_up(feed, PATIENCE).await.unwrap(),
+            "{}",
+            feed.name
+        );
+    }
+    // The raw copies equal the owners' tables, each row once: the wishlist service's wishes
+    // (it owns them now), the monolith's orders.
+    let wishes = "SELECT customer_id, album_id FROM wishlist.items";
+    assert_eq!(
+        texts(
+            &reporting,
+            &format!(
+                "SELECT r::text AS t FROM (SELECT customer_id, album_id FROM raw_wishlist.items ORDER BY 1, 2) r"
+            )
+        ),
+        texts(
+            stack.wishlist.db.url(),
+            &format!("SELECT r::text AS t FROM ({wishes} ORDER BY 1, 2) r")
+        ),
+    );
+    // And the reports answer as the sources: wishes per album from the wishlist service, sales
+    // from the monolith's orders.
+    assert_eq!(
+        texts(
+            &reporting,
+            "SELECT r::text AS t FROM (SELECT album_id, wishes FROM reporting_v1.most_wished_albums ORDER BY 1) r"
+        ),
+        texts(
+            stack.wishlist.db.url(),
+            "SELECT r::text AS t FROM (SELECT album_id, count(*) FROM wishlist.items GROUP BY 1 ORDER BY 1) r"
+        ),
+    );
+    assert_eq!(
+        texts(
+            &reporting,
+            "SELECT r::text AS t FROM (SELECT customer_id, orders, revenue_cents \
+             FROM reporting_v1.customer_lifetime_value ORDER BY 1) r"
+        ),
+        texts(
+            &monolith_db,
+            "SELECT r::text AS t FROM (SELECT customer_id, count(*), sum(total_cents) \
+             FROM orders.orders WHERE status = 'placed' GROUP BY 1 ORDER BY 1) r"
+        ),
+    );
+    let sold = "SELECT sum(units)::text AS t FROM reporting_v1.sales_by_artist_day";
+    assert_eq!(
+        texts(&reporting, sold),
+        texts(
+            &monolith_db,
+            "SELECT sum(l.quantity)::text AS t FROM orders.order_lines l \
+             JOIN orders.orders o ON o.id = l.order_id WHERE o.status = 'placed'"
+        ),
+    );
+}

@@ -26,7 +26,24 @@ pub struct Stack {
     pub migrations: Migrations,
     pub table: Arc<RouteTable>,
     follower: tokio::sync::Mutex<Option<Follower>>,
+    /// The reporting database and its feeds, when asked for.
+    pub reporting: Option<Reporting>,
 }
+
+/// The reporting database fed from the monolith and the services, as `fig up` runs it.
+pub struct Reporting {
+    pub db: TestDb,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Reporting {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+const REPORTING_MIGRATIONS: diesel_migrations::EmbeddedMigrations =
+    diesel_migrations::embed_migrations!("../migrations/reporting");
 
 /// A router's two listeners, bound before anything starts: the services reach each other
 /// through the routers, so their URLs come first.
@@ -46,6 +63,15 @@ impl Stack {
     /// Everything up, the streams copying the monolith's data into the services, the monolith
     /// owning both capabilities' writes.
     pub async fn spawn(settings: router::migrate::Settings) -> Stack {
+        Stack::start(settings, false).await
+    }
+
+    /// With the reporting database and its feeds; a flip waits for the feeds too.
+    pub async fn spawn_with_reporting(settings: router::migrate::Settings) -> Stack {
+        Stack::start(settings, true).await
+    }
+
+    async fn start(settings: router::migrate::Settings, reporting: bool) -> Stack {
         let bound: Vec<Bound> = (0..3).map(|_| bound()).collect();
         let front = bound[0].base.clone();
         let movable = |url: &str| Backend::Movable {
@@ -87,7 +113,37 @@ impl Stack {
                 _ => None,
             })
             .expect("the MusicCorp pipelines");
+        let reporting_db = reporting.then(|| TestDb::new("reporting", REPORTING_MIGRATIONS));
+        let feeds: Vec<replication::config::Pipeline> = match &reporting_db {
+            None => Vec::new(),
+            Some(db) => {
+                replication::config::parse(replication::config::REPORTING, |name| match name {
+                    "FIG_MONOLITH_DATABASE_URL" => Some(monolith.db.url().to_string()),
+                    "FIG_CATALOG_DATABASE_URL" => Some(catalog.db.url().to_string()),
+                    "FIG_WISHLIST_DATABASE_URL" => Some(wishlist.db.url().to_string()),
+                    "FIG_REPORTING_DATABASE_URL" => Some(db.url().to_string()),
+                    _ => None,
+                })
+                .expect("the reporting feeds")
+                .into_iter()
+                .map(|p| replication::config::Pipeline {
+                    name: format!("{}_{unique}", p.name),
+                    // The streams they skip are named like this test's.
+                    skip_origins_of: p
+                        .skip_origins_of
+                        .iter()
+                        .map(|s| match s.strip_suffix("_reverse") {
+                            Some(forward) => format!("{forward}_{unique}_reverse"),
+                            None => format!("{s}_{unique}"),
+                        })
+                        .collect(),
+                    ..p
+                })
+                .collect()
+            }
+        };
         let migrations = Migrations {
+            feeds: feeds.clone(),
             movable: pipelines
                 .into_iter()
                 .map(|p| Movable {
@@ -98,7 +154,6 @@ impl Stack {
                     },
                 })
                 .collect(),
-            feeds: Vec::new(),
             settings,
         };
         let mut table = RouteTable::musiccorp();
@@ -136,9 +191,33 @@ impl Stack {
             migrations,
             table,
             follower: tokio::sync::Mutex::new(None),
+            reporting: None,
         };
         stack.follow().await;
-        stack
+        let Some(db) = reporting_db else {
+            return stack;
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut metrics = Vec::new();
+        for feed in feeds {
+            let m = replication::metrics::PipelineMetrics::new(&feed.name);
+            metrics.push(m.clone());
+            let stopped = stopped.clone();
+            tokio::spawn(async move { replication::pipeline::run(&feed, stopped, m).await });
+        }
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while metrics.iter().any(|m| m.phase() != "streaming") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reporting feeds stream"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        e2e::execute_in(db.url(), "SELECT reporting_agg.rebuild()");
+        Stack {
+            reporting: Some(Reporting { db, stop }),
+            ..stack
+        }
     }
 
     /// Starts the streams (again): out of each capability's write owner.
