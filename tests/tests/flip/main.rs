@@ -469,17 +469,12 @@ async fn the_reporting_database_counts_each_change_once_across_flips() {
     }
     // The raw copies equal the owners' tables, each row once: the wishlist service's wishes
     // (it owns them now), the monolith's orders.
-    let wishes = "SELECT customer_id, album_id FROM wishlist.items";
+    let wishes = "SELECT r::text AS t FROM (SELECT customer_id, album_id FROM {} ORDER BY 1, 2) r";
     assert_eq!(
-        texts(
-            &reporting,
-            &format!(
-                "SELECT r::text AS t FROM (SELECT customer_id, album_id FROM raw_wishlist.items ORDER BY 1, 2) r"
-            )
-        ),
+        texts(&reporting, &wishes.replace("{}", "raw_wishlist.items")),
         texts(
             stack.wishlist.db.url(),
-            &format!("SELECT r::text AS t FROM ({wishes} ORDER BY 1, 2) r")
+            &wishes.replace("{}", "wishlist.items")
         ),
     );
     // And the reports answer as the sources: wishes per album from the wishlist service, sales
