@@ -5,6 +5,7 @@ mod diff;
 mod migrate;
 mod replay;
 mod replicate;
+mod report;
 mod toggle;
 mod up;
 
@@ -28,6 +29,8 @@ enum Command {
     Up(up::UpArgs),
     /// Flip and inspect the router's toggles through its admin API.
     Toggle(toggle::ToggleArgs),
+    /// The reporting database's headline reports (reporting_v1) as tables, or --json.
+    Report(report::ReportArgs),
     /// Move a capability's writes between the monolith and its service while traffic flows
     /// (cutover, rollback), or show who owns them and every flip (status).
     Migrate(migrate::MigrateArgs),
@@ -101,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => up::run(args),
         Command::Toggle(args) => toggle::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Report(args) => report::run(args),
         Command::Replay(args) => judged("replay", replay::run(args)),
         Command::Diff(args) => judged("diff", diff::run(args)),
         Command::Replication { command } => replication(command),

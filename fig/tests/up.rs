@@ -1150,6 +1150,33 @@ fn the_reporting_database_answers_as_the_sources_after_writes_through_the_router
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+    // `fig report` prints them, as tables and as JSON.
+    let (code, tables, stderr) = fig(&["report", "--database-url", &reporting, "--limit", "1000"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(tables.contains("Customers by lifetime value"), "{tables}");
+    assert!(tables.contains("Analyst's Customer"), "{tables}");
+    let (code, printed, stderr) = fig(&[
+        "report",
+        "--database-url",
+        &reporting,
+        "--limit",
+        "1000",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    assert!(
+        report["top_customers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["customer"] == "Analyst's Customer"),
+        "{report}"
+    );
+    assert!(
+        !report["most_wished"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
     // The new customer is there, with the order just placed.
     assert_eq!(
         sorted_rows(
