@@ -65,18 +65,31 @@ pub struct Running {
     metrics: Vec<Arc<PipelineMetrics>>,
 }
 
-/// Starts `pipelines`, each on a task of its own; one that fails says so and stays stopped.
+/// How soon a pipeline that failed (its database restarted, a connection dropped) starts again.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
+
+/// Starts `pipelines`, each on a task of its own, until stopped: one that fails says so and
+/// starts again (it resumes where its target recorded it had got to).
 pub fn start(pipelines: &[Pipeline]) -> Running {
     let (stop, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut metrics = Vec::new();
     for p in pipelines {
         let m = PipelineMetrics::new(&p.name);
-        let (p, rx, task_metrics) = (p.clone(), rx.clone(), m.clone());
+        let (p, mut rx, task_metrics) = (p.clone(), rx.clone(), m.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = replication::pipeline::run(&p, rx, task_metrics).await {
-                tracing::error!(pipeline = %p.name, error = %e, "replication pipeline stopped");
-                eprintln!("fig: replication pipeline {} stopped: {e}", p.name);
+            loop {
+                let run = replication::pipeline::run(&p, rx.clone(), task_metrics.clone()).await;
+                let Err(e) = run else { return };
+                tracing::error!(pipeline = %p.name, error = %e, "replication pipeline stopped; starting it again");
+                eprintln!("fig: replication pipeline {} stopped: {e}; starting it again", p.name);
+                tokio::select! {
+                    _ = tokio::time::sleep(RESTART_AFTER) => {}
+                    _ = rx.changed() => return,
+                }
+                if *rx.borrow() {
+                    return;
+                }
             }
         }));
         metrics.push(m);

@@ -1191,3 +1191,108 @@ fn the_reporting_database_answers_as_the_sources_after_writes_through_the_router
     stack.signal(Signal::SIGINT);
     assert!(stack.wait(Duration::from_secs(60)).success());
 }
+
+/// Places an order and adds a wish through the router for a new customer; returns its id.
+fn order_and_wish(router: &str, email: &str) -> i64 {
+    let (status, customer) = post(
+        &format!("{router}/customers"),
+        serde_json::json!({"name": "Reported", "email": email}),
+    );
+    assert_eq!(status, 201, "{customer}");
+    let customer = customer["id"].as_i64().unwrap();
+    let (status, order) = post(
+        &format!("{router}/orders"),
+        serde_json::json!({"customer_id": customer, "lines": [{"album_id": 3, "quantity": 1}]}),
+    );
+    assert_eq!(status, 201, "{order}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .put(format!("{router}/wishlists/{customer}/items/4"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert!(status.is_success(), "{status}");
+    customer
+}
+
+/// Waits until the reporting database's customer values and wishes equal the monolith's.
+fn reports_catch_up(reporting: &str, monolith_db: &str) {
+    let checks = [
+        (
+            "SELECT customer_id, orders, revenue_cents FROM reporting_v1.customer_lifetime_value",
+            "SELECT customer_id, count(*)::bigint, sum(total_cents)::bigint FROM orders.orders \
+              WHERE status = 'placed' GROUP BY 1",
+        ),
+        (
+            "SELECT album_id, wishes FROM reporting_v1.most_wished_albums",
+            "SELECT album_id, count(*)::bigint FROM wishlist.items GROUP BY 1",
+        ),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (view, reference) in checks {
+        let expected = sorted_rows(monolith_db, reference);
+        while sorted_rows(reporting, view) != expected {
+            assert!(Instant::now() < deadline, "{view} never caught up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn the_reporting_feeds_resume_after_their_connections_drop_and_after_fig_is_killed() {
+    let keep = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        keep.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let data = keep.path().join("pg");
+    let data_arg = data.to_str().unwrap();
+    let first = Stack::start(&["--data-dir", data_arg]);
+    let (router, reporting, monolith_db) = (
+        first.value("router"),
+        first.value("reporting"),
+        first.value("postgres"),
+    );
+    order_and_wish(&router, "before@example.com");
+    reports_catch_up(&reporting, &monolith_db);
+
+    // The reporting database drops every connection, the feeds' included (as a restart of it
+    // would): they start again and go on where they were.
+    sorted_rows(
+        &monolith_db,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+          WHERE datname = 'reporting' AND pid <> pg_backend_pid()",
+    );
+    order_and_wish(&router, "dropped@example.com");
+    reports_catch_up(&reporting, &monolith_db);
+
+    // The process running the feeds is killed; the next `fig up` on the same data resumes them.
+    let pid_file = data.join("postmaster.pid");
+    first.signal(Signal::SIGKILL);
+    first.wait(Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pid_file.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster did not stop after fig was killed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = Stack::start(&["--data-dir", data_arg]);
+    let (router, reporting, monolith_db) = (
+        second.value("router"),
+        second.value("reporting"),
+        second.value("postgres"),
+    );
+    order_and_wish(&router, "after@example.com");
+    reports_catch_up(&reporting, &monolith_db);
+    second.signal(Signal::SIGINT);
+    assert!(second.wait(Duration::from_secs(60)).success());
+}
