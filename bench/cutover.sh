@@ -57,7 +57,7 @@ cleanup() {
         rm -rf "$(dirname "$PG_DATA")"
     fi
     if [[ -n $W && -d $W ]]; then
-        if [[ ${KEEP:-0} == 1 ]]; then log "kept $W (fig.out, fig.log, writes.tsv, flips.json)"; else rm -rf "$W"; fi
+        if [[ ${KEEP:-0} == 1 ]]; then log "kept $W (${KEPT:-fig.out, fig.log, writes.tsv, flips.json})"; else rm -rf "$W"; fi
     fi
     exit "$rc"
 }
@@ -144,4 +144,5 @@ main() {
     return "$rc"
 }
 
-main "$@"
+# Sourced (bench/reporting.sh reuses cleanup, start_fig and banner): define only, run nothing.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi
