@@ -28,22 +28,16 @@ fn at(step: Step) -> impl Fn(String) -> Failure {
     move |error| Failure { step, error }
 }
 
-/// Runs `f` with a connection to `url` on the blocking pool (diesel blocks).
+/// Runs `f` with a connection of its own to `url`, on the blocking pool (diesel blocks).
 async fn on<T: Send + 'static>(
     url: &str,
     f: impl FnOnce(&mut PgConnection) -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    let url = url.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = PgConnection::establish(&url).map_err(|e| e.to_string())?;
-        f(&mut conn)
-    })
-    .await
-    .map_err(|e| format!("the blocking task failed: {e}"))?
+    Open::to(url).await?.run(f).await
 }
 
-/// A connection to one side's database, kept for the length of a flip (opening one costs
-/// milliseconds the held writes would wait).
+/// A connection to a database, kept as long as it is needed: a side's for the length of a flip
+/// (opening one costs milliseconds the held writes would wait), the lock's for the lock's.
 struct Open(Option<PgConnection>);
 
 impl Open {
@@ -121,7 +115,7 @@ async fn stored<T: Send + 'static>(
 /// instance. Held by its own connection, not a pooled one: it is released when the connection
 /// closes (when this is dropped, or when the process dies).
 struct Lock {
-    _held_by: PgConnection,
+    _held_by: Open,
 }
 
 async fn lock(database_url: &str, capability: &str) -> Result<Lock, FlipError> {
@@ -130,24 +124,25 @@ async fn lock(database_url: &str, capability: &str) -> Result<Lock, FlipError> {
         #[diesel(sql_type = diesel::sql_types::Bool)]
         taken: bool,
     }
-    let url = database_url.to_string();
+    let mut conn = Open::to(database_url).await.map_err(FlipError::Store)?;
     let capability_name = capability.to_string();
-    let taken = tokio::task::spawn_blocking(move || {
-        let mut conn = PgConnection::establish(&url).map_err(|e| e.to_string())?;
-        let taken = diesel::sql_query(
-            "SELECT pg_try_advisory_lock(hashtext('fig.flip'), hashtext($1)) AS taken",
-        )
-        .bind::<diesel::sql_types::Text, _>(&capability_name)
-        .get_result::<Taken>(&mut conn)
-        .map_err(|e| e.to_string())?;
-        Ok::<_, String>(taken.taken.then_some(conn))
-    })
-    .await
-    .map_err(|e| FlipError::Store(e.to_string()))?
-    .map_err(FlipError::Store)?;
-    taken
-        .map(|conn| Lock { _held_by: conn })
-        .ok_or_else(|| FlipError::Busy(capability.to_string()))
+    let taken = conn
+        .run(move |c| {
+            diesel::sql_query(
+                "SELECT pg_try_advisory_lock(hashtext('fig.flip'), hashtext($1)) AS taken",
+            )
+            .bind::<diesel::sql_types::Text, _>(&capability_name)
+            .get_result::<Taken>(c)
+            .map(|t| t.taken)
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(FlipError::Store)?;
+    if taken {
+        Ok(Lock { _held_by: conn })
+    } else {
+        Err(FlipError::Busy(capability.to_string()))
+    }
 }
 
 impl Flipper {
