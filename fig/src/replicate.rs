@@ -6,44 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use replication::config::{self, InitialCopy, Pipeline};
+use replication::config::{InitialCopy, Pipeline};
 use replication::metrics::PipelineMetrics;
 use tokio::sync::watch;
-
-/// The stack's databases, by role.
-pub struct Databases {
-    pub monolith: String,
-    pub catalog: String,
-    pub wishlist: String,
-    pub reporting: String,
-}
-
-impl Databases {
-    /// The `${NAME}`s of the shipped pipeline files.
-    fn lookup(&self, name: &str) -> Option<String> {
-        match name {
-            "FIG_MONOLITH_DATABASE_URL" => Some(self.monolith.clone()),
-            "FIG_CATALOG_DATABASE_URL" => Some(self.catalog.clone()),
-            "FIG_WISHLIST_DATABASE_URL" => Some(self.wishlist.clone()),
-            "FIG_REPORTING_DATABASE_URL" => Some(self.reporting.clone()),
-            _ => None,
-        }
-    }
-}
-
-/// The MusicCorp pipelines (monolith -> services) for a cluster's databases.
-pub fn musiccorp(databases: &Databases) -> anyhow::Result<Vec<Pipeline>> {
-    Ok(config::parse(config::MUSICCORP, |name| {
-        databases.lookup(name)
-    })?)
-}
-
-/// The reporting database's feeds (docs/reporting.md).
-pub fn reporting(databases: &Databases) -> anyhow::Result<Vec<Pipeline>> {
-    Ok(config::parse(config::REPORTING, |name| {
-        databases.lookup(name)
-    })?)
-}
 
 /// Computes the reporting database's aggregates from its raw tables (ADR 0015): the initial
 /// copy into them skips the triggers that keep the aggregates afterwards.

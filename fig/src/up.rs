@@ -153,14 +153,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // (after a cutover, the reverse ones carry the services' writes back): run in `serve` in the
     // direction each capability's write owner says, written down here for
     // `fig replication status --config`.
-    let databases = replicate::Databases {
+    let databases = replication::config::MusicCorp {
         monolith: cluster.url(MONOLITH_DB),
         catalog: cluster.url(CATALOG_DB),
         wishlist: cluster.url(WISHLIST_DB),
         reporting: cluster.url(REPORTING_DB),
     };
-    let pipelines = replicate::musiccorp(&databases)?;
-    let reporting = replicate::reporting(&databases)?;
+    let pipelines = databases.pipelines()?;
+    let reporting = databases.reporting_feeds()?;
     let config_dir = tempfile::Builder::new()
         .prefix("fig-replication-")
         .tempdir()

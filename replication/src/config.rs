@@ -11,6 +11,39 @@ pub const MUSICCORP: &str = include_str!("../config/musiccorp.toml");
 /// MusicCorp's reporting database's feeds: every source's tables into its `raw_*` schemas.
 pub const REPORTING: &str = include_str!("../config/reporting.toml");
 
+/// MusicCorp's databases, by role: what the `${NAME}`s of [`MUSICCORP`] and [`REPORTING`] stand
+/// for (`fig up` fills them in with its cluster's; a stack without a reporting database leaves
+/// that one empty).
+#[derive(Debug, Clone, Default)]
+pub struct MusicCorp {
+    pub monolith: String,
+    pub catalog: String,
+    pub wishlist: String,
+    pub reporting: String,
+}
+
+impl MusicCorp {
+    fn lookup(&self, name: &str) -> Option<String> {
+        match name {
+            "FIG_MONOLITH_DATABASE_URL" => Some(self.monolith.clone()),
+            "FIG_CATALOG_DATABASE_URL" => Some(self.catalog.clone()),
+            "FIG_WISHLIST_DATABASE_URL" => Some(self.wishlist.clone()),
+            "FIG_REPORTING_DATABASE_URL" => Some(self.reporting.clone()),
+            _ => None,
+        }
+    }
+
+    /// The pipelines of the data-first split (monolith -> services).
+    pub fn pipelines(&self) -> Result<Vec<Pipeline>, ConfigError> {
+        parse(MUSICCORP, |name| self.lookup(name))
+    }
+
+    /// The reporting database's feeds.
+    pub fn reporting_feeds(&self) -> Result<Vec<Pipeline>, ConfigError> {
+        parse(REPORTING, |name| self.lookup(name))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {message}")]

@@ -105,25 +105,21 @@ impl Stack {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        let pipelines =
-            replication::config::parse(replication::config::MUSICCORP, |name| match name {
-                "FIG_MONOLITH_DATABASE_URL" => Some(monolith.db.url().to_string()),
-                "FIG_CATALOG_DATABASE_URL" => Some(catalog.db.url().to_string()),
-                "FIG_WISHLIST_DATABASE_URL" => Some(wishlist.db.url().to_string()),
-                _ => None,
-            })
-            .expect("the MusicCorp pipelines");
         let reporting_db = reporting.then(|| TestDb::new("reporting", REPORTING_MIGRATIONS));
+        let databases = replication::config::MusicCorp {
+            monolith: monolith.db.url().to_string(),
+            catalog: catalog.db.url().to_string(),
+            wishlist: wishlist.db.url().to_string(),
+            reporting: reporting_db
+                .as_ref()
+                .map(|db| db.url().to_string())
+                .unwrap_or_default(),
+        };
+        let pipelines = databases.pipelines().expect("the MusicCorp pipelines");
         let feeds: Vec<replication::config::Pipeline> = match &reporting_db {
             None => Vec::new(),
-            Some(db) => {
-                replication::config::parse(replication::config::REPORTING, |name| match name {
-                    "FIG_MONOLITH_DATABASE_URL" => Some(monolith.db.url().to_string()),
-                    "FIG_CATALOG_DATABASE_URL" => Some(catalog.db.url().to_string()),
-                    "FIG_WISHLIST_DATABASE_URL" => Some(wishlist.db.url().to_string()),
-                    "FIG_REPORTING_DATABASE_URL" => Some(db.url().to_string()),
-                    _ => None,
-                })
+            Some(_) => databases
+                .reporting_feeds()
                 .expect("the reporting feeds")
                 .into_iter()
                 .map(|p| replication::config::Pipeline {
@@ -139,8 +135,7 @@ impl Stack {
                         .collect(),
                     ..p
                 })
-                .collect()
-            }
+                .collect(),
         };
         let migrations = Migrations {
             feeds: feeds.clone(),
