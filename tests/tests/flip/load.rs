@@ -10,7 +10,7 @@ use std::time::Duration;
 use e2e::{Client, Reply};
 use serde_json::json;
 
-use super::stack::Fixture;
+use super::stack::{Fixture, Stack};
 
 /// What the clients were told.
 #[derive(Debug, Default)]
@@ -81,6 +81,27 @@ impl Rng {
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
+}
+
+/// `workers` clients ([`client`]), spread over the three routers, until `stop`.
+pub fn clients(
+    stack: &Stack,
+    workers: u64,
+    fixture: &Arc<Fixture>,
+    log: &Arc<Log>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..workers)
+        .map(|worker| {
+            tokio::spawn(client(
+                worker,
+                stack.front(worker as usize),
+                fixture.clone(),
+                log.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect()
 }
 
 /// One client through one router until `stop`: catalog writes (new artists, price changes),

@@ -28,6 +28,15 @@ async fn more_writes(log: &Log, more: u64) {
     .await;
 }
 
+/// Waits until the monolith's outbox has delivered what the orders owe (wishlist removals, stock
+/// confirmations and releases).
+async fn outbox_drained(monolith_db: &str) {
+    eventually(PATIENCE, "the outbox to drain", || async {
+        (count_in(monolith_db, "SELECT count(*) AS n FROM orders.outbox") == 0).then_some(())
+    })
+    .await;
+}
+
 /// The side a flip in `direction` takes the writes from.
 fn old_owner(direction: &str) -> WriteOwner {
     if direction == "cutover" {
@@ -71,16 +80,7 @@ async fn writes_flip_both_ways_under_load_through_three_routers_losing_and_doubl
     let fixture = Arc::new(fixture(&stack.front(0)).await);
     let log = Arc::new(Log::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for worker in 0..6u64 {
-        clients.push(tokio::spawn(load::client(
-            worker,
-            stack.front(worker as usize),
-            fixture.clone(),
-            log.clone(),
-            stop.clone(),
-        )));
-    }
+    let mut clients = load::clients(&stack, 6, &fixture, &log, &stop);
     clients.push(tokio::spawn(load::direct(
         [
             Client::new(&stack.monolith.base),
@@ -165,10 +165,7 @@ async fn writes_flip_both_ways_under_load_through_three_routers_losing_and_doubl
 
     // What the orders owe is delivered: wishlist removals and stock confirmations.
     let monolith_db = stack.monolith.db.url().to_string();
-    eventually(PATIENCE, "the outbox to drain", || async {
-        (count_in(&monolith_db, "SELECT count(*) AS n FROM orders.outbox") == 0).then_some(())
-    })
-    .await;
+    outbox_drained(&monolith_db).await;
 
     // Both capabilities end with the services owning them; both sides hold the same rows.
     for capability in ["catalog", "wishlist"] {
@@ -422,16 +419,7 @@ async fn the_reporting_database_counts_each_change_once_across_flips() {
     let fixture = Arc::new(fixture(&stack.front(0)).await);
     let log = Arc::new(Log::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for worker in 0..4u64 {
-        clients.push(tokio::spawn(load::client(
-            worker,
-            stack.front(worker as usize),
-            fixture.clone(),
-            log.clone(),
-            stop.clone(),
-        )));
-    }
+    let clients = load::clients(&stack, 4, &fixture, &log, &stop);
     // During the flips too, at every moment the reports agree with the raw rows they have
     // received (one snapshot for both): a switch never shows a doubled or missing wish.
     let reporting = stack.reporting.as_ref().unwrap().db.url().to_string();
@@ -481,10 +469,7 @@ async fn the_reporting_database_counts_each_change_once_across_flips() {
     let unexpected = log.unexpected.lock().unwrap().clone();
     assert!(unexpected.is_empty(), "{unexpected:#?}");
     let monolith_db = stack.monolith.db.url().to_string();
-    eventually(PATIENCE, "the outbox to drain", || async {
-        (count_in(&monolith_db, "SELECT count(*) AS n FROM orders.outbox") == 0).then_some(())
-    })
-    .await;
+    outbox_drained(&monolith_db).await;
     // Every feed has applied everything its source has.
     for feed in &stack.migrations.feeds {
         assert!(
