@@ -93,13 +93,7 @@ fn replication(command: replication::cli::Command) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FIG_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    platform::logging::init("FIG_LOG", "warn");
     match Cli::parse().command {
         Command::Up(args) => up::run(args),
         Command::Toggle(args) => toggle::run(args),

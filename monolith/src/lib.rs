@@ -199,6 +199,8 @@ pub fn start_with(
             .wrap(platform::json_error_handlers())
             // Outermost, so that every answer gets its position, rewritten errors included.
             .wrap(from_fn(platform::parallel_run::middleware))
+            // HEAD is a GET without the body, on every resource.
+            .wrap(from_fn(platform::head::head_as_get))
             .configure(configure)
     })
     .workers(options.workers.max(1))

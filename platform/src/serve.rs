@@ -62,10 +62,5 @@ impl Binary<'_> {
 
 /// Structured logs to stderr, filtered by `RUST_LOG` (default info).
 pub fn init_logging() {
-    // A second init (tests, embedding) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .try_init();
+    crate::logging::init("RUST_LOG", "info");
 }

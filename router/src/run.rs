@@ -205,6 +205,7 @@ pub async fn start_on(
         };
         app.wrap(from_fn(admin::require_token))
             .wrap(platform::json_error_handlers())
+            .wrap(from_fn(platform::head::head_as_get))
             .configure(admin::configure)
     })
     .workers(1)

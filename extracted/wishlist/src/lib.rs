@@ -116,6 +116,8 @@ pub fn server_fed_by(
             // Outermost: a bad dry-run header is refused before any handler, and every answer
             // (rewritten errors too) gets its position.
             .wrap(from_fn(platform::parallel_run::middleware))
+            // HEAD is a GET without the body, on every resource.
+            .wrap(from_fn(platform::head::head_as_get))
             .configure(configure)
     })
     .workers(options.workers.max(1))

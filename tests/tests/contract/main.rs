@@ -7,6 +7,7 @@
 //! - `compare`: one scenario run on both sides, every answer normalised and required to be equal.
 //! - `services`: write modes, degraded reads, the one-call-per-read rule.
 //! - `reservations`: the catalog service's stock reservations.
+//! - `head`: `HEAD` on every `GET` resource answers like the `GET`, without the body.
 //!
 //! A contract case is an `async fn(Target)`; [`contract!`] turns each (case, target) pair into its
 //! own `#[tokio::test]`, named `<module>::<case>::<target>`, for example
@@ -35,6 +36,7 @@ mod target;
 
 mod catalog;
 mod compare;
+mod head;
 mod reservations;
 mod services;
 mod wishlist;
