@@ -6,6 +6,7 @@ mod migrate;
 mod replay;
 mod replicate;
 mod report;
+mod table;
 mod toggle;
 mod up;
 

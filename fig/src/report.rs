@@ -4,6 +4,8 @@
 use anyhow::Context;
 use serde_json::{Map, Value, json};
 
+use crate::table::Table;
+
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// The reporting database (printed by `fig up` as `reporting`).
@@ -126,37 +128,13 @@ async fn fetch(args: &ReportArgs) -> anyhow::Result<Vec<Report>> {
     Ok(out)
 }
 
-/// A report as a table a person reads: a title, a header, aligned columns.
+/// A report as a table a person reads: a title, then the aligned table.
 fn table(r: &Report) -> String {
-    let mut out = format!("{}\n", r.title);
-    if r.rows.is_empty() {
-        out.push_str("  (none)\n\n");
-        return out;
-    }
-    let widths: Vec<usize> = (0..r.columns.len())
-        .map(|i| {
-            r.rows
-                .iter()
-                .map(|row| row[i].chars().count())
-                .chain([r.columns[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        format!("  {}\n", padded.join("  ").trim_end())
+    let table = Table {
+        columns: r.columns.clone(),
+        rows: r.rows.clone(),
     };
-    out.push_str(&line(&r.columns));
-    for row in &r.rows {
-        out.push_str(&line(row));
-    }
-    out.push('\n');
-    out
+    format!("{}\n{}\n", r.title, table.render())
 }
 
 #[cfg(test)]

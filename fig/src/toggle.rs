@@ -1,4 +1,7 @@
-//! `fig toggle …`: the router's admin API from the command line.
+//! `fig toggle …`: the router's admin API from the command line. Tables and lines for a person
+//! (`view`); `--json` prints the API's answer as it is, for scripts.
+
+mod view;
 
 use anyhow::{Context, bail};
 use reqwest::Method;
@@ -10,6 +13,9 @@ use crate::admin::{AdminArgs, describe};
 pub struct ToggleArgs {
     #[command(flatten)]
     admin: AdminArgs,
+    /// Print the admin API's JSON answer instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     action: Action,
 }
@@ -67,8 +73,37 @@ pub fn run(args: ToggleArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let reply = runtime.block_on(call(&args))?;
-    println!("{}", serde_json::to_string_pretty(&reply)?);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+        return Ok(());
+    }
+    let text = match &args.action {
+        Action::List => view::list(&reply),
+        Action::Get { name } => {
+            let path = format!("/admin/audit?toggle={}&limit=1", query_value(name));
+            let history = runtime.block_on(get(&args.admin, &path))?;
+            view::get(&reply, history["entries"].as_array().and_then(|e| e.last()))
+        }
+        Action::Enable { .. } | Action::Disable { .. } | Action::Rollout { .. } => {
+            view::edited(&reply)
+        }
+        Action::Import { .. } => view::imported(&reply),
+        Action::Audit { .. } => view::audit(&reply),
+        Action::Stale { .. } => view::stale(&reply),
+        // The explanation is a structure of its own (the route, the toggle, the reasons).
+        Action::Explain { .. } => format!("{}\n", serde_json::to_string_pretty(&reply)?),
+    };
+    print!("{text}");
     Ok(())
+}
+
+/// A `GET` on the admin API; its JSON answer, or the error it gave.
+async fn get(admin: &AdminArgs, path: &str) -> anyhow::Result<Value> {
+    let (status, body) = admin.send(Method::GET, path, None, None).await?;
+    if !status.is_success() {
+        bail!("{}", describe(status, &body));
+    }
+    Ok(body)
 }
 
 async fn call(args: &ToggleArgs) -> anyhow::Result<Value> {

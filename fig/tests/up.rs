@@ -332,8 +332,14 @@ fn wait_for_sequence(url: &str, sequence: &str, value: i64) {
     })
 }
 
-/// Runs `fig toggle …` against a running stack; returns its printed JSON.
+/// Runs `fig toggle … --json` against a running stack; returns its printed JSON.
 fn fig_toggle(stack: &Stack, args: &[&str]) -> serde_json::Value {
+    let text = fig_toggle_text(stack, &[args, &["--json"]].concat());
+    serde_json::from_str(&text).expect("fig toggle --json prints JSON")
+}
+
+/// Runs `fig toggle …` against a running stack; returns what it printed.
+fn fig_toggle_text(stack: &Stack, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_fig"))
         .args([
             "toggle",
@@ -352,7 +358,7 @@ fn fig_toggle(stack: &Stack, args: &[&str]) -> serde_json::Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("fig toggle prints JSON")
+    String::from_utf8(out.stdout).expect("fig toggle prints text")
 }
 
 fn served_by(url: &str) -> String {
@@ -409,6 +415,52 @@ fn the_router_fronts_the_stack_and_fig_toggle_moves_reads() {
     assert_eq!(
         (last["actor"].as_str(), last["reason"].as_str()),
         (Some("test"), Some("canary done"))
+    );
+
+    // Without --json: tables a person reads, with who changed what.
+    let row = |text: &str, name: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name} in\n{text}"));
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    let list = fig_toggle_text(&stack, &["list"]);
+    assert!(list.starts_with("  name "), "{list}");
+    let catalog = row(&list, "catalog.reads");
+    assert_eq!(
+        (
+            catalog[1].as_str(),
+            catalog[2].as_str(),
+            catalog[3].as_str()
+        ),
+        ("on", "default", "100%"),
+        "{list}"
+    );
+    assert_eq!(catalog.last().map(String::as_str), Some("test"), "{list}");
+    assert_eq!(row(&list, "wishlist.reads")[1], "off", "{list}");
+    assert_eq!(
+        row(&list, "wishlist.reads").last().unwrap(),
+        "fig",
+        "{list}"
+    );
+    let one = fig_toggle_text(&stack, &["get", "catalog.reads"]);
+    assert!(one.contains("by test: canary done"), "{one}");
+    let history = fig_toggle_text(&stack, &["audit", "catalog.reads"]);
+    assert!(history.contains("off → on"), "{history}");
+    assert!(history.contains("created off"), "{history}");
+    let stale = fig_toggle_text(&stack, &["stale", "--days", "0"]);
+    assert!(
+        row(&stale, "wishlist.reads").contains(&"off".to_string()),
+        "{stale}"
+    );
+    let edited = fig_toggle_text(
+        &stack,
+        &["rollout", "wishlist.reads", "30", "--reason", "canary"],
+    );
+    assert!(
+        edited.starts_with("wishlist.reads: on, flexibleRollout 30%"),
+        "{edited}"
     );
 
     stack.signal(Signal::SIGINT);

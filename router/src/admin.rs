@@ -235,8 +235,24 @@ async fn applied(admin: &Admin, version: i64) -> Result<i64, ApiError> {
 }
 
 async fn list(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
-    let (version, features) = blocking(&admin.pool, store::load).await?;
-    Ok(HttpResponse::Ok().json(json!({"version": version, "features": features.features})))
+    let ((version, features), changes) = blocking(&admin.pool, |c| {
+        Ok::<_, StoreError>((store::load(c)?, store::latest_changes(c)?))
+    })
+    .await?;
+    // Who changed each listed toggle last, and when: what an operator scanning the list asks.
+    let last_changes: serde_json::Map<String, serde_json::Value> = changes
+        .into_iter()
+        .filter(|c| features.features.iter().any(|f| f.name == c.name))
+        .map(|c| {
+            let change = json!({"at": c.at, "actor": c.actor, "reason": c.reason});
+            (c.name, change)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "version": version,
+        "features": features.features,
+        "last_changes": last_changes,
+    })))
 }
 
 async fn get(admin: web::Data<Admin>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -274,6 +274,34 @@ pub fn history(
     Ok(rows)
 }
 
+/// Each toggle's latest audit entry: when it last changed, by whom, why. Without the
+/// definitions before and after (`before`/`after` are `None`). Deleted toggles included.
+pub fn latest_changes(conn: &mut PgConnection) -> Result<Vec<AuditEntry>, StoreError> {
+    let rows: Vec<(i64, String, String, DateTime<Utc>, String)> = toggle_audit::table
+        .select((
+            toggle_audit::id,
+            toggle_audit::name,
+            toggle_audit::actor,
+            toggle_audit::at,
+            toggle_audit::reason,
+        ))
+        .distinct_on(toggle_audit::name)
+        .order((toggle_audit::name.asc(), toggle_audit::id.desc()))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, actor, at, reason)| AuditEntry {
+            id,
+            name,
+            actor,
+            at,
+            before: None,
+            after: None,
+            reason,
+        })
+        .collect())
+}
+
 /// When each toggle last changed, for finding stale ones.
 pub fn last_changes(conn: &mut PgConnection) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
     Ok(toggles::table
