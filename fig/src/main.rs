@@ -3,6 +3,7 @@
 mod admin;
 mod diff;
 mod migrate;
+mod progress;
 mod replay;
 mod replicate;
 mod report;

@@ -12,6 +12,7 @@ use monolith::seed::{self, SeedSize};
 use monolith::{Backend, Integrations};
 use platform::{PoolConfig, WriteMode};
 
+use crate::progress::{Phase, Progress, thousands};
 use crate::replicate;
 
 #[derive(Debug, clap::Args)]
@@ -119,10 +120,12 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.cutover && args.catalog_faults.is_some() {
         anyhow::bail!("--catalog-faults is for a replica catalog service, not with --cutover");
     }
+    let mut progress = Progress::new(if args.cutover { 7 } else { 6 });
     let settings = Settings {
         url: args.database_url.clone(),
         ..Settings::from_env()?
     };
+    let phase = progress.phase("starting PostgreSQL");
     let cluster = Cluster::start(ClusterOptions {
         data_dir: args.data_dir.clone(),
         listen: Listen::Tcp { port: args.pg_port },
@@ -130,14 +133,17 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         settings,
     })
     .context("starting PostgreSQL")?;
+    phase.done(&cluster.url(""));
 
-    for (db, what) in [
+    let phase = progress.phase("migrating databases");
+    let databases = [
         (MONOLITH_DB, "monolith"),
         (CATALOG_DB, "catalog"),
         (WISHLIST_DB, "wishlist"),
         (ROUTER_DB, "router"),
         (REPORTING_DB, "reporting"),
-    ] {
+    ];
+    for (db, what) in databases {
         cluster.create_database(db)?;
         let migrated = match db {
             MONOLITH_DB => cluster.migrate(db, monolith::MIGRATIONS),
@@ -148,7 +154,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         };
         migrated.with_context(|| format!("migrating the {what} database"))?;
     }
-    let seeded = seed_if_empty(&cluster, &args)?;
+    phase.done(&databases.map(|(db, _)| db).join(", "));
+    let mut phase = progress.phase("seeding the monolith");
+    let seeded = seed_if_empty(&cluster, &args, &mut phase)?;
+    phase.done(&seeded);
     // The services' databases follow the monolith's through the default replication pipelines
     // (after a cutover, the reverse ones carry the services' writes back): run in `serve` in the
     // direction each capability's write owner says, written down here for
@@ -193,57 +202,29 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         admin: url(&listeners.admin)?,
     };
     let token = admin_token()?;
-
-    println!("fig: stack is up ({seeded})");
-    println!("  postgres   {}", cluster.url(MONOLITH_DB));
-    if let Some(dir) = cluster.data_dir() {
-        let fate = if args.data_dir.is_some() {
-            "kept"
-        } else {
-            "removed on exit"
-        };
-        println!("  data       {} ({fate})", dir.display());
-    }
-    println!("  router     {}", urls.router);
-    println!("  admin      {}", urls.admin);
-    println!("  token      {token}");
-    println!("  monolith   {}", urls.monolith);
-    println!("  catalog    {}", urls.catalog);
-    println!("  wishlist   {}", urls.wishlist);
-    println!(
-        "  replication {} (out of each capability's write owner; metrics http://{}/metrics)",
-        pipelines
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        listeners.replication_metrics.local_addr()?
-    );
-    println!(
-        "     fig replication status --config {}",
-        config_file.display()
-    );
-    println!(
-        "  reporting  {} (query the reporting_v1 schema; fed by {})",
-        cluster.url(REPORTING_DB),
-        reporting
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!("Try: curl '{}/catalog/albums?limit=3'", urls.router);
-    println!(
-        "     fig toggle --admin-url {} --token {token} enable catalog.reads --reason demo",
-        urls.admin
-    );
-    println!(
-        "     fig migrate --admin-url {} --token {token} catalog cutover --reason demo",
-        urls.admin
-    );
+    let banner = banner(&Banner {
+        cluster: &cluster,
+        kept: args.data_dir.is_some(),
+        seeded: &seeded,
+        urls: &urls,
+        token: &token,
+        pipelines: &pipelines,
+        reporting: &reporting,
+        metrics: listeners.replication_metrics.local_addr()?,
+        config_file: &config_file,
+    });
 
     let served = serve(
-        &cluster, listeners, &args, &urls, token, &pipelines, &reporting,
+        &cluster,
+        listeners,
+        &args,
+        &urls,
+        token,
+        Streams {
+            pipelines: &pipelines,
+            reporting: &reporting,
+        },
+        Shown { progress, banner },
     );
     // Stop PostgreSQL even when serving failed.
     let stopped = cluster.stop().context("stopping PostgreSQL");
@@ -251,6 +232,82 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     stopped?;
     println!("fig: stopped");
     Ok(())
+}
+
+/// What the banner names.
+struct Banner<'a> {
+    cluster: &'a Cluster,
+    kept: bool,
+    seeded: &'a str,
+    urls: &'a Urls,
+    token: &'a str,
+    pipelines: &'a [replication::config::Pipeline],
+    reporting: &'a [replication::config::Pipeline],
+    metrics: SocketAddr,
+    config_file: &'a std::path::Path,
+}
+
+/// Where everything is and what to try first; printed on stdout once the stack serves.
+fn banner(b: &Banner<'_>) -> String {
+    let names = |ps: &[replication::config::Pipeline]| {
+        ps.iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (urls, token) = (b.urls, b.token);
+    let mut out = format!("fig: stack is up ({})\n", b.seeded);
+    out.push_str(&format!("  postgres   {}\n", b.cluster.url(MONOLITH_DB)));
+    if let Some(dir) = b.cluster.data_dir() {
+        let fate = if b.kept { "kept" } else { "removed on exit" };
+        out.push_str(&format!("  data       {} ({fate})\n", dir.display()));
+    }
+    out.push_str(&format!("  router     {}\n", urls.router));
+    out.push_str(&format!("  admin      {}\n", urls.admin));
+    out.push_str(&format!("  token      {token}\n"));
+    out.push_str(&format!("  monolith   {}\n", urls.monolith));
+    out.push_str(&format!("  catalog    {}\n", urls.catalog));
+    out.push_str(&format!("  wishlist   {}\n", urls.wishlist));
+    out.push_str(&format!(
+        "  replication {} (out of each capability's write owner; metrics http://{}/metrics)\n",
+        names(b.pipelines),
+        b.metrics
+    ));
+    out.push_str(&format!(
+        "     fig replication status --config {}\n",
+        b.config_file.display()
+    ));
+    out.push_str(&format!(
+        "  reporting  {} (query the reporting_v1 schema; fed by {})\n",
+        b.cluster.url(REPORTING_DB),
+        names(b.reporting)
+    ));
+    out.push_str(&format!(
+        "Try: curl '{}/catalog/albums?limit=3'\n",
+        urls.router
+    ));
+    out.push_str(&format!(
+        "     fig toggle --admin-url {} --token {token} enable catalog.reads --reason demo\n",
+        urls.admin
+    ));
+    out.push_str(&format!(
+        "     fig migrate --admin-url {} --token {token} catalog cutover --reason demo\n",
+        urls.admin
+    ));
+    out
+}
+
+/// The capabilities' pipelines (both directions follow the write owner) and the reporting
+/// database's feeds.
+struct Streams<'a> {
+    pipelines: &'a [replication::config::Pipeline],
+    reporting: &'a [replication::config::Pipeline],
+}
+
+/// The phases still to show, and the banner to print once serving.
+struct Shown {
+    progress: Progress,
+    banner: String,
 }
 
 /// A fresh admin token for this run: 32 hex characters from the kernel's randomness.
@@ -304,7 +361,7 @@ fn ensure_toggles(cluster: &Cluster, cutover: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn seed_if_empty(cluster: &Cluster, args: &UpArgs) -> anyhow::Result<String> {
+fn seed_if_empty(cluster: &Cluster, args: &UpArgs, phase: &mut Phase) -> anyhow::Result<String> {
     let mut conn = cluster.connect(MONOLITH_DB)?;
     if seed::is_seeded(&mut conn)? {
         return Ok("kept existing data".into());
@@ -312,7 +369,11 @@ fn seed_if_empty(cluster: &Cluster, args: &UpArgs) -> anyhow::Result<String> {
     if args.no_seed {
         return Ok("empty, not seeded".into());
     }
-    let report = seed::seed(&mut conn, SeedSize::scaled(args.seed_scale))?;
+    let report = seed::seed_with_progress(
+        &mut conn,
+        SeedSize::scaled(args.seed_scale),
+        &mut |done, total| phase.progress(done as u64, total as u64, "rows"),
+    )?;
     Ok(format!(
         "seeded {} artists, {} albums, {} customers, {} orders",
         report.artists, report.albums, report.customers, report.orders
@@ -328,9 +389,17 @@ fn serve(
     args: &UpArgs,
     urls: &Urls,
     token: String,
-    pipelines: &[replication::config::Pipeline],
-    reporting: &[replication::config::Pipeline],
+    streams: Streams<'_>,
+    shown: Shown,
 ) -> anyhow::Result<()> {
+    let Shown {
+        mut progress,
+        banner,
+    } = shown;
+    let Streams {
+        pipelines,
+        reporting,
+    } = streams;
     let pool = |db: &str| platform::build_pool(&cluster.url(db), PoolConfig::default());
     let (monolith_pool, catalog_pool, wishlist_pool) =
         (pool(MONOLITH_DB)?, pool(CATALOG_DB)?, pool(WISHLIST_DB)?);
@@ -398,16 +467,29 @@ fn serve(
             migrations.movable.clone(),
             Duration::from_millis(50),
         );
-        replicating
-            .streaming(limit)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        // The reporting database's feeds run always, each out of its own source.
+        let phase = progress.phase("copying into the services");
+        let (phase, rows) = copying(phase, replicating.metrics(), async {
+            replicating
+                .streaming(limit)
+                .await
+                .map_err(anyhow::Error::msg)
+        })
+        .await?;
+        phase.done(&format!("{} rows copied; streaming", thousands(rows)));
+        // The reporting database's feeds run always, each out of its own source; they start
+        // once the services' copies are in, which they must not take for the services' own
+        // changes.
+        let phase = progress.phase("feeding the reporting database");
         let reports = replicate::start(reporting);
-        reports.streaming(limit).await?;
+        let (phase, rows) = copying(phase, reports.metrics(), reports.streaming(limit)).await?;
         if let Some(feed) = reporting.first() {
             replicate::rebuild_reports(&feed.target).await?;
         }
+        phase.done(&format!(
+            "{} rows copied, reports rebuilt; streaming",
+            thousands(rows)
+        ));
+        let phase = progress.phase("starting the servers");
         listeners.replication_metrics.set_nonblocking(true)?;
         let metrics_listener = tokio::net::TcpListener::from_std(listeners.replication_metrics)?;
         let metrics_server = tokio::spawn(replication::metrics::serve(
@@ -419,7 +501,6 @@ fn serve(
                 .cloned()
                 .collect(),
         ));
-        eprintln!("fig: replication streaming");
         let router =
             router::run::start_on(router_config, listeners.router, listeners.admin).await?;
         let servers = [
@@ -429,9 +510,13 @@ fn serve(
         ];
         let handles: Vec<_> = servers.iter().map(|s| s.handle()).collect();
         let running: Vec<_> = servers.into_iter().map(tokio::spawn).collect();
+        phase.done("router, monolith, catalog, wishlist");
         if args.cutover {
+            let phase = progress.phase("cutting over");
             cut_over(&router, &migrations).await?;
+            phase.done("the services own their writes");
         }
+        print!("{banner}");
         // Last: a script that waits for this line finds the stack serving (and cut over).
         println!("Press Ctrl-C to stop.");
         shutdown_signal().await;
@@ -448,6 +533,35 @@ fn serve(
         reports.stop().await;
         anyhow::Ok(())
     })
+}
+
+/// Waits for `until` (the pipelines streaming), showing their initial copies' progress in
+/// `phase`; returns the phase and the rows copied.
+async fn copying(
+    mut phase: Phase,
+    metrics: &[Arc<replication::metrics::PipelineMetrics>],
+    until: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<(Phase, u64)> {
+    let sum = || {
+        metrics
+            .iter()
+            .map(|m| m.copy_progress())
+            .fold((0, 0), |(d, t), (dm, tm)| (d + dm, t + tm))
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            done = &mut until => {
+                done?;
+                return Ok((phase, sum().0));
+            }
+            _ = tick.tick() => {
+                let (done, total) = sum();
+                phase.progress(done, total, "rows");
+            }
+        }
+    }
 }
 
 /// `--cutover`: every capability the monolith still owns flips to its service, as

@@ -13,6 +13,8 @@ struct Stack {
     child: Child,
     lines: mpsc::Receiver<String>,
     banner: Vec<String>,
+    /// Everything fig wrote to stderr, when the test asked for it (otherwise inherited).
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Stack {
@@ -23,6 +25,15 @@ impl Stack {
 
     /// As [`Stack::start`], seeded at `scale`.
     fn start_seeded(scale: &str, extra: &[&str]) -> Stack {
+        Stack::launch(scale, extra, false)
+    }
+
+    /// As [`Stack::start`], keeping what fig writes to stderr for [`Stack::stderr`].
+    fn start_capturing_stderr(extra: &[&str]) -> Stack {
+        Stack::launch("0.02", extra, true)
+    }
+
+    fn launch(scale: &str, extra: &[&str], capture_stderr: bool) -> Stack {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fig"))
             .args([
                 "up",
@@ -43,10 +54,21 @@ impl Stack {
             ])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("fig starts");
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().map(|mut err| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut err, &mut text);
+                text
+            })
+        });
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -59,6 +81,7 @@ impl Stack {
             child,
             lines,
             banner: Vec::new(),
+            stderr,
         };
         loop {
             let line = stack.next_line(Duration::from_secs(120));
@@ -82,6 +105,14 @@ impl Stack {
             .find_map(|l| l.trim_start().strip_prefix(label))
             .map(|rest| rest.trim().split(' ').next().unwrap().to_string())
             .unwrap_or_else(|| panic!("no {label} line in {:?}", self.banner))
+    }
+
+    /// Stops fig with SIGINT; what it wrote to stderr, once it exited cleanly.
+    fn stop_reading_stderr(mut self) -> String {
+        let reader = self.stderr.take().expect("started capturing stderr");
+        self.signal(Signal::SIGINT);
+        assert!(self.wait(Duration::from_secs(60)).success());
+        reader.join().unwrap()
     }
 
     fn signal(&self, sig: Signal) {
@@ -465,6 +496,57 @@ fn the_router_fronts_the_stack_and_fig_toggle_moves_reads() {
 
     stack.signal(Signal::SIGINT);
     assert!(stack.wait(Duration::from_secs(60)).success());
+}
+
+#[test]
+fn fig_up_says_what_it_is_doing_phase_by_phase() {
+    let stack = Stack::start_capturing_stderr(&["--cutover"]);
+    // The banner comes once everything serves: its URLs answer at once.
+    let router = stack.value("router");
+    assert_eq!(get(&format!("{router}/catalog/albums/1")).0, 200);
+    assert!(
+        stack.banner[0].starts_with("fig: stack is up"),
+        "{:?}",
+        stack.banner
+    );
+    let stderr = stack.stop_reading_stderr();
+    // Each phase starts and ends, in order; not on a terminal, as plain lines.
+    let phases = [
+        "[1/7] starting PostgreSQL",
+        "[2/7] migrating databases",
+        "[3/7] seeding the monolith",
+        "[4/7] copying into the services",
+        "[5/7] feeding the reporting database",
+        "[6/7] starting the servers",
+        "[7/7] cutting over",
+    ];
+    let mut at = 0;
+    for phase in phases {
+        for end in ["...", ": "] {
+            let line = format!("fig: {phase}{end}");
+            let found = stderr[at..]
+                .find(&line)
+                .unwrap_or_else(|| panic!("no {line:?} after byte {at} in\n{stderr}"));
+            at += found + line.len();
+        }
+    }
+    assert!(
+        !stderr.contains('\r'),
+        "no redrawn lines off a terminal:\n{stderr}"
+    );
+    let copied = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("fig: [4/7] copying into the services: "))
+        .unwrap();
+    let rows: u64 = copied
+        .split(' ')
+        .next()
+        .unwrap()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    assert!(rows > 100, "{copied}");
+    assert!(stderr.contains("seeded 4 artists, 40 albums"), "{stderr}");
 }
 
 #[test]

@@ -202,17 +202,56 @@ pub fn is_seeded(conn: &mut PgConnection) -> Result<bool, SeedError> {
 
 /// Fills an empty, migrated database in one transaction.
 pub fn seed(conn: &mut PgConnection, size: SeedSize) -> Result<SeedReport, SeedError> {
+    seed_with_progress(conn, size, &mut |_, _| {})
+}
+
+/// As [`seed`], telling `progress` how many of the artists, albums, customers and orders (the
+/// rows whose number the size fixes) are written, out of how many. The tables are analyzed at
+/// the end, so the planner (and a replication copy's progress) knows their sizes at once.
+pub fn seed_with_progress(
+    conn: &mut PgConnection,
+    size: SeedSize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<SeedReport, SeedError> {
     conn.transaction(|tx| {
         if is_seeded(tx)? {
             return Err(SeedError::NotEmpty);
         }
-        generate(tx, size)
+        let report = generate(tx, size, progress)?;
+        diesel::connection::SimpleConnection::batch_execute(tx, "ANALYZE")?;
+        Ok(report)
     })
 }
 
-fn generate(tx: &mut PgConnection, size: SeedSize) -> Result<SeedReport, SeedError> {
+/// Counts the rows written and tells whoever asked.
+struct Written<'a> {
+    done: usize,
+    total: usize,
+    progress: &'a mut dyn FnMut(usize, usize),
+}
+
+impl Written<'_> {
+    fn add(&mut self, rows: usize) {
+        self.done += rows;
+        (self.progress)(self.done, self.total);
+    }
+}
+
+/// Rows between two progress reports while orders are written one by one.
+const ORDERS_PER_REPORT: usize = 500;
+
+fn generate(
+    tx: &mut PgConnection,
+    size: SeedSize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<SeedReport, SeedError> {
     let mut rng = Rng(SEED);
     let mut report = SeedReport::default();
+    let mut written = Written {
+        done: 0,
+        total: size.artists + size.albums + size.customers + size.orders,
+        progress,
+    };
 
     let artists: Vec<NewArtist> = (0..size.artists)
         .map(|i| NewArtist {
@@ -223,6 +262,7 @@ fn generate(tx: &mut PgConnection, size: SeedSize) -> Result<SeedReport, SeedErr
     let mut artist_ids: Vec<ArtistId> = Vec::new();
     for chunk in artists.chunks(CHUNK) {
         artist_ids.extend(catalog::insert_artists_bulk(tx, chunk)?);
+        written.add(chunk.len());
     }
     report.artists = artist_ids.len();
 
@@ -248,6 +288,7 @@ fn generate(tx: &mut PgConnection, size: SeedSize) -> Result<SeedReport, SeedErr
     let mut album_ids: Vec<AlbumId> = Vec::new();
     for chunk in albums.chunks(CHUNK) {
         album_ids.extend(catalog::insert_albums_bulk(tx, chunk)?);
+        written.add(chunk.len());
     }
     report.albums = album_ids.len();
 
@@ -268,6 +309,7 @@ fn generate(tx: &mut PgConnection, size: SeedSize) -> Result<SeedReport, SeedErr
     let mut customer_ids: Vec<CustomerId> = Vec::new();
     for chunk in customers.chunks(CHUNK) {
         customer_ids.extend(customers::insert_customers_bulk(tx, chunk)?);
+        written.add(chunk.len());
     }
     report.customers = customer_ids.len();
 
@@ -291,6 +333,7 @@ fn generate(tx: &mut PgConnection, size: SeedSize) -> Result<SeedReport, SeedErr
         .zip(&albums)
         .map(|(id, a)| (*id, a.price.clone()))
         .collect();
+    let mut orders_reported = 0;
     for _ in 0..size.orders {
         let customer = *rng.pick(&customer_ids);
         let mut lines: Vec<OrderLine> = Vec::new();
@@ -307,6 +350,10 @@ fn generate(tx: &mut PgConnection, size: SeedSize) -> Result<SeedReport, SeedErr
         let placed_at = start + Duration::seconds(rng.range(0, 300 * 86_400) as i64);
         orders::record_history(tx, customer, &lines, placed_at)?;
         report.orders += 1;
+        if report.orders % ORDERS_PER_REPORT == 0 || report.orders == size.orders {
+            written.add(report.orders - orders_reported);
+            orders_reported = report.orders;
+        }
     }
     Ok(report)
 }

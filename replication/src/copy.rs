@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 
 use crate::config::{QualifiedName, quote_ident};
 use crate::error::{PipelineError, source, target};
+use crate::metrics::PipelineMetrics;
 use crate::schema::RelPlan;
 use crate::source::connect;
 
@@ -32,17 +33,20 @@ pub struct CopyJob {
     pub estimate: i64,
 }
 
-/// Copies every job at `snapshot`; returns the rows copied.
+/// Copies every job at `snapshot`; returns the rows copied. `metrics` follows the rows as they
+/// go.
 pub async fn copy_all(
     source_url: &str,
     target_url: &str,
     snapshot: &str,
     jobs: Vec<CopyJob>,
+    metrics: &PipelineMetrics,
 ) -> Result<i64, PipelineError> {
     let tables: Vec<QualifiedName> = jobs.iter().map(|j| j.plan.target.clone()).collect();
+    metrics.copy_planned(jobs.iter().map(|j| j.estimate.max(0) as u64).sum());
     clear_targets(target_url, &tables).await?;
     let results: Vec<i64> = futures_util::stream::iter(jobs)
-        .map(|job| copy_table(source_url, target_url, snapshot, job))
+        .map(|job| copy_table(source_url, target_url, snapshot, job, metrics))
         .buffer_unordered(PARALLEL)
         .try_collect()
         .await?;
@@ -90,6 +94,7 @@ async fn copy_table(
     target_url: &str,
     snapshot: &str,
     job: CopyJob,
+    metrics: &PipelineMetrics,
 ) -> Result<i64, PipelineError> {
     let plan = &job.plan;
     let from = connect(source_url)
@@ -155,7 +160,7 @@ async fn copy_table(
     );
     tracing::info!(table = %plan.source, into = %plan.target, estimate = job.estimate, binary = job.same_types,
         freeze = load.freeze, indexes_rebuilt = load.rebuild.len(), "initial copy started");
-    let rows = pump(&from, &to, &read, &write, &plan.target).await?;
+    let rows = pump(&from, &to, &read, &write, &plan.target, metrics).await?;
     for statement in &load.rebuild {
         to.batch_execute(statement).await.map_err(target(format!(
             "rebuilding an index of {}: {statement}",
@@ -272,6 +277,7 @@ async fn pump(
     read: &str,
     write: &str,
     table: &QualifiedName,
+    metrics: &PipelineMetrics,
 ) -> Result<u64, PipelineError> {
     let out = from
         .copy_out(read)
@@ -286,6 +292,8 @@ async fn pump(
     // COPY OUT hands over one row per message: gather them, so the target gets large writes
     // rather than a flush per row.
     let mut pending = bytes::BytesMut::with_capacity(COPY_CHUNK);
+    // Messages sent so far, one per row (binary COPY adds its trailer): progress, not the count.
+    let (mut messages, mut reported) = (0u64, 0u64);
     while let Some(chunk) = out.next().await {
         // The context is built only on failure: this runs once per row.
         let chunk = match chunk {
@@ -293,10 +301,13 @@ async fn pump(
             Err(e) => return Err(source(format!("reading {table}"))(e)),
         };
         pending.extend_from_slice(&chunk);
+        messages += 1;
         if pending.len() >= COPY_CHUNK {
             sink.send(pending.split().freeze())
                 .await
                 .map_err(target(format!("writing {table}")))?;
+            metrics.copied(messages - reported);
+            reported = messages;
         }
     }
     if !pending.is_empty() {
@@ -304,7 +315,11 @@ async fn pump(
             .await
             .map_err(target(format!("writing {table}")))?;
     }
-    sink.finish()
+    let rows = sink
+        .finish()
         .await
-        .map_err(target(format!("writing {table}")))
+        .map_err(target(format!("writing {table}")))?;
+    // The server's count is the true one.
+    metrics.copied(rows.saturating_sub(reported));
+    Ok(rows)
 }

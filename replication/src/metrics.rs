@@ -25,6 +25,10 @@ pub struct PipelineMetrics {
     /// Times the pipeline applied again in commit order, without streaming, after a streamed
     /// transaction was refused or two sessions waited on each other.
     commit_order_retries: AtomicU64,
+    /// Rows the initial copies sent so far, and the planner's estimate of all they will send:
+    /// an operator watching a long first copy wants to know how far it got.
+    copy_rows: AtomicU64,
+    copy_rows_estimated: AtomicU64,
 }
 
 fn unix_micros(t: SystemTime) -> i64 {
@@ -45,6 +49,8 @@ impl PipelineMetrics {
             last_commit_unix_micros: AtomicI64::new(0),
             retained_wal_bytes: AtomicI64::new(0),
             commit_order_retries: AtomicU64::new(0),
+            copy_rows: AtomicU64::new(0),
+            copy_rows_estimated: AtomicU64::new(0),
         })
     }
 
@@ -81,6 +87,24 @@ impl PipelineMetrics {
 
     pub fn commit_order_retry(&self) {
         self.commit_order_retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A copy of tables holding about `rows` rows is starting.
+    pub fn copy_planned(&self, rows: u64) {
+        self.copy_rows_estimated.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// `rows` more rows were copied.
+    pub fn copied(&self, rows: u64) {
+        self.copy_rows.fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// Rows copied so far and the estimate of the whole copy (0 when unknown).
+    pub fn copy_progress(&self) -> (u64, u64) {
+        (
+            self.copy_rows.load(Ordering::Relaxed),
+            self.copy_rows_estimated.load(Ordering::Relaxed),
+        )
     }
 
     pub fn commit_order_retries(&self) -> u64 {
@@ -142,13 +166,22 @@ impl PipelineMetrics {
             "fig_replication_commit_order_retries_total{{pipeline=\"{name}\"}} {}",
             self.commit_order_retries()
         );
+        let (copied, estimated) = self.copy_progress();
+        let _ = writeln!(
+            out,
+            "fig_replication_copy_rows_total{{pipeline=\"{name}\"}} {copied}"
+        );
+        let _ = writeln!(
+            out,
+            "fig_replication_copy_rows_estimated{{pipeline=\"{name}\"}} {estimated}"
+        );
     }
 }
 
 /// The Prometheus text for every pipeline.
 pub fn render(pipelines: &[Arc<PipelineMetrics>]) -> String {
     let mut out = String::from(
-        "# TYPE fig_replication_up gauge\n# TYPE fig_replication_lag_bytes gauge\n# TYPE fig_replication_lag_seconds gauge\n# TYPE fig_replication_applied_lsn gauge\n# TYPE fig_replication_transactions_total counter\n# TYPE fig_replication_retained_wal_bytes gauge\n# TYPE fig_replication_commit_order_retries_total counter\n",
+        "# TYPE fig_replication_up gauge\n# TYPE fig_replication_lag_bytes gauge\n# TYPE fig_replication_lag_seconds gauge\n# TYPE fig_replication_applied_lsn gauge\n# TYPE fig_replication_transactions_total counter\n# TYPE fig_replication_retained_wal_bytes gauge\n# TYPE fig_replication_commit_order_retries_total counter\n# TYPE fig_replication_copy_rows_total counter\n# TYPE fig_replication_copy_rows_estimated gauge\n",
     );
     for p in pipelines {
         p.render_into(&mut out);

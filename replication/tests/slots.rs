@@ -154,6 +154,13 @@ async fn an_invalidated_slot_fails_fast_saying_what_to_do() {
 async fn status_metrics_and_drop_report_and_clean_up() {
     let pair = Pair::new("ops", TABLE).await;
     let pipeline = pair.pipeline(&["public.items"]);
+    // 300 rows for the initial copy, analyzed so that the planner's estimate is known.
+    pair.src
+        .batch_execute(
+            "INSERT INTO items SELECT g, 'c' FROM generate_series(100001, 100300) g; ANALYZE items",
+        )
+        .await
+        .unwrap();
     let running = start(pipeline.clone());
     running.streaming().await;
     pair.src
@@ -185,6 +192,15 @@ async fn status_metrics_and_drop_report_and_clean_up() {
         text.contains(&format!("fig_replication_lag_bytes{{pipeline=\"{name}\"}}")),
         "{text}"
     );
+    for metric in [
+        "fig_replication_copy_rows_total",
+        "fig_replication_copy_rows_estimated",
+    ] {
+        assert!(
+            text.contains(&format!("{metric}{{pipeline=\"{name}\"}} 300\n")),
+            "{metric}: {text}"
+        );
+    }
 
     // Drop refuses while the pipeline runs, then removes everything once it is stopped.
     assert!(matches!(

@@ -1,6 +1,6 @@
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use localpg::TestDb;
-use monolith::seed::{SeedError, SeedSize, seed};
+use monolith::seed::{SeedError, SeedSize, seed, seed_with_progress};
 
 /// A digest of every seeded row except the timestamps the database stamps with now().
 fn fingerprint(conn: &mut PgConnection) -> String {
@@ -43,8 +43,25 @@ fn seeding_is_deterministic_sized_and_refuses_a_seeded_database() {
         (10, 100, 50, 250)
     );
     assert!(report.wishlist_items > 0);
-    seed(&mut cb, size).unwrap();
+    let mut reports = Vec::new();
+    seed_with_progress(&mut cb, size, &mut |done, total| reports.push((done, total))).unwrap();
     assert_eq!(fingerprint(&mut ca), fingerprint(&mut cb));
+    // Progress climbs to the whole (10 + 100 + 50 + 250 rows), never past it.
+    assert_eq!(reports.last(), Some(&(410, 410)), "{reports:?}");
+    assert!(reports.windows(2).all(|w| w[0].0 < w[1].0), "{reports:?}");
+    assert!(reports.len() >= 4, "{reports:?}");
+    // Analyzed: the planner knows the sizes at once.
+    #[derive(diesel::QueryableByName)]
+    struct Estimate {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        rows: i64,
+    }
+    let albums = diesel::sql_query(
+        "SELECT reltuples::bigint AS rows FROM pg_class WHERE oid = 'catalog.albums'::regclass",
+    )
+    .get_result::<Estimate>(&mut cb)
+    .unwrap();
+    assert_eq!(albums.rows, 100);
 
     assert!(matches!(seed(&mut ca, size), Err(SeedError::NotEmpty)));
 }
