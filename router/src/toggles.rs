@@ -1,7 +1,7 @@
 //! Toggles are Unleash feature definitions (the client-features document), evaluated by
 //! Unleash's own engine, so every Unleash SDK reading the same definitions agrees with us.
 
-mod unknown;
+mod never;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -52,7 +52,7 @@ impl ToggleError {
 pub struct ToggleSet {
     /// As stored and served: constraints with operators the engine does not know included.
     features: ClientFeatures,
-    /// Compiled from [`unknown::for_engine`]'s copy of `features`.
+    /// Compiled from [`never::for_engine`]'s copy of `features`.
     engine: EngineState,
     /// Per toggle, why some of its strategies can never be on.
     notes: HashMap<String, Vec<String>>,
@@ -252,8 +252,8 @@ pub fn validate_segment(segment: &Segment) -> Result<(), ToggleError> {
     Ok(())
 }
 
-/// Every segment a strategy names is in the document's `segments`: a set the engine can take.
-pub fn check_references(features: &ClientFeatures) -> Result<(), ToggleError> {
+/// Every segment a strategy names is in the document's `segments`.
+fn check_references(features: &ClientFeatures) -> Result<(), ToggleError> {
     let known: std::collections::HashSet<i32> =
         features.segments.iter().flatten().map(|s| s.id).collect();
     for (i, f) in features.features.iter().enumerate() {
@@ -271,8 +271,8 @@ pub fn check_references(features: &ClientFeatures) -> Result<(), ToggleError> {
     Ok(())
 }
 
-/// Checks definitions as the engine will take them beside `segments` (the stored ones, say):
-/// [`validate`], [`check_references`], and the engine compiles each. Fields name the definitions
+/// Checks definitions to be stored beside `segments` (the stored ones): [`validate`],
+/// [`check_references`], and the engine compiles each. Fields name the definitions
 /// (`features[1].strategies[0].segments[0]`).
 pub fn check_with_segments(features: &[Feature], segments: &[Segment]) -> Result<(), ToggleError> {
     let document = ClientFeatures {
@@ -282,6 +282,7 @@ pub fn check_with_segments(features: &[Feature], segments: &[Segment]) -> Result
         query: None,
         meta: None,
     };
+    check_references(&document)?;
     ToggleSet::new(document, 0).map(drop)
 }
 
@@ -295,7 +296,7 @@ const SPLICED_PARAMETERS: [&str; 4] = ["groupId", "stickiness", "IPs", "hostName
 /// of exactly the form the engine's grammar reads, since it is copied in unquoted; and no string
 /// value ending in `\`, which would escape its closing quote. Returns the field and the problem.
 fn check_constraint(c: &Constraint) -> Result<(), (String, String)> {
-    // The engine never sees a constraint whose operator it does not know (see `unknown`), so
+    // The engine never sees a constraint whose operator it does not know (see `never`), so
     // nothing of it can reach the rule text; Unleash keeps such constraints as they are.
     if let Operator::Unknown(_) = c.operator {
         return Ok(());
@@ -466,12 +467,13 @@ pub fn settled(feature: &unleash_types::client_features::ClientFeature) -> Optio
 }
 
 impl ToggleSet {
-    /// Compiles a whole set: [`validate`], [`check_references`], and the engine takes every
-    /// toggle (one it cannot compile is refused, naming it: `features[<name>]`).
+    /// Compiles a whole set: [`validate`], and the engine takes every toggle (one it cannot
+    /// compile is refused, naming it: `features[<name>]`). A strategy that can never be on (an
+    /// unknown operator, a segment that does not exist) is off, as in Unleash's SDKs; the admin
+    /// API refuses the latter before storing ([`check_with_segments`]).
     pub fn new(features: ClientFeatures, version: i64) -> Result<ToggleSet, ToggleError> {
         validate(&features)?;
-        check_references(&features)?;
-        let (compiled, notes) = unknown::for_engine(&features);
+        let (compiled, notes) = never::for_engine(&features);
         let engine = EngineState::default();
         if let Some(warnings) = engine.take_state(UpdateMessage::FullResponse(compiled))
             && let Some(w) = warnings.first()
@@ -680,13 +682,6 @@ mod tests {
         );
     }
 
-    fn field_of(result: Result<ToggleSet, ToggleError>) -> String {
-        match result {
-            Err(ToggleError::Invalid { field, .. }) => field,
-            Ok(_) => "accepted".into(),
-        }
-    }
-
     fn context(user: &str, app: &str) -> Context {
         Context {
             user_id: Some(user.into()),
@@ -718,8 +713,13 @@ mod tests {
                 "strategies": [{"name": "default", "segments": strategy_segments}]}]})
         };
         let parsed = |doc: serde_json::Value| parse_features(doc.to_string().as_bytes());
-        let whole =
-            |doc: serde_json::Value| field_of(parsed(doc).and_then(|f| ToggleSet::new(f, 1)));
+        // As the admin API checks a document before storing it.
+        let whole = |doc: serde_json::Value| match parsed(doc).and_then(|f| {
+            check_with_segments(&f.features, f.segments.as_deref().unwrap_or_default())
+        }) {
+            Err(ToggleError::Invalid { field, .. }) => field,
+            Ok(()) => "accepted".into(),
+        };
         let ok = json!({"id": 1, "constraints": []});
         let cases = [
             (doc(json!([ok, ok]), json!([1])), "segments[1].id"),
@@ -761,6 +761,23 @@ mod tests {
                 field: "features[0].strategies[0].segments[0]".into(),
                 message: "there is no segment 7".into()
             })
+        );
+    }
+
+    /// A document from an Unleash server is taken as its SDKs take it: a strategy naming a
+    /// segment that does not exist is off (the admin API refuses to store one).
+    #[test]
+    fn a_strategy_naming_a_missing_segment_is_off() {
+        let toggles = set(json!({"version": 2,
+            "segments": [{"id": 1, "constraints": []}],
+            "features": [{"name": "x", "enabled": true, "strategies": [
+                {"name": "default", "segments": [1, 404]},
+                {"name": "userWithId", "parameters": {"userIds": "b"}}]}]}));
+        assert!(!toggles.evaluate("x", &context("a", "web")));
+        assert!(toggles.evaluate("x", &context("b", "web")));
+        assert_eq!(
+            toggles.notes("x"),
+            ["strategy 0 (default) is always off: its segment 404 does not exist"]
         );
     }
 

@@ -1,8 +1,14 @@
-//! Constraints whose operator the engine does not know. Unleash stores them as they are, and its
-//! SDKs evaluate the strategy holding one as off (a constraint that cannot be checked does not
-//! match), whatever else the toggle has. Unleash's engine (Yggdrasil) instead cannot compile the
-//! toggle at all, so the engine gets a copy in which each such strategy holds one constraint
-//! that never matches; the definitions themselves are kept, and served, unchanged.
+//! Strategies that can never be on, which Unleash's SDKs evaluate as off whatever else the
+//! toggle has, but which Unleash's engine (Yggdrasil) cannot compile, turning the whole toggle
+//! off instead:
+//!
+//! - a constraint whose operator the engine does not know (Unleash stores it as it is; a
+//!   constraint that cannot be checked does not match);
+//! - a segment that does not exist (the admin API refuses to store one, but a document from an
+//!   Unleash server is taken as SDKs take it).
+//!
+//! The engine gets a copy in which each such strategy holds one constraint that never matches;
+//! the definitions themselves are kept, and served, unchanged.
 
 use std::collections::HashMap;
 
@@ -34,7 +40,8 @@ fn first_unknown(constraints: &[Constraint]) -> Option<(usize, &str)> {
 }
 
 /// Why `strategy` (number `j` of its toggle) can never be on, if it cannot: one of its own
-/// constraints, or of a segment it names, has an operator the engine does not know.
+/// constraints, or of a segment it names, has an operator the engine does not know, or a
+/// segment it names does not exist.
 fn why_off(j: usize, strategy: &Strategy, segments: &HashMap<i32, &Segment>) -> Option<String> {
     let head = format!("strategy {j} ({}) is always off", strategy.name);
     if let Some((k, op)) = first_unknown(strategy.constraints.as_deref().unwrap_or_default()) {
@@ -43,7 +50,10 @@ fn why_off(j: usize, strategy: &Strategy, segments: &HashMap<i32, &Segment>) -> 
         ));
     }
     strategy.segments.iter().flatten().find_map(|id| {
-        let (k, op) = first_unknown(&segments.get(id)?.constraints)?;
+        let Some(segment) = segments.get(id) else {
+            return Some(format!("{head}: its segment {id} does not exist"));
+        };
+        let (k, op) = first_unknown(&segment.constraints)?;
         Some(format!(
             "{head}: constraint {k} of its segment {id} has the unknown operator {op:?}"
         ))
