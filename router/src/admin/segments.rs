@@ -70,7 +70,10 @@ async fn put(
     admin.writable()?;
     let (actor, reason) = who(&req)?;
     let segment = parse_segment(&body)?;
-    refuse_nul(&body)?;
+    refuse_nul(&body).map_err(|e| ApiError {
+        code: "invalid_segment",
+        ..e
+    })?;
     if segment.id != id {
         return Err(invalid("id", "the segment's id must match the path"));
     }
