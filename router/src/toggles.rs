@@ -449,7 +449,12 @@ pub fn settled(feature: &unleash_types::client_features::ClientFeature) -> Optio
     let rollouts: Vec<Option<u32>> = strategies
         .iter()
         .map(|s| match s.name.as_str() {
-            "default" if s.constraints.as_ref().is_none_or(Vec::is_empty) => Some(100),
+            "default"
+                if s.constraints.as_ref().is_none_or(Vec::is_empty)
+                    && s.segments.as_ref().is_none_or(Vec::is_empty) =>
+            {
+                Some(100)
+            }
             "flexibleRollout" => s
                 .parameters
                 .as_ref()
@@ -839,6 +844,39 @@ mod tests {
             served["segments"][0]["constraints"][1]["operator"],
             "NEXT_OP"
         );
+    }
+
+    #[test]
+    fn a_toggle_is_settled_when_no_request_can_differ() {
+        let settles = |feature: serde_json::Value| {
+            settled(&serde_json::from_value::<Feature>(feature).unwrap())
+        };
+        let default = |extra: serde_json::Value| {
+            let mut s = json!({"name": "default"});
+            s.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({"name": "x", "enabled": true, "strategies": [s]})
+        };
+        let cases = [
+            (json!({"name": "x", "enabled": false}), Some("off")),
+            (json!({"name": "x", "enabled": true}), Some("on")),
+            (default(json!({})), Some("on")),
+            (default(json!({"segments": []})), Some("on")),
+            (default(json!({"segments": [1]})), None),
+            (
+                default(
+                    json!({"constraints": [{"contextName": "userId", "operator": "IN", "values": ["a"]}]}),
+                ),
+                None,
+            ),
+            (rollout("x", 0)["features"][0].clone(), Some("off")),
+            (rollout("x", 100)["features"][0].clone(), Some("on")),
+            (rollout("x", 30)["features"][0].clone(), None),
+        ];
+        for (feature, expected) in cases {
+            assert_eq!(settles(feature.clone()), expected, "{feature}");
+        }
     }
 
     #[test]
