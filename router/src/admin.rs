@@ -1,7 +1,7 @@
 //! The admin API, on its own port, behind a bearer token: toggles (list, get, put, on/off,
-//! rollout %, import, delete) and segments, their audit history, the route table, the live write ownership,
-//! `explain` and `evaluate`, stale toggles, and the Unleash client API (`/api/client/features`)
-//! for official SDKs.
+//! rollout %, import, delete) and segments, their audit history, the route table, the live write
+//! ownership, `explain` and `evaluate`, stale toggles, and the Unleash client API
+//! (`/api/client/features`) for official SDKs.
 
 mod segments;
 
