@@ -95,7 +95,7 @@ fn replication(command: replication::cli::Command) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    platform::logging::init("FIG_LOG", "warn");
+    platform::logging::init("FIG_LOG", "warn", platform::logging::Output::Stderr);
     match Cli::parse().command {
         Command::Up(args) => up::run(args),
         Command::Toggle(args) => toggle::run(args),

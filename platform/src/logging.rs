@@ -1,5 +1,5 @@
-//! Logs for every binary that serves HTTP: structured lines on stderr, filtered by an
-//! environment variable in `RUST_LOG`'s syntax.
+//! Logs for every binary that serves HTTP: structured lines, filtered by an environment
+//! variable in `RUST_LOG`'s syntax.
 //!
 //! An ERROR line means the operator has something to fix. actix's HTTP/1 dispatcher logs what
 //! a client did wrong on its own connection (a malformed request line, a body shorter than its
@@ -21,14 +21,35 @@ use tracing_subscriber::{Layer, fmt};
 /// Where actix's HTTP/1 dispatcher logs the errors of one client's connection.
 const CLIENT_CONNECTION_TARGET: &str = "actix_http::h1::dispatcher";
 
-/// Logs to stderr, filtered by the directives in `env_var` (default `default`). A second call
-/// (tests, a host embedding several servers) keeps the first subscriber.
-pub fn init(env_var: &str, default: &str) {
+/// Where the lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Stdout,
+    Stderr,
+}
+
+/// Logs to `output`, filtered by the directives in `env_var` (default `default`), in colour on
+/// a terminal. A second call (tests, a host embedding several servers) keeps the first
+/// subscriber.
+pub fn init(env_var: &str, default: &str, output: Output) {
     let directives = std::env::var(env_var).unwrap_or_else(|_| default.to_string());
-    let colour = std::io::stderr().is_terminal();
-    init_with(&directives, std::io::stderr, colour).unwrap_or_else(|e| {
+    // https://no-color.org: a set NO_COLOR turns colour off even on a terminal.
+    let plain = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let start = |directives: &str| match output {
+        Output::Stdout => init_with(
+            directives,
+            std::io::stdout,
+            !plain && std::io::stdout().is_terminal(),
+        ),
+        Output::Stderr => init_with(
+            directives,
+            std::io::stderr,
+            !plain && std::io::stderr().is_terminal(),
+        ),
+    };
+    start(&directives).unwrap_or_else(|e| {
         eprintln!("{env_var}: {e}; logging at {default}");
-        let _ = init_with(default, std::io::stderr, colour);
+        let _ = start(default);
     });
 }
 

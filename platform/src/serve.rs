@@ -60,7 +60,8 @@ impl Binary<'_> {
     }
 }
 
-/// Structured logs to stderr, filtered by `RUST_LOG` (default info).
+/// Structured logs to stdout (where scripts and tests that start a server read its address),
+/// filtered by `RUST_LOG` (default info).
 pub fn init_logging() {
-    crate::logging::init("RUST_LOG", "info");
+    crate::logging::init("RUST_LOG", "info", crate::logging::Output::Stdout);
 }

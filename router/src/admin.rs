@@ -1,7 +1,9 @@
 //! The admin API, on its own port, behind a bearer token: toggles (list, get, put, on/off,
-//! rollout %, import, delete), their audit history, the route table, the live write ownership,
-//! `explain` and `evaluate`, stale toggles, and the Unleash client API (`/api/client/features`)
-//! for official SDKs.
+//! rollout %, import, delete) and segments, their audit history, the route table, the live write
+//! ownership, `explain` and `evaluate`, stale toggles, and the Unleash client API
+//! (`/api/client/features`) for official SDKs.
+
+mod segments;
 
 use std::sync::Arc;
 
@@ -23,9 +25,10 @@ use crate::decide::RequestHead;
 use crate::headers;
 use crate::ownership::{self, OwnershipError};
 use crate::proxy::Router;
-use crate::store::{self, Change, StoreError};
+use crate::store::{self, Change, StoreError, Subject};
 use crate::sync;
-use crate::toggles::{self, ToggleError, ToggleSet};
+use crate::toggles::wire::{self, to_json};
+use crate::toggles::{self, ToggleError};
 
 /// What the admin handlers share.
 pub struct Admin {
@@ -81,6 +84,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(diffs))
             .route(web::delete().to(reset_diffs)),
     )
+    .configure(segments::configure)
     .configure(crate::migrate::api::configure)
     .service(web::resource("/metrics").route(web::get().to(metrics)))
     .service(web::resource("/api/client/features").route(web::get().to(client_features)))
@@ -131,6 +135,22 @@ impl From<StoreError> for ApiError {
                 format!("toggle {name} not found"),
             )
             .with_field("name"),
+            StoreError::SegmentNotFound(id) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("segment {id} not found"),
+            )
+            .with_field("id"),
+            StoreError::SegmentInUse { id, toggles } => ApiError::new(
+                StatusCode::CONFLICT,
+                "segment_in_use",
+                format!(
+                    "segment {id} is used by {}; take it out of their strategies first",
+                    toggles.join(", ")
+                ),
+            )
+            .with_field("id"),
+            StoreError::Invalid(e) => e.into(),
             StoreError::Db(e) => e.into(),
             other => {
                 tracing::error!(error = %other, "toggle store failed");
@@ -209,21 +229,13 @@ pub(crate) fn who(req: &HttpRequest) -> Result<(String, String), ApiError> {
     Ok((header("X-Actor")?, header("X-Reason")?))
 }
 
-/// Checks one definition exactly as the engine will take it; errors name the field.
-fn check(feature: &ClientFeature) -> Result<(), ApiError> {
-    let document = store::document(vec![feature.clone()]);
-    toggles::validate_input(&document)
-        .and_then(|()| ToggleSet::new(document, 0))
-        .map(|_| ())
-        .map_err(|e| {
-            let ToggleError::Invalid { field, message } = e;
-            // The single-feature document's path is features[0]...; the client sent the feature.
-            let field = field
-                .strip_prefix("features[0].")
-                .unwrap_or(&field)
-                .to_string();
-            ApiError::from(ToggleError::Invalid { field, message })
-        })
+/// A problem found in the one-definition document a `PUT` or an edit is checked as, with its
+/// field as the client sent the definition (`strategies[0]…`, not `features[0].strategies[0]…`).
+fn in_definition(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Invalid(e) => e.under("features[0]").into(),
+        other => other.into(),
+    }
 }
 
 /// Applies the store's new state here at once (other instances follow their NOTIFY).
@@ -250,7 +262,8 @@ async fn list(admin: web::Data<Admin>) -> Result<HttpResponse, ApiError> {
         .collect();
     Ok(HttpResponse::Ok().json(json!({
         "version": version,
-        "features": features.features,
+        "features": to_json(&features.features),
+        "segments": to_json(&features.segments.unwrap_or_default()),
         "last_changes": last_changes,
     })))
 }
@@ -259,7 +272,7 @@ async fn get(admin: web::Data<Admin>, name: web::Path<String>) -> Result<HttpRes
     let name = name.into_inner();
     valid_name(&name, "name")?;
     let feature = blocking(&admin.pool, move |c| store::get(c, &name)).await?;
-    Ok(HttpResponse::Ok().json(feature))
+    Ok(HttpResponse::Ok().json(to_json(&feature)))
 }
 
 async fn put(
@@ -281,7 +294,8 @@ async fn put(
         )
         .with_field("name"));
     }
-    check(&feature)?;
+    toggles::validate_input(&store::document(vec![feature.clone()]))
+        .map_err(|e| e.under("features[0]"))?;
     let stored = feature.clone();
     let version = blocking(&admin.pool, move |c| {
         store::put(
@@ -292,10 +306,11 @@ async fn put(
                 reason: &reason,
             },
         )
+        .map_err(in_definition)
     })
     .await?;
     let version = applied(&admin, version).await?;
-    Ok(HttpResponse::Ok().json(json!({"version": version, "toggle": feature})))
+    Ok(HttpResponse::Ok().json(json!({"version": version, "toggle": to_json(&feature)})))
 }
 
 fn parse_feature(body: &[u8]) -> Result<ClientFeature, ApiError> {
@@ -333,11 +348,11 @@ async fn edit(
             },
             change,
         )
-        .map_err(ApiError::from)
+        .map_err(in_definition)
     })
     .await?;
     let version = applied(&admin, version).await?;
-    Ok(HttpResponse::Ok().json(json!({"version": version, "toggle": feature})))
+    Ok(HttpResponse::Ok().json(json!({"version": version, "toggle": to_json(&feature)})))
 }
 
 async fn enable(
@@ -426,7 +441,6 @@ async fn import(
     let features: ClientFeatures = toggles::parse_features(&body)?;
     refuse_nul(&body)?;
     toggles::validate_input(&features)?;
-    ToggleSet::new(features.clone(), 0)?;
     let (version, changed) = blocking(&admin.pool, move |c| {
         store::import(
             c,
@@ -471,6 +485,22 @@ async fn audit(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, Api
     if let Some(name) = &name {
         valid_name(name, "toggle")?;
     }
+    let segment = q
+        .parsed::<i32>("segment", "a segment id: a positive integer")?
+        .map(|id| match id {
+            1.. => Ok(id),
+            _ => Err(ApiError::invalid(
+                "segment",
+                "segment must be a segment id: a positive integer",
+            )),
+        })
+        .transpose()?;
+    if name.is_some() && segment.is_some() {
+        return Err(ApiError::invalid(
+            "segment",
+            "give toggle or segment, not both",
+        ));
+    }
     let limit = q
         .parsed::<i64>("limit", "an integer from 1 to 1000")?
         .unwrap_or(200);
@@ -478,7 +508,12 @@ async fn audit(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, Api
         return Err(ApiError::invalid("limit", "limit must be 1 to 1000"));
     }
     let entries = blocking(&admin.pool, move |c| {
-        store::history(c, name.as_deref(), limit)
+        let subject = match (&name, segment) {
+            (Some(name), _) => Some(Subject::Toggle(name)),
+            (None, Some(id)) => Some(Subject::Segment(id)),
+            (None, None) => None,
+        };
+        store::history(c, subject, limit)
     })
     .await?;
     Ok(HttpResponse::Ok().json(json!({"entries": entries})))
@@ -572,12 +607,22 @@ async fn explain(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, A
     };
     let plan = admin.router.plan(&head);
     let t = &admin.router.table;
+    let live = admin.router.toggles.load();
+    // Strategies of the toggles this plan consulted that can never be on, and why.
+    let notes: Vec<String> = plan
+        .capability
+        .map(|c| &t.capabilities[c])
+        .into_iter()
+        .flat_map(|c| [&c.read_toggle, &c.shadow_toggle])
+        .flat_map(|name| live.notes(name).iter().map(move |n| format!("{name}: {n}")))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({
         "capability": plan.capability.map(|c| t.capabilities[c].name.clone()),
         "primary": t.upstreams[plan.primary].name,
         "shadow": plan.shadow.map(|s| t.upstreams[s].name.clone()),
         "reason": plan.reason.as_str(),
-        "toggles_version": admin.router.toggles.load().version,
+        "notes": notes,
+        "toggles_version": live.version,
     })))
 }
 
@@ -614,6 +659,7 @@ async fn evaluate(
         "known": known,
         "enabled": live.evaluate(&body.0.toggle, &context),
         "variant": live.variant(&body.0.toggle, &context),
+        "explain": live.notes(&body.0.toggle),
     })))
 }
 
@@ -650,10 +696,21 @@ async fn stale(admin: web::Data<Admin>, q: QueryMap) -> Result<HttpResponse, Api
     Ok(HttpResponse::Ok().json(json!({"days": days, "stale": stale})))
 }
 
-/// What official Unleash SDKs poll: the live definitions.
-async fn client_features(admin: web::Data<Admin>) -> HttpResponse {
+/// What official Unleash SDKs poll: the live definitions, with the segments for an SDK whose
+/// `Unleash-Client-Spec` says it reads them and with their constraints inlined otherwise, as
+/// Unleash answers.
+async fn client_features(
+    admin: web::Data<Admin>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let header = req.headers().get(wire::CLIENT_SPEC_HEADER);
+    let spec = header.map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let with_segments = wire::wants_segments(spec).map_err(|message| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", message)
+            .with_field(wire::CLIENT_SPEC_HEADER)
+    })?;
     let live = admin.router.toggles.load();
-    HttpResponse::Ok().json(live.features())
+    Ok(HttpResponse::Ok().json(live.client_document(with_segments)))
 }
 
 /// SDK registration and metrics: accepted and not kept (the router counts its own evaluations).

@@ -13,7 +13,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::ownership::{self, LiveOwners};
 use crate::store::{self, StoreError};
-use crate::toggles::{LiveToggles, ToggleSet};
+use crate::toggles::{LiveToggles, ToggleSet, wire};
 
 /// Loads the store and installs it if it is newer than what is live. Returns the live version.
 pub async fn reload(pool: &Pool, live: &LiveToggles) -> Result<i64, StoreError> {
@@ -233,6 +233,7 @@ async fn poll_once(
     let reply = http
         .get(url)
         .header("authorization", token)
+        .header(wire::CLIENT_SPEC_HEADER, wire::CLIENT_SPEC)
         .send()
         .await
         .map_err(|e| e.to_string())?;
@@ -242,7 +243,7 @@ async fn poll_once(
     let body = reply.bytes().await.map_err(|e| e.to_string())?;
     let features = crate::toggles::parse_features(&body).map_err(|e| e.to_string())?;
     let current = live.load();
-    if serde_json::to_value(&features).ok() == serde_json::to_value(current.features()).ok() {
+    if wire::to_json(&features) == wire::to_json(current.features()) {
         return Ok(());
     }
     let set = ToggleSet::new(features, current.version + 1).map_err(|e| e.to_string())?;

@@ -1,10 +1,14 @@
 //! Toggles are Unleash feature definitions (the client-features document), evaluated by
 //! Unleash's own engine, so every Unleash SDK reading the same definitions agrees with us.
 
+mod never;
+pub mod wire;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use unleash_types::client_features::{ClientFeatures, Constraint, Operator};
+use unleash_types::client_features::{ClientFeatures, Constraint, Operator, Segment};
 use unleash_yggdrasil::{Context, EngineState, UpdateMessage};
 
 use crate::decide::RequestHead;
@@ -23,10 +27,35 @@ pub enum ToggleError {
     Invalid { field: String, message: String },
 }
 
+impl ToggleError {
+    /// The same problem, its field seen from a document that holds the checked part at `path`.
+    pub fn within(self, path: &str) -> ToggleError {
+        let ToggleError::Invalid { field, message } = self;
+        ToggleError::Invalid {
+            field: format!("{path}.{field}"),
+            message,
+        }
+    }
+
+    /// The same problem, its field seen from the part at `path` (the inverse of [`Self::within`]).
+    pub fn under(self, path: &str) -> ToggleError {
+        let ToggleError::Invalid { field, message } = self;
+        let field = match field.strip_prefix(path).and_then(|f| f.strip_prefix('.')) {
+            Some(rest) => rest.to_string(),
+            None => field,
+        };
+        ToggleError::Invalid { field, message }
+    }
+}
+
 /// One immutable generation of toggles: the definitions and the engine compiled from them.
 pub struct ToggleSet {
+    /// As stored and served: constraints with operators the engine does not know included.
     features: ClientFeatures,
+    /// Compiled from [`never::for_engine`]'s copy of `features`.
     engine: EngineState,
+    /// Per toggle, why some of its strategies can never be on.
+    notes: HashMap<String, Vec<String>>,
     /// Increases with every change; shown in metrics and the admin API.
     pub version: i64,
 }
@@ -115,14 +144,19 @@ pub fn parse_features(json: &[u8]) -> Result<ClientFeatures, ToggleError> {
     Ok(features)
 }
 
+/// Checks a client-features document on its own: everything but whether the segments its
+/// strategies name exist, which depends on what else is stored (see [`check_references`]).
 pub fn validate(features: &ClientFeatures) -> Result<(), ToggleError> {
     let invalid = |field: String, message: String| Err(ToggleError::Invalid { field, message });
-    // The store keeps toggles one by one; shared segments would be lost on the way.
-    if features.segments.as_ref().is_some_and(|s| !s.is_empty()) {
-        return invalid(
-            "segments".into(),
-            "segments are not supported; put the constraints in the strategy".into(),
-        );
+    let mut ids = std::collections::HashSet::new();
+    for (i, segment) in features.segments.iter().flatten().enumerate() {
+        if !ids.insert(segment.id) {
+            return invalid(
+                format!("segments[{i}].id"),
+                format!("segment {} is defined twice", segment.id),
+            );
+        }
+        validate_segment(segment).map_err(|e| e.within(&format!("segments[{i}]")))?;
     }
     let mut seen = std::collections::HashSet::new();
     for (i, f) in features.features.iter().enumerate() {
@@ -140,11 +174,13 @@ pub fn validate(features: &ClientFeatures) -> Result<(), ToggleError> {
         }
         for (j, s) in f.strategies.iter().flatten().enumerate() {
             let field = format!("features[{i}].strategies[{j}]");
-            if s.segments.as_ref().is_some_and(|s| !s.is_empty()) {
-                return invalid(
-                    format!("{field}.segments"),
-                    "segments are not supported; put the constraints in the strategy".into(),
-                );
+            for (k, id) in s.segments.iter().flatten().enumerate() {
+                if *id <= 0 {
+                    return invalid(
+                        format!("{field}.segments[{k}]"),
+                        "a segment id is a positive integer".into(),
+                    );
+                }
             }
             if !KNOWN_STRATEGIES.contains(&s.name.as_str()) {
                 return invalid(
@@ -196,6 +232,60 @@ pub fn validate(features: &ClientFeatures) -> Result<(), ToggleError> {
     Ok(())
 }
 
+/// A segment on its own: a positive id, and constraints the engine can compile (the same rules
+/// as a strategy's). Fields are the segment's own (`constraints[0].value`).
+pub fn validate_segment(segment: &Segment) -> Result<(), ToggleError> {
+    if segment.id <= 0 {
+        return Err(ToggleError::Invalid {
+            field: "id".into(),
+            message: "a segment id is a positive integer".into(),
+        });
+    }
+    for (k, c) in segment.constraints.iter().enumerate() {
+        if let Err((part, message)) = check_constraint(c) {
+            return Err(ToggleError::Invalid {
+                field: format!("constraints[{k}].{part}"),
+                message,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Every segment a strategy names is in the document's `segments`.
+fn check_references(features: &ClientFeatures) -> Result<(), ToggleError> {
+    let known: std::collections::HashSet<i32> =
+        features.segments.iter().flatten().map(|s| s.id).collect();
+    for (i, f) in features.features.iter().enumerate() {
+        for (j, s) in f.strategies.iter().flatten().enumerate() {
+            for (k, id) in s.segments.iter().flatten().enumerate() {
+                if !known.contains(id) {
+                    return Err(ToggleError::Invalid {
+                        field: format!("features[{i}].strategies[{j}].segments[{k}]"),
+                        message: format!("there is no segment {id}"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks definitions to be stored beside `segments` (the stored ones): [`validate`],
+/// [`check_references`], and the engine compiles each. Fields name the definitions
+/// (`features[1].strategies[0].segments[0]`).
+pub fn check_with_segments(features: &[Feature], segments: &[Segment]) -> Result<(), ToggleError> {
+    let document = ClientFeatures {
+        version: 2,
+        features: features.to_vec(),
+        segments: Some(segments.to_vec()),
+        query: None,
+        meta: None,
+    };
+    check_references(&document)?;
+    ToggleSet::new(document, 0).map(drop)
+}
+
 /// Strategy parameters that Unleash's engine (Yggdrasil) copies into the rule text it compiles,
 /// inside quotes that it does not escape: a `"` or `\` there could end the quoted string early
 /// and turn the rest into rules of its own (some of which make evaluation panic).
@@ -206,6 +296,11 @@ const SPLICED_PARAMETERS: [&str; 4] = ["groupId", "stickiness", "IPs", "hostName
 /// of exactly the form the engine's grammar reads, since it is copied in unquoted; and no string
 /// value ending in `\`, which would escape its closing quote. Returns the field and the problem.
 fn check_constraint(c: &Constraint) -> Result<(), (String, String)> {
+    // The engine never sees a constraint whose operator it does not know (see `never`), so
+    // nothing of it can reach the rule text; Unleash keeps such constraints as they are.
+    if let Operator::Unknown(_) = c.operator {
+        return Ok(());
+    }
     if c.context_name.contains(['"', '\\']) {
         return Err((
             "contextName".into(),
@@ -354,7 +449,12 @@ pub fn settled(feature: &unleash_types::client_features::ClientFeature) -> Optio
     let rollouts: Vec<Option<u32>> = strategies
         .iter()
         .map(|s| match s.name.as_str() {
-            "default" if s.constraints.as_ref().is_none_or(Vec::is_empty) => Some(100),
+            "default"
+                if s.constraints.as_ref().is_none_or(Vec::is_empty)
+                    && s.segments.as_ref().is_none_or(Vec::is_empty) =>
+            {
+                Some(100)
+            }
             "flexibleRollout" => s
                 .parameters
                 .as_ref()
@@ -372,10 +472,15 @@ pub fn settled(feature: &unleash_types::client_features::ClientFeature) -> Optio
 }
 
 impl ToggleSet {
+    /// Compiles a whole set: [`validate`], and the engine takes every toggle (one it cannot
+    /// compile is refused, naming it: `features[<name>]`). A strategy that can never be on (an
+    /// unknown operator, a segment that does not exist) is off, as in Unleash's SDKs; the admin
+    /// API refuses the latter before storing ([`check_with_segments`]).
     pub fn new(features: ClientFeatures, version: i64) -> Result<ToggleSet, ToggleError> {
         validate(&features)?;
+        let (compiled, notes) = never::for_engine(&features);
         let engine = EngineState::default();
-        if let Some(warnings) = engine.take_state(UpdateMessage::FullResponse(features.clone()))
+        if let Some(warnings) = engine.take_state(UpdateMessage::FullResponse(compiled))
             && let Some(w) = warnings.first()
         {
             return Err(ToggleError::Invalid {
@@ -386,6 +491,7 @@ impl ToggleSet {
         Ok(ToggleSet {
             features,
             engine,
+            notes,
             version,
         })
     }
@@ -400,8 +506,21 @@ impl ToggleSet {
                 meta: None,
             },
             engine: EngineState::default(),
+            notes: HashMap::new(),
             version: 0,
         }
+    }
+
+    /// Why some of a toggle's strategies can never be on (empty when none is so).
+    pub fn notes(&self, name: &str) -> &[String] {
+        self.notes.get(name).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The document Unleash's client API serves: with the segments when the SDK says it reads
+    /// them, with each segment's constraints copied into the strategies that name it otherwise
+    /// (see [`wire::client_document`]).
+    pub fn client_document(&self, with_segments: bool) -> serde_json::Value {
+        wire::client_document(&self.features, with_segments)
     }
 
     pub fn features(&self) -> &ClientFeatures {
@@ -568,20 +687,196 @@ mod tests {
         );
     }
 
+    fn context(user: &str, app: &str) -> Context {
+        Context {
+            user_id: Some(user.into()),
+            app_name: Some(app.into()),
+            ..Context::default()
+        }
+    }
+
     #[test]
-    fn segments_are_refused_rather_than_lost() {
-        let with_segments =
-            json!({"version": 2, "segments": [{"id": 1, "constraints": []}], "features": []});
-        assert!(matches!(
-            parse_features(with_segments.to_string().as_bytes()),
-            Err(ToggleError::Invalid { field, .. }) if field == "segments"
-        ));
-        let strategy_segment = json!({"version": 2, "features": [
-            {"name": "x", "enabled": true, "strategies": [{"name": "default", "segments": [1]}]}]});
-        assert!(matches!(
-            parse_features(strategy_segment.to_string().as_bytes()),
-            Err(ToggleError::Invalid { field, .. }) if field == "features[0].strategies[0].segments"
-        ));
+    fn strategies_match_only_inside_their_segments() {
+        let toggles = set(json!({"version": 2,
+            "segments": [
+                {"id": 1, "constraints": [{"contextName": "appName", "operator": "IN", "values": ["web"]}]},
+                {"id": 2, "constraints": [{"contextName": "userId", "operator": "STR_STARTS_WITH", "values": ["beta-"]}]}],
+            "features": [
+                {"name": "both", "enabled": true, "strategies": [{"name": "default", "segments": [1, 2]}]},
+                {"name": "web", "enabled": true, "strategies": [{"name": "default", "segments": [1]}]}]}));
+        assert!(toggles.evaluate("both", &context("beta-1", "web")));
+        assert!(!toggles.evaluate("both", &context("beta-1", "app")));
+        assert!(!toggles.evaluate("both", &context("alpha", "web")));
+        assert!(toggles.evaluate("web", &context("alpha", "web")));
+        assert!(!toggles.evaluate("web", &context("alpha", "app")));
+    }
+
+    #[test]
+    fn segment_problems_name_the_field() {
+        let doc = |segments: serde_json::Value, strategy_segments: serde_json::Value| {
+            json!({"version": 2, "segments": segments, "features": [{"name": "x", "enabled": true,
+                "strategies": [{"name": "default", "segments": strategy_segments}]}]})
+        };
+        let parsed = |doc: serde_json::Value| parse_features(doc.to_string().as_bytes());
+        // As the admin API checks a document before storing it.
+        let whole = |doc: serde_json::Value| match parsed(doc).and_then(|f| {
+            check_with_segments(&f.features, f.segments.as_deref().unwrap_or_default())
+        }) {
+            Err(ToggleError::Invalid { field, .. }) => field,
+            Ok(()) => "accepted".into(),
+        };
+        let ok = json!({"id": 1, "constraints": []});
+        let cases = [
+            (doc(json!([ok, ok]), json!([1])), "segments[1].id"),
+            (
+                doc(json!([{"id": 0, "constraints": []}]), json!([])),
+                "segments[0].id",
+            ),
+            (
+                doc(json!([ok]), json!([1, -2])),
+                "features[0].strategies[0].segments[1]",
+            ),
+            (
+                doc(
+                    json!([{"id": 1, "constraints": [{"contextName": "n", "operator": "NUM_EQ", "value": "1 or true"}]}]),
+                    json!([1]),
+                ),
+                "segments[0].constraints[0].value",
+            ),
+            (doc(json!([{"id": 1}]), json!([1])), "segments[0]"),
+            // A segment that is neither in the document nor given beside it.
+            (
+                doc(json!([ok]), json!([1, 7])),
+                "features[0].strategies[0].segments[1]",
+            ),
+            (doc(json!([ok]), json!([1])), "accepted"),
+        ];
+        for (doc, expected) in cases {
+            assert_eq!(whole(doc.clone()), expected, "{doc}");
+        }
+        // Checked alone, a document may name segments stored before it; beside them it passes.
+        let names_stored = parsed(doc(json!([]), json!([7]))).unwrap();
+        let stored: Vec<Segment> =
+            serde_json::from_value(json!([{"id": 7, "constraints": []}])).unwrap();
+        assert!(validate(&names_stored).is_ok());
+        assert!(check_with_segments(&names_stored.features, &stored).is_ok());
+        assert_eq!(
+            check_with_segments(&names_stored.features, &[]),
+            Err(ToggleError::Invalid {
+                field: "features[0].strategies[0].segments[0]".into(),
+                message: "there is no segment 7".into()
+            })
+        );
+    }
+
+    /// A document from an Unleash server is taken as its SDKs take it: a strategy naming a
+    /// segment that does not exist is off (the admin API refuses to store one).
+    #[test]
+    fn a_strategy_naming_a_missing_segment_is_off() {
+        let toggles = set(json!({"version": 2,
+            "segments": [{"id": 1, "constraints": []}],
+            "features": [{"name": "x", "enabled": true, "strategies": [
+                {"name": "default", "segments": [1, 404]},
+                {"name": "userWithId", "parameters": {"userIds": "b"}}]}]}));
+        assert!(!toggles.evaluate("x", &context("a", "web")));
+        assert!(toggles.evaluate("x", &context("b", "web")));
+        assert_eq!(
+            toggles.notes("x"),
+            ["strategy 0 (default) is always off: its segment 404 does not exist"]
+        );
+    }
+
+    /// As in Unleash's SDKs, a constraint whose operator is unknown does not match, so its
+    /// strategy is off; the toggle's other strategies still count, and the definition is kept.
+    #[test]
+    fn an_unknown_operator_turns_off_only_its_strategy() {
+        let future = |inverted: bool| json!({"contextName": "userId", "operator": "SOME_FUTURE_OP", "values": ["a"], "inverted": inverted});
+        let toggles = set(json!({"version": 2,
+            "segments": [{"id": 3, "constraints": [
+                {"contextName": "appName", "operator": "IN", "values": ["web"]},
+                {"contextName": "appName", "operator": "NEXT_OP", "value": "x"}]}],
+            "features": [
+                {"name": "mixed", "enabled": true, "strategies": [
+                    {"name": "default", "constraints": [future(false)],
+                     "variants": [{"name": "never", "weight": 1, "stickiness": "default"}]},
+                    {"name": "userWithId", "parameters": {"userIds": "b"}}]},
+                {"name": "inverted", "enabled": true, "strategies": [
+                    {"name": "default", "constraints": [
+                        {"contextName": "userId", "operator": "IN", "values": ["a", "b"]}, future(true)]}]},
+                {"name": "by.segment", "enabled": true, "strategies": [
+                    {"name": "default", "segments": [3]}, {"name": "default", "constraints": [
+                        {"contextName": "userId", "operator": "IN", "values": ["c"]}]}]},
+                {"name": "plain", "enabled": true}]}));
+        for user in ["a", "b", "c"] {
+            let ctx = context(user, "web");
+            assert_eq!(toggles.evaluate("mixed", &ctx), user == "b", "{user}");
+            assert!(!toggles.evaluate("inverted", &ctx), "{user}");
+            assert_eq!(toggles.evaluate("by.segment", &ctx), user == "c", "{user}");
+            assert!(toggles.evaluate("plain", &ctx));
+            assert_ne!(toggles.variant("mixed", &ctx)["name"], "never", "{user}");
+        }
+        assert_eq!(
+            toggles.notes("mixed"),
+            [
+                "strategy 0 (default) is always off: its constraint 0 has the unknown operator \"SOME_FUTURE_OP\""
+            ]
+        );
+        assert_eq!(
+            toggles.notes("inverted"),
+            [
+                "strategy 0 (default) is always off: its constraint 1 has the unknown operator \"SOME_FUTURE_OP\""
+            ]
+        );
+        assert_eq!(
+            toggles.notes("by.segment"),
+            [
+                "strategy 0 (default) is always off: constraint 1 of its segment 3 has the unknown operator \"NEXT_OP\""
+            ]
+        );
+        assert!(toggles.notes("plain").is_empty());
+        // Served as it came, operator included.
+        let served = toggles.client_document(true);
+        assert_eq!(
+            served["features"][0]["strategies"][0]["constraints"][0]["operator"],
+            "SOME_FUTURE_OP"
+        );
+        assert_eq!(
+            served["segments"][0]["constraints"][1]["operator"],
+            "NEXT_OP"
+        );
+    }
+
+    #[test]
+    fn a_toggle_is_settled_when_no_request_can_differ() {
+        let settles = |feature: serde_json::Value| {
+            settled(&serde_json::from_value::<Feature>(feature).unwrap())
+        };
+        let default = |extra: serde_json::Value| {
+            let mut s = json!({"name": "default"});
+            s.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            json!({"name": "x", "enabled": true, "strategies": [s]})
+        };
+        let cases = [
+            (json!({"name": "x", "enabled": false}), Some("off")),
+            (json!({"name": "x", "enabled": true}), Some("on")),
+            (default(json!({})), Some("on")),
+            (default(json!({"segments": []})), Some("on")),
+            (default(json!({"segments": [1]})), None),
+            (
+                default(
+                    json!({"constraints": [{"contextName": "userId", "operator": "IN", "values": ["a"]}]}),
+                ),
+                None,
+            ),
+            (rollout("x", 0)["features"][0].clone(), Some("off")),
+            (rollout("x", 100)["features"][0].clone(), Some("on")),
+            (rollout("x", 30)["features"][0].clone(), None),
+        ];
+        for (feature, expected) in cases {
+            assert_eq!(settles(feature.clone()), expected, "{feature}");
+        }
     }
 
     #[test]

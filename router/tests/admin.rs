@@ -739,3 +739,269 @@ async fn shadow_reports_are_served_and_reset_behind_the_token() {
     assert_eq!(diffs["routes"], json!({}));
     r.stop().await;
 }
+
+/// The client-features document as an SDK declaring `spec` (or nothing) gets it.
+async fn client_features(admin: &Admin, spec: Option<&str>) -> Value {
+    let mut req = admin
+        .http
+        .get(format!("{}/api/client/features", admin.base))
+        .bearer_auth(TOKEN);
+    if let Some(spec) = spec {
+        req = req.header("Unleash-Client-Spec", spec);
+    }
+    let res = req.send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    res.json().await.unwrap()
+}
+
+/// Waits until the data path of `data` sends `user` to `side`.
+async fn lands(data: &str, http: &reqwest::Client, user: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while side(data, http, user).await.unwrap() != expected {
+        assert!(
+            Instant::now() < deadline,
+            "{data} never sent {user} to {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A segment is stored once and named by id: replacing it changes every strategy naming it on
+/// every instance at once, a segment in use cannot be deleted, a strategy cannot name one that
+/// does not exist, and every change is audited and bumps the version.
+#[tokio::test]
+async fn segments_are_shared_by_id_audited_and_followed_by_every_instance() {
+    use reqwest::Method;
+    let db = TestDb::new("router", router::store::MIGRATIONS);
+    let (monolith, catalog) = two_sides().await;
+    let a = instance(&db, table(&monolith, &catalog), "seg-a").await;
+    let b = instance(&db, table(&monolith, &catalog), "seg-b").await;
+    let admin = Admin::of(&a);
+    let users = |ids: &[&str]| {
+        json!({"id": 1, "constraints": [{"contextName": "userId", "operator": "IN", "values": ids,
+            "caseInsensitive": false, "inverted": false}]})
+    };
+    let imported = admin
+        .ok(
+            Method::POST,
+            "/admin/toggles",
+            Some(json!({"version": 2, "segments": [users(&["alice"])], "features": [
+                {"name": "catalog.reads", "enabled": true, "strategies": [{"name": "default", "segments": [1]}]}]})),
+        )
+        .await;
+    assert_eq!(imported["changed"], 2, "{imported}");
+    let (data_b, http) = (format!("http://{}", b.addr), reqwest::Client::new());
+    lands(&data_b, &http, "alice", "catalog").await;
+    assert_eq!(side(&data_b, &http, "bob").await.unwrap(), "monolith");
+
+    // Replacing the segment moves every strategy that names it, on the other instance too.
+    let replaced = admin
+        .ok(Method::PUT, "/admin/segments/1", Some(users(&["bob"])))
+        .await;
+    assert!(
+        replaced["version"].as_i64() > imported["version"].as_i64(),
+        "{replaced}"
+    );
+    lands(&data_b, &http, "bob", "catalog").await;
+    assert_eq!(side(&data_b, &http, "alice").await.unwrap(), "monolith");
+
+    // A strategy naming a segment that does not exist is refused, naming the field.
+    let missing = json!({"name": "catalog.shadow", "enabled": true,
+        "strategies": [{"name": "default", "segments": [1, 9]}]});
+    let (status, reply) = admin
+        .call(
+            Method::PUT,
+            "/admin/toggles/catalog.shadow",
+            Some(missing.clone()),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(
+        (status, &reply["error"]["field"]),
+        (400, &json!("strategies[0].segments[1]"))
+    );
+    assert_eq!(reply["error"]["message"], "there is no segment 9");
+    let (status, reply) = admin
+        .call(
+            Method::POST,
+            "/admin/toggles",
+            Some(json!({"version": 2, "features": [reads("wishlist.reads", true), missing]})),
+            Some(TOKEN),
+        )
+        .await;
+    assert_eq!(
+        (status, &reply["error"]["field"]),
+        (400, &json!("features[1].strategies[0].segments[1]"))
+    );
+
+    // A segment in use stays; once no strategy names it, it can go.
+    let (status, reply) = admin
+        .call(Method::DELETE, "/admin/segments/1", None, Some(TOKEN))
+        .await;
+    assert_eq!(
+        (status, &reply["error"]["code"]),
+        (409, &json!("segment_in_use")),
+        "{reply}"
+    );
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("catalog.reads"),
+        "{reply}"
+    );
+
+    // SDKs that read segments get them; others get their constraints in the strategy.
+    let with = client_features(&admin, Some("4.2.0")).await;
+    assert_eq!(with["segments"], json!([users(&["bob"])]));
+    assert_eq!(with["features"][0]["strategies"][0]["segments"], json!([1]));
+    let without = client_features(&admin, None).await;
+    assert!(without.get("segments").is_none(), "{without}");
+    assert_eq!(
+        without["features"][0]["strategies"][0]["constraints"],
+        users(&["bob"])["constraints"]
+    );
+    let (status, reply) = admin
+        .call(Method::GET, "/api/client/features", None, Some(TOKEN))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let bad_spec = admin
+        .http
+        .get(format!("{}/api/client/features", admin.base))
+        .bearer_auth(TOKEN)
+        .header("Unleash-Client-Spec", "four")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_spec.status().as_u16(), 400);
+
+    admin
+        .ok(Method::DELETE, "/admin/toggles/catalog.reads", None)
+        .await;
+    admin.ok(Method::DELETE, "/admin/segments/1", None).await;
+    let (status, _) = admin
+        .call(Method::GET, "/admin/segments/1", None, Some(TOKEN))
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        admin.ok(Method::GET, "/admin/segments", None).await["segments"],
+        json!([])
+    );
+
+    let audit = admin.ok(Method::GET, "/admin/audit?segment=1", None).await;
+    let entries = audit["entries"].as_array().unwrap();
+    let shapes: Vec<(&Value, &Value, bool, bool)> = entries
+        .iter()
+        .map(|e| {
+            (
+                &e["kind"],
+                &e["name"],
+                e["before"].is_null(),
+                e["after"].is_null(),
+            )
+        })
+        .collect();
+    let segment = (&json!("segment"), &json!("1"));
+    assert_eq!(
+        shapes,
+        [
+            (segment.0, segment.1, true, false),
+            (segment.0, segment.1, false, false),
+            (segment.0, segment.1, false, true)
+        ],
+        "{audit}"
+    );
+    assert_eq!(entries[1]["after"], users(&["bob"]));
+    let toggle_audit = admin
+        .ok(Method::GET, "/admin/audit?toggle=catalog.reads", None)
+        .await;
+    assert!(
+        toggle_audit["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["kind"] == "toggle"),
+        "{toggle_audit}"
+    );
+    // The other instance followed every change: it is at the same version.
+    let version = a.router.toggles.load().version;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.router.toggles.load().version != version {
+        assert!(Instant::now() < deadline, "instance b never caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    b.stop().await;
+    a.stop().await;
+}
+
+/// A constraint whose operator the engine does not know is stored and served as it came; its
+/// strategy is off (the toggle's other strategies still count), and evaluate and explain say why.
+#[tokio::test]
+async fn an_unknown_operator_is_kept_served_and_explained() {
+    use reqwest::Method;
+    let db = TestDb::new("router", router::store::MIGRATIONS);
+    let (monolith, catalog) = two_sides().await;
+    let r = instance(&db, table(&monolith, &catalog), "future-op").await;
+    let admin = Admin::of(&r);
+    // Inverted too: a constraint that cannot be checked does not match either way.
+    let future = json!({"contextName": "region", "operator": "SOME_FUTURE_OP", "values": ["eu"],
+        "caseInsensitive": false, "inverted": true});
+    let definition = json!({"name": "catalog.reads", "enabled": true, "strategies": [
+        {"name": "default", "constraints": [future]},
+        {"name": "userWithId", "parameters": {"userIds": "alice"}}]});
+    let put = admin
+        .ok(
+            Method::PUT,
+            "/admin/toggles/catalog.reads",
+            Some(definition),
+        )
+        .await;
+    assert_eq!(put["toggle"]["strategies"][0]["constraints"][0], future);
+    let stored = admin
+        .ok(Method::GET, "/admin/toggles/catalog.reads", None)
+        .await;
+    assert_eq!(stored["strategies"][0]["constraints"][0], future);
+    let served = client_features(&admin, None).await;
+    assert_eq!(
+        served["features"][0]["strategies"][0]["constraints"][0],
+        future
+    );
+    let audit = admin.ok(Method::GET, "/admin/audit", None).await;
+    assert_eq!(
+        audit["entries"][0]["after"]["strategies"][0]["constraints"][0],
+        future
+    );
+
+    let why = "strategy 0 (default) is always off: its constraint 0 has the unknown operator \"SOME_FUTURE_OP\"";
+    for (user, enabled, side_expected) in [("bob", false, "monolith"), ("alice", true, "catalog")] {
+        let evaluated = admin
+            .ok(
+                Method::POST,
+                "/admin/evaluate",
+                Some(
+                    json!({"toggle": "catalog.reads", "context": {"userId": user, "region": "eu"}}),
+                ),
+            )
+            .await;
+        assert_eq!(evaluated["enabled"], enabled, "{user}: {evaluated}");
+        assert_eq!(evaluated["explain"], json!([why]), "{evaluated}");
+        let explained = admin
+            .ok(
+                Method::GET,
+                &format!("/admin/explain?path=/catalog/albums&user_id={user}"),
+                None,
+            )
+            .await;
+        assert_eq!(explained["primary"], side_expected, "{explained}");
+        assert_eq!(explained["notes"], json!([format!("catalog.reads: {why}")]));
+    }
+    let plain = admin
+        .ok(
+            Method::POST,
+            "/admin/evaluate",
+            Some(json!({"toggle": "catalog.shadow"})),
+        )
+        .await;
+    assert_eq!(plain["explain"], json!([]));
+    r.stop().await;
+}

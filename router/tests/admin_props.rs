@@ -395,7 +395,32 @@ fn strategy(rng: &mut Rng, name: &str, wild: bool) -> Value {
     if rng.chance(40) {
         s["variants"] = variants(rng, wild);
     }
+    if rng.chance(20) {
+        // Segments 1 to 3 are sometimes stored; 4 never is, -1 is not an id.
+        s["segments"] = (0..1 + rng.below(2))
+            .map(|_| json!(rng.pick(&[1, 2, 3, 4, -1])))
+            .collect();
+    }
     s
+}
+
+fn segment(rng: &mut Rng, id: Value) -> Value {
+    let wild = rng.chance(30);
+    let constraints: Vec<Value> = (0..rng.below(3)).map(|_| constraint(rng, wild)).collect();
+    json!({"id": id, "name": "generated", "constraints": constraints})
+}
+
+fn segment_id(rng: &mut Rng) -> Value {
+    let ids = [
+        json!(1),
+        json!(2),
+        json!(3),
+        json!(0),
+        json!(-1),
+        json!(i64::MAX),
+        json!("1"),
+    ];
+    ids[rng.below(ids.len())].clone()
 }
 
 fn definition(rng: &mut Rng, name: &str) -> Value {
@@ -545,7 +570,7 @@ fn context(rng: &mut Rng) -> Value {
 fn request(rng: &mut Rng) -> (String, String, Option<&'static str>, Vec<u8>) {
     let name = url_text(rng);
     let known = rng.pick(&NAMES).to_string();
-    let (method, target, body): (&str, String, Vec<u8>) = match rng.below(17) {
+    let (method, target, body): (&str, String, Vec<u8>) = match rng.below(19) {
         0 => ("GET", "/admin/toggles".into(), vec![]),
         1 => {
             let features: Vec<Value> = (0..rng.below(4))
@@ -559,8 +584,13 @@ fn request(rng: &mut Rng) -> (String, String, Option<&'static str>, Vec<u8>) {
                 })
                 .collect();
             let mut doc = json!({"version": 2, "features": features});
-            if rng.chance(10) {
-                doc["segments"] = json!([{"id": 1, "constraints": []}]);
+            if rng.chance(30) {
+                doc["segments"] = (0..1 + rng.below(2))
+                    .map(|_| {
+                        let id = segment_id(rng);
+                        segment(rng, id)
+                    })
+                    .collect();
             }
             ("POST", "/admin/toggles".into(), body(rng, doc))
         }
@@ -653,6 +683,28 @@ fn request(rng: &mut Rng) -> (String, String, Option<&'static str>, Vec<u8>) {
         13 => ("GET", "/admin/upstreams".into(), vec![]),
         14 => ("GET", "/metrics".into(), vec![]),
         15 => ("GET", "/api/client/features".into(), vec![]),
+        16 => ("GET", "/admin/segments".into(), vec![]),
+        17 => {
+            let path = match rng.below(4) {
+                0 => url_text(rng),
+                _ => rng
+                    .pick(&["1", "2", "3", "0", "-1", "99999999999", "%31"])
+                    .to_string(),
+            };
+            match rng.below(3) {
+                0 => ("GET", format!("/admin/segments/{path}"), vec![]),
+                1 => ("DELETE", format!("/admin/segments/{path}"), vec![]),
+                _ => {
+                    let id = if rng.chance(80) {
+                        path.parse().map(|id: i64| json!(id)).unwrap_or(json!(1))
+                    } else {
+                        segment_id(rng)
+                    };
+                    let seg = segment(rng, id);
+                    ("PUT", format!("/admin/segments/{path}"), body(rng, seg))
+                }
+            }
+        }
         _ => {
             let which = rng.pick(&["register", "metrics"]);
             let report = json!({"appName": text(rng)});
@@ -785,6 +837,13 @@ async fn reproduced_cases_are_answered_as_client_errors() {
     .to_string();
     let bad_name_import =
         json!({"version": 2, "features": [{"name": "a/b", "enabled": true}]}).to_string();
+    let seg = |id: i32, value: &str| {
+        json!({"id": id, "constraints": [{"contextName": "n", "operator": "NUM_GT", "value": value}]})
+            .to_string()
+    };
+    let seg_import = json!({"version": 2, "segments": [{"id": 7, "constraints": []}], "features": [
+        {"name": "imp.seg", "enabled": true, "strategies": [{"name": "default", "segments": [8, 7]}]}]})
+    .to_string();
     let json_ct = Some("application/json");
     #[rustfmt::skip]
     let cases: Vec<Case> = vec![
@@ -839,6 +898,25 @@ async fn reproduced_cases_are_answered_as_client_errors() {
         ("PUT", "/admin/toggles/x".into(), json_ct, deep, 400, "invalid_toggle", None),
         ("PUT", "/admin/toggles/x".into(), json_ct, "42".into(), 400, "invalid_toggle", Some("body")),
         ("GET", "/admin/toggles/".into(), None, "".into(), 404, "not_found", None),
+        // Segments: ids, bodies, and what strategies name.
+        ("PUT", "/admin/segments/0".into(), json_ct, seg(0, "1"), 404, "not_found", Some("id")),
+        ("PUT", "/admin/segments/abc".into(), json_ct, seg(1, "1"), 404, "not_found", Some("id")),
+        ("GET", "/admin/segments/2147483648".into(), None, "".into(), 404, "not_found", Some("id")),
+        ("DELETE", "/admin/segments/5".into(), None, "".into(), 404, "not_found", Some("id")),
+        ("PUT", "/admin/segments/3".into(), json_ct, seg(4, "1"), 400, "invalid_segment", Some("id")),
+        ("PUT", "/admin/segments/3".into(), json_ct, r#"{"id": 3}"#.into(), 400, "invalid_segment", Some("body")),
+        ("PUT", "/admin/segments/3".into(), json_ct, seg(3, "1 or true"), 400, "invalid_segment", Some("constraints[0].value")),
+        ("PUT", "/admin/segments/3".into(), json_ct, seg(3, "1\0"), 400, "invalid_segment", Some("constraints[0].value")),
+        ("PUT", "/admin/segments/3".into(), json_ct, seg(3, "1"), 200, "", None),
+        ("PUT", "/admin/toggles/seg.missing".into(), json_ct, def("seg.missing", json!({"strategies": [{"name": "default", "segments": [3, 4]}]})), 400, "invalid_toggle", Some("strategies[0].segments[1]")),
+        ("PUT", "/admin/toggles/seg.zero".into(), json_ct, def("seg.zero", json!({"strategies": [{"name": "default", "segments": [0]}]})), 400, "invalid_toggle", Some("strategies[0].segments[0]")),
+        ("POST", "/admin/toggles".into(), json_ct, seg_import, 400, "invalid_toggle", Some("features[0].strategies[0].segments[0]")),
+        ("PUT", "/admin/toggles/seg.used".into(), json_ct, def("seg.used", json!({"strategies": [{"name": "default", "segments": [3]}]})), 200, "", None),
+        ("DELETE", "/admin/segments/3".into(), None, "".into(), 409, "segment_in_use", Some("id")),
+        ("GET", "/admin/audit?segment=0".into(), None, "".into(), 422, "invalid_field", Some("segment")),
+        ("GET", "/admin/audit?segment=3&toggle=x".into(), None, "".into(), 422, "invalid_field", Some("segment")),
+        // An operator this engine does not know is kept, as in Unleash.
+        ("PUT", "/admin/toggles/op.future".into(), json_ct, constrained("op.future", json!({"contextName": "userId", "operator": "SOME_FUTURE_OP", "values": ["a\\"]})), 200, "", None),
     ];
     let mut failures = Vec::new();
     for (method, target, ct, body, status, code, field) in cases {

@@ -83,11 +83,19 @@ pub fn get(feature: &Value, last: Option<&Value>) -> String {
 pub fn audit(reply: &Value) -> String {
     let mut t = Table::new(&["at", "toggle", "by", "change", "reason"]);
     for e in reply["entries"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap_or("");
+        let (subject, what) = match e["kind"].as_str() {
+            Some("segment") => (
+                format!("segment {name}"),
+                segment_change(&e["before"], &e["after"]),
+            ),
+            _ => (name.to_string(), change(&e["before"], &e["after"])),
+        };
         t.push(vec![
             time(&e["at"]),
-            e["name"].as_str().unwrap_or("").to_string(),
+            subject,
             e["actor"].as_str().unwrap_or("").to_string(),
-            change(&e["before"], &e["after"]),
+            what,
             e["reason"].as_str().unwrap_or("").to_string(),
         ]);
     }
@@ -278,6 +286,22 @@ fn change(before: &Value, after: &Value) -> String {
     }
 }
 
+/// What one audit entry did to a segment (shared constraints, named by id).
+fn segment_change(before: &Value, after: &Value) -> String {
+    let constraints = |v: &Value| v["constraints"].as_array().map_or(0, Vec::len);
+    match (before.is_null(), after.is_null()) {
+        (true, true) => "-".into(),
+        (true, false) => format!("created, {} constraints", constraints(after)),
+        (false, true) => "deleted".into(),
+        (false, false) if before == after => "unchanged".into(),
+        (false, false) => format!(
+            "constraints changed ({} → {})",
+            constraints(before),
+            constraints(after)
+        ),
+    }
+}
+
 /// An RFC 3339 timestamp to the second, as `2026-12-03 17:40:12`: UTC, as the API gives it.
 fn time(at: &Value) -> String {
     match at.as_str() {
@@ -395,12 +419,21 @@ mod tests {
         for (before, after, expected) in table {
             assert_eq!(change(&before, &after), expected, "{before} → {after}");
         }
-        let reply = json!({"entries": [{"at": "2026-12-03T17:40:12Z", "name": "t", "actor": "fig",
-            "before": null, "after": off, "reason": "fig up: first run"}]});
+        let reply = json!({"entries": [{"at": "2026-12-03T17:40:12Z", "kind": "toggle", "name": "t",
+            "actor": "fig", "before": null, "after": off, "reason": "fig up: first run"},
+            {"at": "2026-12-03T17:41:00Z", "kind": "segment", "name": "7", "actor": "ana",
+            "before": {"id": 7, "constraints": []},
+            "after": {"id": 7, "constraints": [{"contextName": "userId", "operator": "IN", "values": ["1"]}]},
+            "reason": "beta"}]});
         assert_eq!(
             audit(&reply),
-            "  at                   toggle  by   change                     reason\n\
-             \x20 2026-12-03 17:40:12  t       fig  created off, default 100%  fig up: first run\n"
+            "  at                   toggle     by   change                       reason\n\
+             \x20 2026-12-03 17:40:12  t          fig  created off, default 100%    fig up: first run\n\
+             \x20 2026-12-03 17:41:00  segment 7  ana  constraints changed (0 → 1)  beta\n"
+        );
+        assert_eq!(
+            segment_change(&Value::Null, &json!({"id": 1, "constraints": []})),
+            "created, 0 constraints"
         );
     }
 
