@@ -13,12 +13,16 @@ mod cluster;
 mod error;
 mod settings;
 mod testdb;
+mod tls;
 
 pub use binaries::Binaries;
 pub use cluster::{Cluster, ClusterOptions, Listen};
 pub use error::Error;
 pub use settings::Settings;
-pub use testdb::{TestDb, shared};
+#[cfg(feature = "tls")]
+pub use testdb::shared_tls;
+pub use testdb::{TestDb, shared, shared_tcp};
+pub use tls::{ClusterTls, TlsOptions};
 
 /// Quotes an SQL identifier (database names come from callers, so never splice them raw).
 pub fn quote_ident(name: &str) -> String {
