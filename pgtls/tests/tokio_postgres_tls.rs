@@ -1,8 +1,6 @@
 //! tokio-postgres over rustls against real clusters, one serving TLS with a certificate for
 //! `localhost` only and one with `ssl = off`: every `sslmode` as libpq would behave.
 
-use std::error::Error as _;
-
 use localpg::Cluster;
 
 /// What a connection attempt must come to.
