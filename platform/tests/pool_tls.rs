@@ -53,12 +53,20 @@ fn url(cluster: &Cluster, host: &str, mode: &str, ca: Ca) -> String {
     cluster.url_via("postgres", host, &params)
 }
 
+/// Cluster, host, sslmode, sslrootcert, and `Ok(ssl)` or `Err(text the error must contain)`.
+type Case = (
+    &'static Cluster,
+    &'static str,
+    &'static str,
+    Ca,
+    Result<bool, &'static str>,
+);
+
 #[test]
 fn the_pool_honours_sslmode_and_sslrootcert_through_libpq() {
     let tls = localpg::shared_tls();
     let plain = localpg::shared_tcp();
-    // Ok(ssl) or Err(text the error must contain).
-    let cases: [(&Cluster, &str, &str, Ca, Result<bool, &str>); 11] = [
+    let cases: [Case; 11] = [
         (tls, "localhost", "verify-full", Ca::Right, Ok(true)),
         (
             tls,
