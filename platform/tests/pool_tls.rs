@@ -66,7 +66,7 @@ type Case = (
 fn the_pool_honours_sslmode_and_sslrootcert_through_libpq() {
     let tls = localpg::shared_tls();
     let plain = localpg::shared_tcp();
-    let cases: [Case; 11] = [
+    let cases: [Case; 13] = [
         (tls, "localhost", "verify-full", Ca::Right, Ok(true)),
         (
             tls,
@@ -101,11 +101,19 @@ fn the_pool_honours_sslmode_and_sslrootcert_through_libpq() {
         (tls, "127.0.0.1", "prefer", Ca::None, Ok(true)),
         (tls, "127.0.0.1", "disable", Ca::None, Ok(false)),
         (plain, "127.0.0.1", "prefer", Ca::None, Ok(false)),
+        (plain, "127.0.0.1", "disable", Ca::None, Ok(false)),
         (
             plain,
             "127.0.0.1",
             "require",
             Ca::None,
+            Err("server does not support SSL"),
+        ),
+        (
+            plain,
+            "localhost",
+            "verify-full",
+            Ca::Right,
             Err("server does not support SSL"),
         ),
     ];

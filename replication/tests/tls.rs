@@ -272,3 +272,71 @@ async fn a_pipeline_copies_and_streams_over_verified_tls() {
     assert_eq!(plaintext_sessions, 0);
     running.stop().await.unwrap();
 }
+
+/// Prepends `line` to the cluster's pg_hba.conf and waits until the server applies it (the
+/// reload is asynchronous): `applied` must hold for a fresh connection.
+async fn with_hba_line<F, Fut>(cluster: &Cluster, line: &str, applied: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let path = cluster.data_dir().unwrap().join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{line}\n{rules}")).unwrap();
+    let admin = support::client(&cluster.url("postgres")).await;
+    admin.execute("SELECT pg_reload_conf()", &[]).await.unwrap();
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    while !applied().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_hba.conf never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn scram_passwords_work_over_tls_without_channel_binding() {
+    // Over TLS the server offers SCRAM-SHA-256-PLUS too; both clients take SCRAM-SHA-256 and
+    // say they do not bind ('n'), which the server must accept.
+    let cluster = localpg::shared_tls();
+    let role = format!("tls_scram_{}", std::process::id());
+    let admin = support::client(&cluster.url("postgres")).await;
+    admin
+        .batch_execute(&format!(
+            "SET password_encryption = 'scram-sha-256';
+             CREATE ROLE {role} LOGIN REPLICATION PASSWORD 'right horse'"
+        ))
+        .await
+        .unwrap();
+    let ca = cluster.tls().unwrap().ca_path().display().to_string();
+    let as_role = |password: &str| {
+        format!(
+            "postgresql://{role}:{password}@localhost:{}/postgres?sslmode=verify-full&sslrootcert={ca}",
+            cluster.tcp_port().unwrap()
+        )
+    };
+    let wrong = as_role("wrong%20horse");
+    let right = as_role("right%20horse");
+    with_hba_line(
+        cluster,
+        &format!(
+            "hostssl all {role} 127.0.0.1/32 scram-sha-256\nhostssl replication {role} 127.0.0.1/32 scram-sha-256"
+        ),
+        || async { sql_attempt(&wrong).await.is_err() },
+    )
+    .await;
+
+    assert_eq!(replication_attempt(&right).await, Ok(true));
+    assert_eq!(sql_attempt(&right).await, Ok(true));
+    for (kind, got) in [
+        ("replication", replication_attempt(&wrong).await),
+        ("SQL", sql_attempt(&wrong).await),
+    ] {
+        let err = got.expect_err(kind);
+        assert!(
+            err.contains("password authentication failed"),
+            "{kind}: {err}"
+        );
+    }
+}
