@@ -7,6 +7,10 @@
 //!
 //! Tests share one cluster per test process ([`shared`]) and get a fresh database per test, cloned
 //! from a migrated template ([`TestDb`]), so they run in parallel without seeing each other's data.
+//!
+//! With the `tls` feature, a cluster can serve TLS with a certificate from a throwaway CA
+//! ([`ClusterOptions::tls`], `shared_tls`), for tests of TLS clients; [`shared_tcp`] is its
+//! counterpart with `ssl = off`.
 
 mod binaries;
 mod cluster;

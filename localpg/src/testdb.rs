@@ -79,7 +79,7 @@ impl TestDb {
         TestDb::new_on(shared(), key, migrations)
     }
 
-    /// Like [`TestDb::new`], on `cluster` (e.g. [`shared_tls`]).
+    /// Like [`TestDb::new`], on `cluster` (e.g. `shared_tls()` or [`shared_tcp`]).
     pub fn new_on<S: MigrationSource<Pg>>(
         cluster: &'static Cluster,
         key: &str,
