@@ -131,6 +131,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         listen: Listen::Tcp { port: args.pg_port },
         durable: args.data_dir.is_some(),
         settings,
+        tls: None,
     })
     .context("starting PostgreSQL")?;
     phase.done(&cluster.url(""));

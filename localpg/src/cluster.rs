@@ -11,6 +11,7 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 use tempfile::TempDir;
 
+use crate::tls::{ClusterTls, TlsOptions};
 use crate::{Binaries, Error, Settings, quote_ident};
 
 /// Where an owned cluster accepts connections. It always listens on a Unix socket in a private
@@ -34,6 +35,9 @@ pub struct ClusterOptions {
     /// matters and a power cut loses nothing of value.
     pub durable: bool,
     pub settings: Settings,
+    /// Serve TLS (`ssl = on`) with certificates from a throwaway CA; needs [`Listen::Tcp`], as
+    /// PostgreSQL speaks TLS only over TCP, and the crate's `tls` feature.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ClusterOptions {
@@ -43,6 +47,7 @@ impl Default for ClusterOptions {
             listen: Listen::UnixOnly,
             durable: false,
             settings: Settings::default(),
+            tls: None,
         }
     }
 }
@@ -80,6 +85,7 @@ struct Owned {
     socket_dir: PathBuf,
     port: u16,
     tcp: bool,
+    tls: Option<ClusterTls>,
     /// Holds the socket directory, the log and (unless persistent) the data directory.
     work: Option<TempDir>,
     /// Its stdin is our end of a pipe: when this process dies however it dies, the pipe closes and
@@ -126,10 +132,10 @@ impl Runner {
         }
     }
 
-    /// Makes `dir` writable by the server's user.
-    fn hand_over(&self, dir: &Path) -> Result<(), Error> {
+    /// Gives `path` (a directory or a file) to the server's user.
+    fn hand_over(&self, path: &Path) -> Result<(), Error> {
         if let Runner::AsUser { uid, gid, .. } = self {
-            std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw())).map_err(
+            std::os::unix::fs::chown(path, Some(uid.as_raw()), Some(gid.as_raw())).map_err(
                 Error::io("giving the cluster directory to the postgres user"),
             )?;
         }
@@ -179,7 +185,23 @@ impl Cluster {
     /// Uses an existing server, or starts a throwaway one, as `options.settings` says.
     pub fn start(options: ClusterOptions) -> Result<Cluster, Error> {
         if let Some(url) = &options.settings.url {
+            if options.tls.is_some() {
+                return Err(Error::Setting {
+                    name: "tls",
+                    detail: format!(
+                        "TLS certificates are only made for a cluster of our own, but {} names an \
+                         existing server",
+                        crate::settings::ENV_URL
+                    ),
+                });
+            }
             return Ok(Cluster::external(url));
+        }
+        if options.tls.is_some() && options.listen == Listen::UnixOnly {
+            return Err(Error::Setting {
+                name: "tls",
+                detail: "PostgreSQL speaks TLS only over TCP: listen on a TCP port".into(),
+            });
         }
         let owned = Owned::start(&options)?;
         let cluster = Cluster {
@@ -201,9 +223,23 @@ impl Cluster {
         }
     }
 
-    /// A libpq connection URL for `database` on this server.
+    /// A libpq connection URL for `database` on this server. On a TLS cluster it connects to
+    /// the certificate's first name with `sslmode=verify-full` and the CA as `sslrootcert`.
     pub fn url(&self, database: &str) -> String {
         match &self.server {
+            Server::Owned(o) if o.tls.is_some() => {
+                let tls = o.tls.as_ref().expect("matched");
+                let host = tls
+                    .server_names()
+                    .first()
+                    .map_or("localhost", String::as_str);
+                let ca = tls.ca_path().display().to_string();
+                self.url_via(
+                    database,
+                    host,
+                    &[("sslmode", "verify-full"), ("sslrootcert", &ca)],
+                )
+            }
             Server::Owned(o) if o.tcp => {
                 format!("postgresql://postgres@127.0.0.1:{}/{database}", o.port)
             }
@@ -213,6 +249,33 @@ impl Cluster {
                 o.port
             ),
             Server::External { url } => with_database(url, database),
+        }
+    }
+
+    /// A URL for `database` over TCP to `host` (any name or address that reaches this machine's
+    /// loopback) with `params` as its query, e.g. `[("sslmode", "require")]`; the cluster's own
+    /// [`url`](Self::url) when it does not listen on TCP.
+    pub fn url_via(&self, database: &str, host: &str, params: &[(&str, &str)]) -> String {
+        let Some(port) = self.tcp_port() else {
+            return self.url(database);
+        };
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+            .collect();
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
+        format!("postgresql://postgres@{host}:{port}/{database}{query}")
+    }
+
+    /// The certificates of a cluster started with [`ClusterOptions::tls`].
+    pub fn tls(&self) -> Option<&ClusterTls> {
+        match &self.server {
+            Server::Owned(o) => o.tls.as_ref(),
+            Server::External { .. } => None,
         }
     }
 
@@ -386,10 +449,17 @@ impl Owned {
             socket_dir,
             port: 5432,
             tcp: matches!(options.listen, Listen::Tcp { .. }),
+            tls: None,
             work: Some(work),
             watchdog: None,
         };
         owned.spawn_watchdog()?;
+        if let Some(tls) = &options.tls {
+            let files = crate::tls::generate(&owned.socket_dir, tls)?;
+            // The server insists that its key be its own and unreadable by others (0600).
+            owned.runner.hand_over(&files.key)?;
+            owned.tls = Some(files);
+        }
         if !owned.data_dir.join("PG_VERSION").exists() {
             owned.initdb()?;
         }
@@ -458,9 +528,17 @@ impl Owned {
                 Some(port) => port,
             };
             let listen = if requested.is_some() { "127.0.0.1" } else { "" };
+            let ssl = match &self.tls {
+                Some(tls) => format!(
+                    " -c ssl=on -c ssl_cert_file='{}' -c ssl_key_file='{}'",
+                    tls.cert.display(),
+                    tls.key.display()
+                ),
+                None => String::new(),
+            };
             // pg_ctl hands -o to a shell, hence the quoting.
             let server_opts = format!(
-                "-p {} -k '{}' -c listen_addresses='{listen}'{durability}",
+                "-p {} -k '{}' -c listen_addresses='{listen}'{durability}{ssl}",
                 self.port,
                 self.socket_dir.display()
             );
@@ -573,6 +651,20 @@ fn split_url(url: &str) -> (&str, &str, &str) {
     }
 }
 
+/// Escapes what would end or split a URL query value (file paths go in `sslrootcert`).
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
 fn with_database(url: &str, database: &str) -> String {
     let (prefix, _, query) = split_url(url);
     format!("{prefix}/{database}{query}")
@@ -606,6 +698,12 @@ mod tests {
         for (url, db, want) in cases {
             assert_eq!(with_database(url, db), want, "{url}");
         }
+    }
+
+    #[test]
+    fn query_values_are_escaped() {
+        assert_eq!(percent_encode("/tmp/x-1/ca.pem"), "/tmp/x-1/ca.pem");
+        assert_eq!(percent_encode("a b&c=d%"), "a%20b%26c%3Dd%25");
     }
 
     #[test]

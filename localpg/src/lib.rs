@@ -7,18 +7,26 @@
 //!
 //! Tests share one cluster per test process ([`shared`]) and get a fresh database per test, cloned
 //! from a migrated template ([`TestDb`]), so they run in parallel without seeing each other's data.
+//!
+//! With the `tls` feature, a cluster can serve TLS with a certificate from a throwaway CA
+//! ([`ClusterOptions::tls`], `shared_tls`), for tests of TLS clients; [`shared_tcp`] is its
+//! counterpart with `ssl = off`.
 
 mod binaries;
 mod cluster;
 mod error;
 mod settings;
 mod testdb;
+mod tls;
 
 pub use binaries::Binaries;
 pub use cluster::{Cluster, ClusterOptions, Listen};
 pub use error::Error;
 pub use settings::Settings;
-pub use testdb::{TestDb, shared};
+#[cfg(feature = "tls")]
+pub use testdb::shared_tls;
+pub use testdb::{TestDb, shared, shared_tcp};
+pub use tls::{ClusterTls, TlsOptions};
 
 /// Quotes an SQL identifier (database names come from callers, so never splice them raw).
 pub fn quote_ident(name: &str) -> String {

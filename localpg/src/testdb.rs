@@ -4,9 +4,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 
-use crate::{Cluster, ClusterOptions, Settings};
+use crate::{Cluster, ClusterOptions, Listen, Settings};
 
 static SHARED: OnceLock<Cluster> = OnceLock::new();
+static SHARED_TCP: OnceLock<Cluster> = OnceLock::new();
+#[cfg(feature = "tls")]
+static SHARED_TLS: OnceLock<Cluster> = OnceLock::new();
 static NEXT_DB: AtomicU64 = AtomicU64::new(0);
 
 /// The cluster shared by every test in this process: started on first use from `LOCALPG_URL` /
@@ -26,6 +29,42 @@ pub fn shared() -> &'static Cluster {
     })
 }
 
+/// A cluster of this process's own that listens on a free loopback TCP port, without TLS
+/// (`ssl = off`): for tests of how clients behave against a server that refuses TLS. Never an
+/// existing server (`LOCALPG_URL` is not consulted), since its TLS setting would be unknown.
+pub fn shared_tcp() -> &'static Cluster {
+    SHARED_TCP.get_or_init(|| start_own("TCP", Listen::Tcp { port: 0 }, None))
+}
+
+/// A cluster of this process's own that speaks TLS on a free loopback TCP port, its server
+/// certificate naming only `localhost` and signed by a throwaway CA (see [`Cluster::tls`]).
+/// Its [`Cluster::url`] connects with `sslmode=verify-full`.
+#[cfg(feature = "tls")]
+pub fn shared_tls() -> &'static Cluster {
+    SHARED_TLS.get_or_init(|| {
+        start_own(
+            "TLS",
+            Listen::Tcp { port: 0 },
+            Some(crate::TlsOptions::default()),
+        )
+    })
+}
+
+fn start_own(kind: &str, listen: Listen, tls: Option<crate::TlsOptions>) -> Cluster {
+    let settings = Settings::from_env()
+        .unwrap_or_else(|e| panic!("localpg: bad settings for the {kind} test cluster: {e}"));
+    Cluster::start(ClusterOptions {
+        listen,
+        tls,
+        settings: Settings {
+            url: None,
+            ..settings
+        },
+        ..ClusterOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("localpg: could not start the {kind} test cluster: {e}"))
+}
+
 /// A database of its own for one test, cloned from a migrated template and dropped on drop.
 #[derive(Debug)]
 pub struct TestDb {
@@ -37,7 +76,15 @@ pub struct TestDb {
 impl TestDb {
     /// A fresh database holding `migrations` (keyed by `key`, e.g. "monolith") on the shared cluster.
     pub fn new<S: MigrationSource<Pg>>(key: &str, migrations: S) -> TestDb {
-        let cluster = shared();
+        TestDb::new_on(shared(), key, migrations)
+    }
+
+    /// Like [`TestDb::new`], on `cluster` (e.g. `shared_tls()` or [`shared_tcp`]).
+    pub fn new_on<S: MigrationSource<Pg>>(
+        cluster: &'static Cluster,
+        key: &str,
+        migrations: S,
+    ) -> TestDb {
         let template = cluster
             .template(key, migrations)
             .unwrap_or_else(|e| panic!("localpg: template {key}: {e}"));
@@ -50,7 +97,11 @@ impl TestDb {
 
     /// A fresh empty database (for tests that run migrations themselves).
     pub fn empty(key: &str) -> TestDb {
-        let cluster = shared();
+        TestDb::empty_on(shared(), key)
+    }
+
+    /// Like [`TestDb::empty`], on `cluster`.
+    pub fn empty_on(cluster: &'static Cluster, key: &str) -> TestDb {
         let name = unique_name(key);
         cluster
             .create_database(&name)

@@ -131,3 +131,68 @@ fn a_data_dir_the_server_user_cannot_reach_is_named() {
         "{text}"
     );
 }
+
+#[test]
+fn a_tls_cluster_serves_its_certificate_and_keeps_its_key_private() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let cluster = localpg::shared_tls();
+    let tls = cluster.tls().expect("a TLS cluster has certificates");
+    assert_eq!(tls.server_names(), ["localhost"]);
+    let url = cluster.url("postgres");
+    assert!(url.contains("sslmode=verify-full"), "{url}");
+    assert!(url.contains("@localhost:"), "{url}");
+
+    // PostgreSQL refuses a key others can read; as root the server runs as `postgres`.
+    let key = std::fs::read_dir(tls.ca_path().parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "key"))
+        .expect("the server key is beside the CA");
+    let meta = std::fs::metadata(&key).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    if nix::unistd::geteuid().is_root() {
+        let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+        assert_eq!(meta.uid(), pg.uid.as_raw());
+    }
+    assert_ne!(
+        std::fs::read(tls.ca_path()).unwrap(),
+        std::fs::read(tls.wrong_ca_path()).unwrap()
+    );
+
+    // libpq verified the certificate, and the session is encrypted.
+    let mut conn = cluster
+        .admin()
+        .expect("verify-full with the cluster's CA connects");
+    #[derive(diesel::QueryableByName)]
+    struct Ssl {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        ssl: bool,
+    }
+    let row: Ssl = sql_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .get_result(&mut conn)
+        .unwrap();
+    assert!(row.ssl);
+    assert_eq!(show(&mut conn, "ssl"), "on");
+}
+
+#[test]
+fn tls_needs_tcp_and_a_cluster_of_our_own() {
+    let unix = Cluster::start(ClusterOptions {
+        tls: Some(localpg::TlsOptions::default()),
+        ..ClusterOptions::default()
+    })
+    .unwrap_err();
+    assert!(unix.to_string().contains("only over TCP"), "{unix}");
+    let external = Cluster::start(ClusterOptions {
+        listen: Listen::Tcp { port: 0 },
+        tls: Some(localpg::TlsOptions::default()),
+        settings: Settings {
+            url: Some("postgres://u@h/db".into()),
+            bindir: None,
+        },
+        ..ClusterOptions::default()
+    })
+    .unwrap_err();
+    assert!(external.to_string().contains("LOCALPG_URL"), "{external}");
+}

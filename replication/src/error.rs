@@ -57,6 +57,14 @@ pub enum PipelineError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A connection URL whose TLS settings cannot be honoured.
+    #[error("{side} database: {context}: {source}")]
+    Tls {
+        side: Side,
+        context: String,
+        #[source]
+        source: pgtls::Error,
+    },
     #[error("replication stream: {0}")]
     Wire(#[from] WireError),
     #[error("decoding a pgoutput message: {0}")]
@@ -117,14 +125,63 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
     text
 }
 
+/// Which end of a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        })
+    }
+}
+
+/// A failure on one side's database: a statement's, or a connection's.
+pub trait DatabaseFailure {
+    fn on(self, side: Side, context: String) -> PipelineError;
+}
+
+impl DatabaseFailure for tokio_postgres::Error {
+    fn on(self, side: Side, context: String) -> PipelineError {
+        match side {
+            Side::Source => PipelineError::Source {
+                context,
+                source: self,
+            },
+            Side::Target => PipelineError::Target {
+                context,
+                source: self,
+            },
+        }
+    }
+}
+
+impl DatabaseFailure for crate::source::ConnectError {
+    fn on(self, side: Side, context: String) -> PipelineError {
+        match self {
+            crate::source::ConnectError::Postgres(e) => e.on(side, context),
+            crate::source::ConnectError::Tls(source) => PipelineError::Tls {
+                side,
+                context,
+                source,
+            },
+        }
+    }
+}
+
 /// Wraps a source-side database error with what was being done.
-pub fn source(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> PipelineError {
+pub fn source<E: DatabaseFailure>(context: impl Into<String>) -> impl FnOnce(E) -> PipelineError {
     let context = context.into();
-    move |source| PipelineError::Source { context, source }
+    move |e| e.on(Side::Source, context)
 }
 
 /// Wraps a target-side database error with what was being done.
-pub fn target(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> PipelineError {
+pub fn target<E: DatabaseFailure>(context: impl Into<String>) -> impl FnOnce(E) -> PipelineError {
     let context = context.into();
-    move |source| PipelineError::Target { context, source }
+    move |e| e.on(Side::Target, context)
 }

@@ -7,12 +7,24 @@ use crate::config::{QualifiedName, quote_ident};
 use crate::error::{PipelineError, source, target};
 use crate::wire::parse_lsn;
 
-/// Connects with tokio-postgres and drives the connection in the background.
-pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
-    let mut config: tokio_postgres::Config = url.parse()?;
+/// Why [`connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL's TLS settings cannot be honoured (read before any connection is tried).
+    #[error(transparent)]
+    Tls(#[from] pgtls::Error),
+    /// The connection, its TLS handshake or its authentication failed.
+    #[error("{}", crate::error::describe(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// Connects with tokio-postgres, over TLS as the URL's `sslmode` and `sslrootcert` say, and
+/// drives the connection in the background.
+pub async fn connect(url: &str) -> Result<Client, ConnectError> {
+    let (mut config, tls) = pgtls::tokio_postgres_config(url)?;
     let options = with_pinned_formats(config.get_options());
     config.options(&options);
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    let (client, connection) = config.connect(tls).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "database connection ended");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use platform::{Pool, blocking};
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::ownership::{self, LiveOwners};
 use crate::store::{self, StoreError};
@@ -74,8 +74,8 @@ impl Followed {
 }
 
 /// Listens for toggle and ownership changes on `database_url` (one connection for both
-/// channels) and reloads what changed; reconnects when the connection drops. Runs until the
-/// runtime stops.
+/// channels, over TLS as its `sslmode` and `sslrootcert` say) and reloads what changed;
+/// reconnects when the connection drops. Runs until the runtime stops.
 pub fn spawn(
     pool: Pool,
     followed: Followed,
@@ -123,9 +123,8 @@ async fn listen(
     database_url: &str,
     every: Duration,
 ) -> Result<(), String> {
-    let (client, mut connection) = tokio_postgres::connect(database_url, NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (config, tls) = pgtls::tokio_postgres_config(database_url).map_err(|e| e.to_string())?;
+    let (client, mut connection) = config.connect(tls).await.map_err(|e| with_causes(&e))?;
     // Each notification as whether it is on the ownership channel.
     let (tx, mut changed) = mpsc::unbounded_channel::<bool>();
     // The connection must be polled by hand to see notifications.
@@ -184,6 +183,18 @@ async fn listen(
             tracing::warn!(error = %e, "toggle reload failed");
         }
     }
+}
+
+/// An error and what caused it, on one line: tokio-postgres's own text for a failed TLS
+/// handshake is only "error performing TLS handshake", the certificate problem is its cause.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// Where an instance's toggles come from.

@@ -741,3 +741,61 @@ async fn set_bumps_the_version_and_notifies_only_when_its_transaction_commits() 
     .await;
     assert!(refused.is_err());
 }
+
+#[tokio::test]
+async fn instances_follow_the_store_over_verified_tls() {
+    // A cluster serving TLS; its URLs say sslmode=verify-full with the cluster's CA, so the
+    // pool and migrations (libpq) and the LISTEN connection (rustls) all verify the server.
+    let db = TestDb::new_on(localpg::shared_tls(), "router", router::store::MIGRATIONS);
+    assert!(db.url().contains("sslmode=verify-full"), "{}", db.url());
+    let s = sides().await;
+    let a = store_instance(&db, s.table.clone(), "tls-a").await;
+    let b = store_instance(&db, s.table.clone(), "tls-b").await;
+    // Both listeners are up, and encrypted.
+    let listeners = move |c: &mut PgConnection| {
+        #[derive(diesel::QueryableByName)]
+        struct Listener {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            ssl: bool,
+        }
+        diesel::sql_query(
+            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+              WHERE a.datname = current_database() AND a.query LIKE 'LISTEN%'",
+        )
+        .load::<Listener>(c)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.ssl)
+        .collect::<Vec<bool>>()
+    };
+    until("both instances listen", || async {
+        on_db(&db, listeners).await.len() == 2
+    })
+    .await;
+    assert_eq!(on_db(&db, listeners).await, [true, true]);
+
+    // A change made through one instance reaches the other by notification: its periodic
+    // reload is 30 s away.
+    let before = b.router.toggles.load().version;
+    let put = reqwest::Client::new()
+        .put(format!(
+            "http://{}/admin/toggles/catalog.reads",
+            a.admin_addr
+        ))
+        .bearer_auth(TOKEN)
+        .header("X-Actor", "test")
+        .header("X-Reason", "over TLS")
+        .json(
+            &json!({"name": "catalog.reads", "enabled": true, "strategies": [{"name": "default"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    until("the change reaches the other instance", || async {
+        b.router.toggles.load().version > before
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}

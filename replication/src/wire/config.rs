@@ -1,11 +1,13 @@
 //! Connection settings for a replication connection.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use tokio_postgres::config::{ChannelBinding, Host, SslMode};
+use pgtls::{Connector, TlsSettings};
+use tokio_postgres::config::{ChannelBinding, Host, SslNegotiation};
 
 use super::WireError;
 
@@ -19,22 +21,31 @@ const DEFAULT_APPLICATION_NAME: &str = "replication";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Tcp {
+        /// The name the URL gave: what a TLS certificate must hold under `verify-full`.
         host: String,
         port: u16,
+        /// The URL's `hostaddr` for this host: dialled instead of resolving `host`.
+        hostaddr: Option<IpAddr>,
     },
     /// The socket file itself (`<dir>/.s.PGSQL.<port>`), not the directory the URL names.
-    Unix {
-        socket: PathBuf,
-    },
+    Unix { socket: PathBuf },
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             // Brackets keep an IPv6 address readable next to its port.
-            Target::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
-            Target::Tcp { host, port } => write!(f, "{host}:{port}"),
-            Target::Unix { socket } => write!(f, "{}", socket.display()),
+            Target::Tcp { host, port, .. } if host.contains(':') => write!(f, "[{host}]:{port}")?,
+            Target::Tcp { host, port, .. } => write!(f, "{host}:{port}")?,
+            Target::Unix { socket } => return write!(f, "{}", socket.display()),
+        }
+        match self {
+            Target::Tcp {
+                host,
+                hostaddr: Some(addr),
+                ..
+            } if *host != addr.to_string() => write!(f, " (at {addr})"),
+            _ => Ok(()),
         }
     }
 }
@@ -46,8 +57,11 @@ impl fmt::Display for Target {
 /// parsed by `tokio_postgres::Config` so both behave as they do for ordinary connections.
 /// Recognised: `user` (required), `password`, `dbname` (defaults to the user), `host` (several,
 /// comma-separated, tried in order; a leading `/` means a Unix socket directory), `hostaddr`,
-/// `port`, `application_name`, `options` and `connect_timeout`. TLS is not supported, so
-/// `sslmode=require` and `channel_binding=require` are refused rather than silently ignored.
+/// `port`, `application_name`, `options`, `connect_timeout`, and TLS's `sslmode` (`disable`,
+/// `prefer` by default, `require`, `verify-ca`, `verify-full`), `sslrootcert` and `sslsni` as
+/// [`pgtls`] reads them. TLS applies to TCP targets; on Unix sockets PostgreSQL has none and, as
+/// with libpq, `sslmode` is ignored. Channel binding is not implemented, so
+/// `channel_binding=require` is refused rather than silently ignored.
 ///
 /// `Debug` never shows the password.
 #[derive(Clone)]
@@ -59,28 +73,34 @@ pub struct ReplicationConfig {
     application_name: String,
     options: Option<String>,
     connect_timeout: Option<Duration>,
+    tls: TlsSettings,
+    /// Built from `tls` when the URL is read, so a bad `sslrootcert` fails then; `None` under
+    /// `sslmode=disable`.
+    connector: Option<Connector>,
 }
 
 impl ReplicationConfig {
     pub fn from_url(url: &str) -> Result<Self, WireError> {
+        // tokio-postgres rejects verify-ca, verify-full and sslrootcert: take them out first.
+        let (rest, tls) = TlsSettings::from_conninfo(url)?;
         // tokio-postgres's parse errors name the offending option, never its value.
-        let pg = tokio_postgres::Config::from_str(url)
+        let pg = tokio_postgres::Config::from_str(&rest)
             .map_err(|e| WireError::Config(format!("cannot parse the connection string: {e}")))?;
-        Self::from_pg_config(&pg)
+        Self::from_parts(&pg, tls)
     }
 
-    /// Takes the settings of an already parsed `tokio_postgres::Config`.
-    pub fn from_pg_config(pg: &tokio_postgres::Config) -> Result<Self, WireError> {
-        if pg.get_ssl_mode() == SslMode::Require {
+    fn from_parts(pg: &tokio_postgres::Config, tls: TlsSettings) -> Result<Self, WireError> {
+        if pg.get_channel_binding() == ChannelBinding::Require {
             return Err(WireError::Config(
-                "sslmode=require: TLS is not supported on replication connections; \
-                 use sslmode=disable or prefer (plaintext), a Unix socket or a TLS tunnel"
+                "channel_binding=require: replication connections do not implement channel \
+                 binding; use sslmode=verify-full to authenticate the server"
                     .into(),
             ));
         }
-        if pg.get_channel_binding() == ChannelBinding::Require {
+        if pg.get_ssl_negotiation() == SslNegotiation::Direct {
             return Err(WireError::Config(
-                "channel_binding=require needs TLS, which replication connections do not support"
+                "sslnegotiation=direct is not supported on replication connections; leave it \
+                 out (TLS is negotiated with an SSLRequest, which every server accepts)"
                     .into(),
             ));
         }
@@ -106,6 +126,8 @@ impl ReplicationConfig {
             options: pg.get_options().map(str::to_string),
             connect_timeout: pg.get_connect_timeout().copied(),
             user,
+            connector: Connector::new(&tls)?,
+            tls,
         })
     }
 
@@ -164,6 +186,15 @@ impl ReplicationConfig {
     pub(crate) fn password(&self) -> Option<&[u8]> {
         self.password.as_deref()
     }
+
+    /// The URL's TLS settings.
+    pub fn tls(&self) -> &TlsSettings {
+        &self.tls
+    }
+
+    pub(crate) fn connector(&self) -> Option<&Connector> {
+        self.connector.as_ref()
+    }
 }
 
 impl FromStr for ReplicationConfig {
@@ -184,6 +215,7 @@ impl fmt::Debug for ReplicationConfig {
             .field("application_name", &self.application_name)
             .field("options", &self.options)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -223,13 +255,20 @@ fn targets(pg: &tokio_postgres::Config) -> Result<Vec<Target>, WireError> {
                 .copied()
                 .unwrap_or(DEFAULT_PORT);
             match (hostaddrs.get(i), hosts.get(i)) {
+                (Some(addr), Some(Host::Tcp(host))) => Target::Tcp {
+                    host: host.clone(),
+                    port,
+                    hostaddr: Some(*addr),
+                },
                 (Some(addr), _) => Target::Tcp {
                     host: addr.to_string(),
                     port,
+                    hostaddr: Some(*addr),
                 },
                 (None, Some(Host::Tcp(host))) => Target::Tcp {
                     host: host.clone(),
                     port,
+                    hostaddr: None,
                 },
                 (None, Some(Host::Unix(dir))) => Target::Unix {
                     socket: dir.join(format!(".s.PGSQL.{port}")),
@@ -238,6 +277,7 @@ fn targets(pg: &tokio_postgres::Config) -> Result<Vec<Target>, WireError> {
                 (None, None) => Target::Tcp {
                     host: "localhost".into(),
                     port,
+                    hostaddr: None,
                 },
             }
         })
@@ -260,10 +300,12 @@ mod tests {
             c.targets(),
             &[Target::Tcp {
                 host: "127.0.0.1".into(),
-                port: 5433
+                port: 5433,
+                hostaddr: None,
             }]
         );
         assert_eq!(c.application_name(), "replication");
+        assert_eq!(c.tls().mode(), pgtls::SslMode::Prefer, "libpq's default");
         assert_eq!(c.targets()[0].to_string(), "127.0.0.1:5433");
     }
 
@@ -294,11 +336,13 @@ mod tests {
             &[
                 Target::Tcp {
                     host: "db.example".into(),
-                    port: 6000
+                    port: 6000,
+                    hostaddr: None,
                 },
                 Target::Tcp {
                     host: "10.0.0.2".into(),
-                    port: 6000
+                    port: 6000,
+                    hostaddr: None,
                 }
             ]
         );
@@ -312,13 +356,44 @@ mod tests {
     #[test]
     fn hostaddr_is_dialled_and_default_port_applies() {
         let c = ReplicationConfig::from_url("host=db.example hostaddr=192.0.2.7 user=u").unwrap();
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
         assert_eq!(
             c.targets(),
             &[Target::Tcp {
-                host: "192.0.2.7".into(),
-                port: 5432
+                host: "db.example".into(),
+                port: 5432,
+                hostaddr: Some(addr),
             }]
         );
+        assert_eq!(c.targets()[0].to_string(), "db.example:5432 (at 192.0.2.7)");
+        let c = ReplicationConfig::from_url("hostaddr=192.0.2.7 user=u").unwrap();
+        assert_eq!(c.targets()[0].to_string(), "192.0.2.7:5432");
+    }
+
+    #[test]
+    fn tls_settings_are_read_as_libpq_does() {
+        let c = ReplicationConfig::from_url(
+            "postgresql://alice@db.example/shop?sslmode=verify-full&sslrootcert=Cargo.toml\
+             &application_name=cdc",
+        );
+        // The CA file is read with the URL: this one is no PEM file.
+        match c {
+            Err(WireError::Tls(e)) => assert!(e.to_string().contains("sslrootcert"), "{e}"),
+            other => panic!("expected a TLS error, got {other:?}"),
+        }
+        let c = ReplicationConfig::from_url(
+            "host=db.example user=u sslmode=require application_name=cdc",
+        )
+        .unwrap();
+        assert_eq!(c.tls().mode(), pgtls::SslMode::Require);
+        assert_eq!(
+            c.application_name(),
+            "cdc",
+            "the other parameters still count"
+        );
+        assert!(c.connector().is_some());
+        let c = ReplicationConfig::from_url("postgresql://u@h/db?sslmode=disable").unwrap();
+        assert!(c.connector().is_none());
     }
 
     #[test]
@@ -332,10 +407,13 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_do() {
         for (url, needle) in [
-            ("postgresql://alice@127.0.0.1/db?sslmode=require", "TLS"),
             (
                 "postgresql://alice@127.0.0.1/db?channel_binding=require",
-                "TLS",
+                "channel binding",
+            ),
+            (
+                "postgresql://alice@127.0.0.1/db?sslmode=require&sslnegotiation=direct",
+                "sslnegotiation=direct",
             ),
             ("postgresql://127.0.0.1/db", "no user"),
             ("postgresql://alice@/db", "no host"),
@@ -344,6 +422,18 @@ mod tests {
             match ReplicationConfig::from_url(url) {
                 Err(WireError::Config(msg)) => assert!(msg.contains(needle), "{url}: {msg}"),
                 other => panic!("{url}: expected a Config error, got {other:?}"),
+            }
+        }
+        for (url, needle) in [
+            (
+                "postgresql://alice@127.0.0.1/db?sslmode=verify-ca",
+                "needs sslrootcert",
+            ),
+            ("postgresql://alice@127.0.0.1/db?sslmode=allow", "allow"),
+        ] {
+            match ReplicationConfig::from_url(url) {
+                Err(WireError::Tls(e)) => assert!(e.to_string().contains(needle), "{url}: {e}"),
+                other => panic!("{url}: expected a TLS error, got {other:?}"),
             }
         }
     }

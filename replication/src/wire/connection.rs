@@ -11,6 +11,7 @@ use postgres_protocol::message::backend::{
     AuthenticationSaslBody, DataRowBody, Message, ParameterStatusBody, RowDescriptionBody,
 };
 use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::framing::{Backend, Framed, Transport, log_notice, server_error, unexpected};
@@ -165,7 +166,7 @@ impl ReplicationConnection {
     /// server is ready for commands.
     ///
     /// Authentication: trust, cleartext password, MD5 and SCRAM-SHA-256 (without channel
-    /// binding, as there is no TLS). Note that a cleartext password crosses the socket as is.
+    /// binding). A cleartext password crosses the socket as is, so in plaintext unless TLS is on.
     pub async fn connect(config: &ReplicationConfig) -> Result<Self, WireError> {
         let mut last_error = None;
         for target in config.targets() {
@@ -182,6 +183,13 @@ impl ReplicationConnection {
 
     async fn connect_to(config: &ReplicationConfig, target: &Target) -> Result<Self, WireError> {
         let transport = open(target, config.connect_timeout()).await?;
+        let transport = match (transport, config.connector(), target) {
+            (Transport::Tcp(socket), Some(connector), Target::Tcp { host, .. }) => {
+                negotiate_tls(socket, connector, host).await?
+            }
+            // Plaintext by choice (sslmode=disable), or a Unix socket, which has no TLS.
+            (transport, _, _) => transport,
+        };
         Self::handshake(Framed::new(transport), config).await
     }
 
@@ -445,11 +453,51 @@ pub(crate) fn start_replication_command(
     command
 }
 
+/// SSLRequest's answer: `'S'` to go on in TLS, `'N'` to go on in plaintext (or hang up).
+async fn negotiate_tls(
+    mut socket: TcpStream,
+    connector: &pgtls::Connector,
+    host: &str,
+) -> Result<Transport, WireError> {
+    let mut request = bytes::BytesMut::new();
+    frontend::ssl_request(&mut request);
+    socket
+        .write_all(&request)
+        .await
+        .map_err(WireError::io("sending SSLRequest"))?;
+    // Exactly one byte, read unbuffered: whatever follows an 'S' belongs to the TLS handshake,
+    // and a server (or someone in the path) must not get plaintext bytes read as if encrypted.
+    let answer = socket
+        .read_u8()
+        .await
+        .map_err(WireError::io("reading the answer to SSLRequest"))?;
+    match answer {
+        b'S' => {
+            let tls = connector.handshake(host, socket).await?;
+            Ok(Transport::Tls(Box::new(tls)))
+        }
+        b'N' if connector.settings().requires_tls() => Err(connector.refused(host).into()),
+        b'N' => Ok(Transport::Tcp(socket)),
+        // A server too old for SSLRequest answers with an ErrorResponse.
+        other => Err(WireError::Protocol(format!(
+            "the server answered SSLRequest with {} instead of 'S' or 'N'",
+            super::framing::describe_byte(other)
+        ))),
+    }
+}
+
 async fn open(target: &Target, timeout: Option<Duration>) -> Result<Transport, WireError> {
     let dial = async {
         match target {
-            Target::Tcp { host, port } => {
-                let stream = TcpStream::connect((host.as_str(), *port)).await?;
+            Target::Tcp {
+                host,
+                port,
+                hostaddr,
+            } => {
+                let stream = match hostaddr {
+                    Some(addr) => TcpStream::connect((*addr, *port)).await?,
+                    None => TcpStream::connect((host.as_str(), *port)).await?,
+                };
                 // Status updates are tiny and should not wait for Nagle's algorithm.
                 stream.set_nodelay(true)?;
                 Ok(Transport::Tcp(stream))
@@ -542,8 +590,9 @@ async fn scram_sha_256(
         )));
     }
     let password = require_password(config, "a SCRAM-SHA-256 password")?;
-    // Without TLS there is nothing to bind to; "unsupported" sends the GS2 flag 'n', which the
-    // server accepts on a plaintext connection.
+    // No channel binding is implemented: "unsupported" sends the GS2 flag 'n' ("the client
+    // does not support it"), which the server accepts with or without TLS (only 'y', "the
+    // client supports it but thinks the server does not", is refused over TLS).
     let mut scram = sasl::ScramSha256::new(password, sasl::ChannelBinding::unsupported());
     framed
         .send(|buf| frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), buf))

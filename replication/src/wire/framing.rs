@@ -38,11 +38,23 @@ fn reservation(spare: usize, missing: usize) -> usize {
     }
 }
 
-/// The socket under a connection.
-#[derive(Debug)]
+/// The socket under a connection. An enum rather than a boxed trait object, so a plaintext
+/// connection reads straight from its socket; the TLS session is boxed (a rustls session is a
+/// few kilobytes) and decrypts into the same read buffer.
 pub(crate) enum Transport {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(Box<pgtls::TlsStream<TcpStream>>),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
+            Transport::Unix(s) => f.debug_tuple("Unix").field(s).finish(),
+            Transport::Tls(s) => f.debug_tuple("Tls").field(s.get_ref().0).finish(),
+        }
+    }
 }
 
 impl AsyncRead for Transport {
@@ -54,6 +66,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -67,6 +80,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -74,6 +88,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
             Transport::Unix(s) => Pin::new(s).poll_flush(cx),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
@@ -81,6 +96,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }

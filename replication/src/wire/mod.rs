@@ -11,10 +11,11 @@
 //! - [`ReplicationStream`]: the CopyBoth stream of XLogData and primary keepalives, and the
 //!   standby status updates that tell the server how far the client has got.
 //!
-//! TLS is out of scope: connections are plain TCP or Unix sockets, `sslmode=require` and
-//! `channel_binding=require` are refused when the configuration is parsed (`sslmode=prefer`, the
-//! default, quietly means plaintext), and SCRAM runs without channel binding. Use a Unix socket, a private network or a TLS-terminating
-//! tunnel when the path to the server is not trusted.
+//! TLS follows the URL's `sslmode` and `sslrootcert` as libpq does (see [`pgtls`]): over TCP the
+//! connection sends an SSLRequest, and wraps the socket in rustls when the server answers `'S'`;
+//! `prefer` (the default) stays in plaintext on `'N'`, `require` and stronger refuse. Unix
+//! sockets carry no TLS. SCRAM runs without channel binding, so `channel_binding=require` is
+//! refused when the configuration is parsed.
 //!
 //! Nothing here sets timeouts on its own (apart from the optional `connect_timeout` of the URL):
 //! wrap calls in `tokio::time::timeout` where a deadline matters. After an `Io` or `Protocol`
@@ -75,9 +76,15 @@ pub enum WireError {
     )]
     Lsn { input: String },
 
-    /// The connection settings are unusable (bad URL, missing user or password, TLS demanded).
+    /// The connection settings are unusable (bad URL, missing user or password, channel
+    /// binding demanded).
     #[error("invalid replication connection settings: {0}")]
     Config(String),
+
+    /// TLS settings that cannot be honoured, a server that declines TLS under `require` or
+    /// stronger, a certificate that does not verify, or a failed handshake.
+    #[error(transparent)]
+    Tls(#[from] pgtls::Error),
 
     /// An argument cannot be put on the wire (e.g. it contains a NUL byte), or the call does not
     /// fit the state the stream is in.

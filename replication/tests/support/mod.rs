@@ -33,8 +33,13 @@ pub struct Pair {
 
 impl Pair {
     pub async fn new(key: &str, ddl: &str) -> Pair {
-        let source = TestDb::empty(&format!("{key}_src"));
-        let target = TestDb::empty(&format!("{key}_dst"));
+        Pair::on(localpg::shared(), key, ddl).await
+    }
+
+    /// Like [`Pair::new`], both databases on `cluster` (whose URLs then carry its TLS settings).
+    pub async fn on(cluster: &'static localpg::Cluster, key: &str, ddl: &str) -> Pair {
+        let source = TestDb::empty_on(cluster, &format!("{key}_src"));
+        let target = TestDb::empty_on(cluster, &format!("{key}_dst"));
         let src = client(source.url()).await;
         let dst = client(target.url()).await;
         src.batch_execute(ddl).await.unwrap();
