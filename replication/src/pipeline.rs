@@ -507,14 +507,7 @@ async fn fresh_start(
         let jobs = copy_jobs(source_client, tables.iter()).await;
         // The replication connection stays silent until the copy is done: its next command
         // would end the exported snapshot.
-        rows = copy::copy_all(
-            &pipeline.source,
-            &pipeline.target,
-            &snapshot,
-            jobs,
-            metrics,
-        )
-        .await?;
+        rows = copy::copy_all(&pipeline.source, &pipeline.target, &snapshot, jobs, metrics).await?;
     }
     record_start(
         pipeline,
@@ -636,14 +629,8 @@ async fn refresh_tables(
             .clone()
             .ok_or_else(|| PipelineError::Protocol("the server exported no snapshot".into()))?;
         let jobs = copy_jobs(source_client, added.iter().copied()).await;
-        let rows = copy::copy_all(
-            &pipeline.source,
-            &pipeline.target,
-            &snapshot,
-            jobs,
-            metrics,
-        )
-        .await?;
+        let rows =
+            copy::copy_all(&pipeline.source, &pipeline.target, &snapshot, jobs, metrics).await?;
         copied_at = created.consistent_point;
         let names: Vec<String> = added.iter().map(|t| t.source.name.to_string()).collect();
         tracing::info!(pipeline = %pipeline.name, tables = ?names, rows, at = %format_lsn(copied_at), "copied the tables added to the pipeline");

@@ -44,7 +44,10 @@ fn seeding_is_deterministic_sized_and_refuses_a_seeded_database() {
     );
     assert!(report.wishlist_items > 0);
     let mut reports = Vec::new();
-    seed_with_progress(&mut cb, size, &mut |done, total| reports.push((done, total))).unwrap();
+    seed_with_progress(&mut cb, size, &mut |done, total| {
+        reports.push((done, total))
+    })
+    .unwrap();
     assert_eq!(fingerprint(&mut ca), fingerprint(&mut cb));
     // Progress climbs to the whole (10 + 100 + 50 + 250 rows), never past it.
     assert_eq!(reports.last(), Some(&(410, 410)), "{reports:?}");
