@@ -130,8 +130,8 @@ record() { printf '%s\t%s\t%s\t%s\n' "$ROUND" "$1" "$2" "$3" >>"$W/results.tsv";
 
 # ---------------------------------------------------------------------------------------------
 # 3. Clusters: each in its own dir with its own socket dir, no TCP port at all (so nothing can
-# collide), all three with the settings the native reference was measured with
-# (/work/shared/reference/native-logical-replication.sh), plus room for WAL so no checkpoint is
+# collide), all three with the same settings (logical WAL, 10 slots and senders, fsync and
+# synchronous commit on, 256 MB of shared buffers), plus room for WAL so no checkpoint is
 # forced by WAL volume inside a timed phase.
 
 start_cluster() { # name
@@ -166,7 +166,7 @@ make_template() {
         die "pgbench -i failed: $(tail -5 "$W/pgbench-init.log")"
     sql src bench_template <<'SQL'
 CREATE TABLE bench_probe (id bigserial PRIMARY KEY, sent timestamptz DEFAULT clock_timestamp());
--- pgbench_history has no key: the reference sets this, and both sides get it.
+-- pgbench_history has no key: both sides get the same identity.
 ALTER TABLE pgbench_history REPLICA IDENTITY FULL;
 VACUUM ANALYZE bench_probe;
 SQL
@@ -211,7 +211,7 @@ settle() { # side phase: garbage of the last phase vacuumed, a checkpoint, then 
 #          order, so the target then has everything up to X; this is the figure reported, the
 #          same query for both; and (b) the side's own position says X is applied (ours:
 #          fig_replication.pipelines.applied_lsn >= X; native: the subscription slot's
-#          confirmed_flush_lsn >= X, as in the reference), shown beside it. Seconds since t0.
+#          confirmed_flush_lsn >= X), shown beside it. Seconds since t0.
 #   lag    pgbench -R in the background, a probe row every PROBE_MS on the source, the target
 #          polled every POLL_MS; lag of a row = target clock_timestamp() when first seen - sent
 write_helper() {

@@ -17,8 +17,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/bench/lib.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
 
-# The upstream's answer for every path: the same body the proxy anchors were measured with, so the
-# numbers here compare with theirs.
+# The upstream's answer for every path: one fixed JSON body, the same in every run (and in
+# shadow.sh), so runs compare with each other.
 BODY='{"id":1,"title":"Abbey Road","artist":"The Beatles","price_cents":1999,"stock":7}'
 # The same request to every target: a catalog read with a user, so the router evaluates the
 # catalog.reads rollout for a real user on every request.

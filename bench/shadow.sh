@@ -26,7 +26,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/bench/lib.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
 
-# Both sides answer every path with the same body (router.sh's, the proxy anchors'), so every
+# Both sides answer every path with the same body (router.sh's), so every
 # comparison matches and the run measures the cost of shadowing, not of differences.
 BODY='{"id":1,"title":"Abbey Road","artist":"The Beatles","price_cents":1999,"stock":7}'
 REQ_PATH=/catalog/albums/1

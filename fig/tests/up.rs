@@ -1,4 +1,17 @@
 //! `fig up` as a user runs it: the real binary, a real cluster, real HTTP, real signals.
+//!
+//! The banner; the services answering with the monolith's data as replicas; `--cutover` orders
+//! taking stock from the catalog service and clearing the remote wishlist through the outbox, and
+//! new artists and albums drawing fresh ids on the catalog service, then on the monolith; the
+//! router fronting the stack, `fig toggle enable catalog.reads` moving catalog reads (and only
+//! those), with `explain` and the audit agreeing; a change through the monolith reaching the
+//! catalog service, with `fig replication status`, `fig verify` and the metrics agreeing; data
+//! kept with `--data-dir`, and nothing left behind after `SIGKILL`. It also replays the corpora of
+//! `tests/parallel_run/` against each replica service (no real difference, every table
+//! unchanged) and shadows their reads through the router (`fig diff` agreeing); with
+//! `--catalog-faults`, every defect is reported at its path with one count per request, a slow
+//! candidate is compared late or counted `failed` while the client is answered at once, and a
+//! read right after a write counts as `transient`, never `real`.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

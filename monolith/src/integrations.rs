@@ -1,6 +1,13 @@
 //! How the monolith reaches capabilities that may have moved out (branch by abstraction): each
-//! is `Local` (the module in this process, inside the caller's transaction) or `Remote` (the
-//! extracted service's HTTP API, at a base URL that is normally the router's).
+//! is `Local` (the module in this process, inside the caller's transaction, for good),
+//! `Movable` (the module while the monolith owns the writes, the service once a flip hands them
+//! over) or `Remote` (the service from the first start on), the service at a base URL that is
+//! normally the router's. Which way each order goes is the write fence's to say, per order.
+//!
+//! [`StockClient`] and [`WishlistClient`] share one HTTP client that follows no redirects. Every
+//! answer is classified: [`RemoteError::Refused`] (a 4xx with the error envelope: the request is
+//! at fault, retrying will not help) or [`RemoteError::Unavailable`] (anything else: the outcome
+//! is unknown, retry).
 
 use std::time::Duration;
 

@@ -1,6 +1,24 @@
 //! MusicCorp, a modular monolith: catalog, wishlist, customers and orders in one process and one
 //! PostgreSQL database, a schema per module. It is the system the toolkit migrates away from, so
 //! its module boundaries are kept strict: a module reaches another only through its functions.
+//!
+//! Each module has the same files: `mod.rs` (its published interface), `domain.rs` (typed ids,
+//! pure rules), `db.rs` (its tables and queries, private), `http.rs` (wire types and handlers)
+//! and `error.rs` (one enum, one conversion to the envelope), so an extraction reads as a move.
+//!
+//! What each owns, and whom it calls:
+//!
+//! - `catalog`: `catalog.artists`, `catalog.albums`; calls nobody.
+//! - `customers`: `customers.customers`; calls nobody.
+//! - `wishlist`: `wishlist.items`; calls `customers::customer_exists` and
+//!   `catalog::albums_by_ids`.
+//! - `orders`: `orders.orders`, `order_lines`, `idempotency_keys` and `outbox`; calls
+//!   `customers::customer_exists`, and while the monolith owns the capability's writes
+//!   `catalog::take_stock` and `wishlist::remove_albums`; once a service owns them,
+//!   [`integrations::StockClient`] and [`integrations::WishlistClient`] (through the outbox).
+//!
+//! These calls are the seams where extraction turns function calls into HTTP calls:
+//! `catalog::albums_by_ids` already has the shape of `GET /catalog/albums/batch`.
 
 pub mod catalog;
 pub mod config;

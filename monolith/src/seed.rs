@@ -1,5 +1,10 @@
 //! Deterministic seed data: the same size always produces the same rows, so a demo, a bug report
 //! and a parallel-run comparison can all talk about "album 42".
+//!
+//! SplitMix64 with a fixed seed, and fixed timestamps for the order history. One transaction,
+//! refused on a database that already has albums. It writes only through each module's
+//! functions: the `pub(crate)` bulk inserts, and `orders::record_history`, which records a past
+//! order and its lines without taking stock or touching wishlists.
 
 use chrono::{DateTime, Duration, Utc};
 use diesel::{Connection, PgConnection};

@@ -1,3 +1,6 @@
+//! The error envelope every side answers with ([`ApiError`]), and [`json_error_handlers`], which
+//! rewrites actix's own error responses (404, 405, 413, …) into it.
+
 use actix_web::body::BoxBody;
 use actix_web::dev::ServiceResponse;
 use actix_web::http::{StatusCode, header};

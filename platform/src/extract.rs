@@ -1,3 +1,13 @@
+//! Request input: JSON bodies, query parameters and path ids, checked the same way on every
+//! side (the order of the checks and every message are in docs/api.md).
+//!
+//! [`JsonBody`] checks the content type (415), the size (413, [`BODY_LIMIT`]), JSON syntax
+//! (400), NUL characters (422, [`nul_path`]) and that the body is an object (422), then
+//! deserialises the shape from the raw bytes rather than from the parsed tree, so that a key given
+//! twice is refused and the first error in document order is the one reported;
+//! `serde_path_to_error` names its field path. [`QueryMap`] gives typed, named query parameters;
+//! [`path_id`] makes a non-positive or non-numeric id the same 404 as one that does not exist.
+
 use std::collections::HashMap;
 use std::str::FromStr;
 

@@ -4,6 +4,11 @@
 //! The decision is a pure function ([`decide::decide`]) of the request head, the live toggles, the
 //! live write ownership ([`ownership`]) and the route table; everything around it (proxying,
 //! toggle and ownership storage, the admin API) stays thin.
+//!
+//! It knows the monolith and the services only as upstream names and URLs in its route table,
+//! and depends on no service crate: `platform` serves its admin API (envelope, parsing, the pool,
+//! configuration, migrations) and the flip (`platform::fence`), `replication` the flip's streams.
+//! Instances share nothing but the `router` database.
 
 pub mod admin;
 pub mod breaker;

@@ -1,5 +1,5 @@
 //! Moving a capability's writes between the monolith and its service while traffic flows
-//! (`POST /admin/migrations/{capability}/cutover|rollback`, `fig migrate`): the flip ([`flip`]),
+//! (`POST /admin/migrations/{capability}/cutover|rollback`, `fig migrate`): the flip (`flip`),
 //! its decisions ([`plan`]), its record ([`audit`]) and the streams that follow the owner
 //! ([`follow`]). The write fences in the two databases ([`platform::fence`]) make it lose
 //! nothing; the router's holding of writes ([`crate::ownership`]) makes it barely noticed.

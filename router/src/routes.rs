@@ -1,4 +1,11 @@
 //! The route table: path prefixes to capabilities, capabilities to their two sides, from TOML.
+//!
+//! [`RouteTable::parse`] refuses unknown fields, non-`http://` upstream URLs, names that resolve
+//! to nothing, empty toggle names, a timeout under 1 ms and a prefix routed twice for the same
+//! methods, naming the field (`capabilities.catalog.extracted`, `routes[1].prefix`,
+//! `routes[0].compare.ignore[1]`). Names then become indices and routes are sorted longest prefix
+//! first, so [`RouteTable::route`] is a scan with no allocation. `ROUTER_UPSTREAM_<NAME>` and
+//! `fig up` repoint upstreams with [`RouteTable::set_upstream`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

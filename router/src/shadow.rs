@@ -5,7 +5,7 @@
 //! a copy of the primary's answer (up to [`ShadowLimits::answer`] bytes) while relaying it. A
 //! shadow is admitted before that, within a bound on shadows in flight and on the bytes they
 //! hold: when either is reached the shadow is dropped and counted, never queued. The rest happens
-//! in a task of its own: the candidate is asked, [`compare`](crate::compare) judges, and the
+//! in a task of its own: the candidate is asked, [`crate::compare`] judges, and the
 //! outcome lands in the route's report.
 //!
 //! Three things keep a difference that is no defect from counting as one:

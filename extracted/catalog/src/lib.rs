@@ -1,6 +1,12 @@
 //! MusicCorp's catalog as its own service: the monolith's catalog module moved out with its
 //! layout intact, on its own database, serving the same HTTP contract (docs/api.md), plus the
 //! stock reservations an order saga needs once the catalog owns its writes.
+//!
+//! [`server_fed_by`] ([`server`] with the default pipeline) records the `catalog` write fence
+//! from [`Options::write_mode`] on a first start, admits every write request for it, rewrites
+//! actix's errors into the envelope, and runs the reservation expiry sweeper beside the server,
+//! whose writes are admitted too (a side that does not own the writes skips). `GET /status`
+//! reports the live fence and the reservations held.
 
 pub mod catalog;
 pub mod config;

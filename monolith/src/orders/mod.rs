@@ -1,5 +1,13 @@
 //! Orders: placing an order takes stock from the catalog, records the lines and removes the
 //! purchased albums from the customer's wishlist, all in one database transaction.
+//!
+//! [`place_order`], in that transaction: admit the catalog write (`fence::admit`; refused, nothing
+//! is written and the handler runs the [`saga`] instead), claim the `Idempotency-Key`, check the
+//! customer, take stock album by album in ascending id order (`catalog::take_stock`, a
+//! conditional update that also returns the price charged), total the lines, insert the order and
+//! its lines, and `remove_purchased`: the wishlist module deletes the rows while the monolith
+//! owns wishlist writes, otherwise a `wishlist.remove` message goes into the [`outbox`]. Any error
+//! rolls all of it back, the key's claim included.
 
 pub mod domain;
 pub mod http;

@@ -1,3 +1,6 @@
+//! The monolith's migrations run up, then down, then up again, and leave the same
+//! `pg_dump --schema-only` each time: every `down.sql` undoes its `up.sql`.
+
 use diesel::{Connection, PgConnection};
 use diesel_migrations::MigrationHarness;
 use localpg::{Binaries, TestDb};

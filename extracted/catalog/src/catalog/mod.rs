@@ -1,6 +1,8 @@
 //! Catalog: artists and albums, prices and stock, moved out of the monolith with its module
 //! layout intact. The HTTP contract is the monolith's (docs/api.md); the contract suite in
-//! `tests/` holds both to it.
+//! `tests/` holds both to it. `domain.rs`, `http.rs` and `error.rs` are the monolith's as they
+//! are; `db.rs` and this file lose the seed's and the monolith's own helpers, and gain
+//! [`return_stock`] for the reservations.
 
 pub mod domain;
 pub mod http;

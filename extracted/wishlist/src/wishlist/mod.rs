@@ -1,5 +1,12 @@
 //! Wishlist: the albums a customer wants, in its own database. Customers and albums belong to
 //! other services: existence checks and album details are HTTP calls (see `crate::clients`).
+//!
+//! The monolith's module, changed where the join became a call: the functions here are `async`
+//! and make their remote calls first, then reach the database through `platform::blocking` (no
+//! call inside a transaction); `domain.rs` has its own ids and money, and its join takes the
+//! catalog's answer as an option (`None`: degraded); `http.rs` adds `degraded` (left out when
+//! false); `error.rs` adds `Dependency` (`503 dependency_unavailable`); `db.rs` has the same
+//! queries, without the seed's bulk insert.
 
 pub mod domain;
 pub mod http;
