@@ -131,25 +131,15 @@ pub fn edited(reply: &Value) -> String {
     )
 }
 
-/// An import's answer.
+/// An import's answer: how many toggles and segments changed.
 pub fn imported(reply: &Value) -> String {
-    let changed: Vec<&str> = reply["changed"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if changed.is_empty() {
-        return format!(
-            "nothing changed (toggles at version {})\n",
-            reply["version"]
-        );
-    }
-    format!(
-        "changed {} (toggles at version {})\n",
-        changed.join(", "),
-        reply["version"]
-    )
+    let changed = reply["changed"].as_u64().unwrap_or(0);
+    let what = match changed {
+        0 => "nothing changed".to_string(),
+        1 => "1 toggle or segment changed".to_string(),
+        n => format!("{n} toggles and segments changed"),
+    };
+    format!("{what} (toggles at version {})\n", reply["version"])
 }
 
 fn on_off(enabled: bool) -> &'static str {
@@ -453,8 +443,12 @@ mod tests {
             "catalog.reads: on, flexibleRollout 50% (toggles at version 9)\n"
         );
         assert_eq!(
-            imported(&json!({"version": 3, "changed": ["a", "b"]})),
-            "changed a, b (toggles at version 3)\n"
+            imported(&json!({"version": 3, "changed": 2})),
+            "2 toggles and segments changed (toggles at version 3)\n"
+        );
+        assert_eq!(
+            imported(&json!({"version": 3, "changed": 0})),
+            "nothing changed (toggles at version 3)\n"
         );
         assert_eq!(time(&json!("bad")), "bad");
     }
