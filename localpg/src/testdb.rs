@@ -50,6 +50,38 @@ pub fn shared_tls() -> &'static Cluster {
     })
 }
 
+/// Which CA file a test client names in `sslrootcert`.
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootCert {
+    /// None: no `sslrootcert` parameter.
+    None,
+    /// The CA that signed [`shared_tls`]'s server certificate.
+    Right,
+    /// A CA that signed nothing any server presents.
+    Wrong,
+}
+
+/// A URL to `cluster`'s `postgres` database through `host` (its TCP port), with `sslmode=mode`
+/// and `sslrootcert` naming the file `root` says, from [`shared_tls`]'s certificates: the TLS
+/// tests of every client ask for the same combinations.
+#[cfg(feature = "tls")]
+pub fn tls_test_url(cluster: &Cluster, host: &str, mode: &str, root: RootCert) -> String {
+    let tls = shared_tls()
+        .tls()
+        .expect("the shared TLS cluster has certificates");
+    let path = match root {
+        RootCert::None => None,
+        RootCert::Right => Some(tls.ca_path().display().to_string()),
+        RootCert::Wrong => Some(tls.wrong_ca_path().display().to_string()),
+    };
+    let mut params = vec![("sslmode", mode)];
+    if let Some(path) = &path {
+        params.push(("sslrootcert", path));
+    }
+    cluster.url_via("postgres", host, &params)
+}
+
 fn start_own(kind: &str, listen: Listen, tls: Option<crate::TlsOptions>) -> Cluster {
     let settings = Settings::from_env()
         .unwrap_or_else(|e| panic!("localpg: bad settings for the {kind} test cluster: {e}"));

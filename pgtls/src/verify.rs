@@ -28,9 +28,12 @@ pub(crate) fn client_config(settings: &TlsSettings) -> Result<ClientConfig, Erro
     let algorithms = provider.signature_verification_algorithms;
     let verifier: Arc<dyn ServerCertVerifier> =
         match (settings.verification(), settings.root_cert()) {
-            (Verification::None, _) => Arc::new(AnyCertificate { algorithms }),
-            (Verification::Chain, Some(path)) => Arc::new(ChainOnly {
-                roots: Arc::new(load_roots(path)?),
+            (Verification::None, _) => Arc::new(NoHostName {
+                roots: None,
+                algorithms,
+            }),
+            (Verification::Chain, Some(path)) => Arc::new(NoHostName {
+                roots: Some(Arc::new(load_roots(path)?)),
                 algorithms,
             }),
             (Verification::Full, Some(path)) => {
@@ -74,58 +77,19 @@ fn load_roots(path: &Path) -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
-/// Accepts whatever certificate the server shows (libpq's `require` without a root
-/// certificate): the session is encrypted, but not authenticated. The handshake signatures are
-/// still checked, so the server at least holds the key of the certificate it shows.
+/// The verifier rustls does not ship, for the modes that do not check the host name. Without
+/// roots it accepts whatever certificate the server shows (libpq's `require` without a root
+/// certificate): the session is encrypted, but not authenticated. With roots (`verify-ca`) the
+/// chain must end at a trusted CA and be valid now for server authentication, whatever host
+/// name the certificate holds. Either way the handshake signatures are checked, so the server
+/// at least holds the key of the certificate it shows.
 #[derive(Debug)]
-struct AnyCertificate {
+struct NoHostName {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// libpq's `verify-ca`: the chain must end at a trusted CA and be valid now for server
-/// authentication, whatever host name the certificate holds.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for NoHostName {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -134,14 +98,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let certificate = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &certificate,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let certificate = ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &certificate,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 

@@ -1,7 +1,7 @@
 //! tokio-postgres over rustls against real clusters, one serving TLS with a certificate for
 //! `localhost` only and one with `ssl = off`: every `sslmode` as libpq would behave.
 
-use localpg::Cluster;
+use localpg::RootCert as Ca;
 
 /// What a connection attempt must come to.
 #[derive(Debug)]
@@ -12,28 +12,6 @@ enum Outcome {
     Refused(&'static str),
 }
 use Outcome::{Connected, Refused};
-
-/// The CA file to name in `sslrootcert`.
-#[derive(Debug, Clone, Copy)]
-enum Ca {
-    None,
-    Right,
-    Wrong,
-}
-
-fn url(cluster: &Cluster, host: &str, mode: &str, ca: Ca) -> String {
-    let tls = localpg::shared_tls().tls().unwrap();
-    let path = match ca {
-        Ca::None => None,
-        Ca::Right => Some(tls.ca_path().display().to_string()),
-        Ca::Wrong => Some(tls.wrong_ca_path().display().to_string()),
-    };
-    let mut params = vec![("sslmode", mode)];
-    if let Some(path) = &path {
-        params.push(("sslrootcert", path));
-    }
-    cluster.url_via("postgres", host, &params)
-}
 
 /// The error and its causes, as one line.
 fn chain(error: &(dyn std::error::Error + 'static)) -> String {
@@ -172,7 +150,7 @@ async fn every_sslmode_behaves_as_libpq() {
     ];
     let mut failures = Vec::new();
     for (cluster, host, mode, ca, want) in cases {
-        let url = url(cluster, host, mode, ca);
+        let url = localpg::tls_test_url(cluster, host, mode, ca);
         let got = attempt(&url).await;
         let ok = match (&want, &got) {
             (Connected { ssl }, Ok(got)) => ssl == got,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use diesel::RunQueryDsl;
-use localpg::Cluster;
+use localpg::{Cluster, RootCert as Ca};
 use platform::{PoolConfig, build_pool};
 
 #[derive(diesel::QueryableByName)]
@@ -30,27 +30,6 @@ fn attempt(url: &str) -> Result<bool, String> {
         .get_result::<Ssl>(&mut conn)
         .map(|row| row.ssl)
         .map_err(|e| e.to_string())
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Ca {
-    None,
-    Right,
-    Wrong,
-}
-
-fn url(cluster: &Cluster, host: &str, mode: &str, ca: Ca) -> String {
-    let tls = localpg::shared_tls().tls().unwrap();
-    let path = match ca {
-        Ca::None => None,
-        Ca::Right => Some(tls.ca_path().display().to_string()),
-        Ca::Wrong => Some(tls.wrong_ca_path().display().to_string()),
-    };
-    let mut params = vec![("sslmode", mode)];
-    if let Some(path) = &path {
-        params.push(("sslrootcert", path));
-    }
-    cluster.url_via("postgres", host, &params)
 }
 
 /// Cluster, host, sslmode, sslrootcert, and `Ok(ssl)` or `Err(text the error must contain)`.
@@ -122,7 +101,7 @@ fn the_pool_honours_sslmode_and_sslrootcert_through_libpq() {
         let handles: Vec<_> = cases
             .iter()
             .map(|(cluster, host, mode, ca, want)| {
-                let url = url(cluster, host, mode, *ca);
+                let url = localpg::tls_test_url(cluster, host, mode, *ca);
                 scope.spawn(move || {
                     let got = attempt(&url);
                     let ok = match (want, &got) {

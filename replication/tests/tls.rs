@@ -5,7 +5,7 @@
 
 mod support;
 
-use localpg::Cluster;
+use localpg::{Cluster, RootCert as Ca};
 use replication::wire::{ReplicationConfig, ReplicationConnection};
 use support::{Pair, rows, start};
 
@@ -18,28 +18,6 @@ enum Outcome {
     Refused(&'static str),
 }
 use Outcome::{Connected, Refused};
-
-/// The CA file to name in `sslrootcert`.
-#[derive(Debug, Clone, Copy)]
-enum Ca {
-    None,
-    Right,
-    Wrong,
-}
-
-fn url(cluster: &Cluster, host: &str, mode: &str, ca: Ca) -> String {
-    let tls = localpg::shared_tls().tls().unwrap();
-    let path = match ca {
-        Ca::None => None,
-        Ca::Right => Some(tls.ca_path().display().to_string()),
-        Ca::Wrong => Some(tls.wrong_ca_path().display().to_string()),
-    };
-    let mut params = vec![("sslmode", mode)];
-    if let Some(path) = &path {
-        params.push(("sslrootcert", path));
-    }
-    cluster.url_via("postgres", host, &params)
-}
 
 async fn replication_attempt(url: &str) -> Result<bool, String> {
     let config = ReplicationConfig::from_url(url).map_err(|e| e.to_string())?;
@@ -192,7 +170,7 @@ async fn every_sslmode_behaves_as_libpq_on_both_kinds_of_connection() {
     ];
     let mut failures = Vec::new();
     for (cluster, host, mode, ca, wire_want, sql_want) in cases {
-        let url = url(cluster, host, mode, ca);
+        let url = localpg::tls_test_url(cluster, host, mode, ca);
         for (kind, want, got) in [
             ("replication", wire_want, replication_attempt(&url).await),
             ("SQL", sql_want, sql_attempt(&url).await),
