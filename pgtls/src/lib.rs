@@ -82,3 +82,15 @@ pub enum Error {
     #[error("TLS was asked for, but sslmode=disable")]
     Disabled,
 }
+
+/// An error and what caused it, on one line: tokio-postgres's own text for a failed TLS
+/// handshake is only "error performing TLS handshake", the certificate problem is its cause.
+pub fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}

@@ -13,20 +13,12 @@ enum Outcome {
 }
 use Outcome::{Connected, Refused};
 
-/// The error and its causes, as one line.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
-}
-
 async fn attempt(url: &str) -> Result<bool, String> {
-    let (config, tls) = pgtls::tokio_postgres_config(url).map_err(|e| chain(&e))?;
-    let (client, connection) = config.connect(tls).await.map_err(|e| chain(&e))?;
+    let (config, tls) = pgtls::tokio_postgres_config(url).map_err(|e| pgtls::with_causes(&e))?;
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| pgtls::with_causes(&e))?;
     tokio::spawn(connection);
     let row = client
         .query_one(
@@ -34,7 +26,7 @@ async fn attempt(url: &str) -> Result<bool, String> {
             &[],
         )
         .await
-        .map_err(|e| chain(&e))?;
+        .map_err(|e| pgtls::with_causes(&e))?;
     Ok(row.get(0))
 }
 

@@ -124,7 +124,10 @@ async fn listen(
     every: Duration,
 ) -> Result<(), String> {
     let (config, tls) = pgtls::tokio_postgres_config(database_url).map_err(|e| e.to_string())?;
-    let (client, mut connection) = config.connect(tls).await.map_err(|e| with_causes(&e))?;
+    let (client, mut connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| pgtls::with_causes(&e))?;
     // Each notification as whether it is on the ownership channel.
     let (tx, mut changed) = mpsc::unbounded_channel::<bool>();
     // The connection must be polled by hand to see notifications.
@@ -183,18 +186,6 @@ async fn listen(
             tracing::warn!(error = %e, "toggle reload failed");
         }
     }
-}
-
-/// An error and what caused it, on one line: tokio-postgres's own text for a failed TLS
-/// handshake is only "error performing TLS handshake", the certificate problem is its cause.
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
 }
 
 /// Where an instance's toggles come from.
