@@ -2,6 +2,7 @@
 
 mod admin;
 mod diff;
+mod follow;
 mod migrate;
 mod progress;
 mod replay;
@@ -42,6 +43,9 @@ enum Command {
     /// The router's parallel-run report (GET /admin/diffs) as a table. Exit 1 when a route has
     /// a real difference, 2 on an error.
     Diff(diff::DiffArgs),
+    /// Keep each capability's stream running out of its write owner, switching it after a
+    /// flip (what `fig up` does for its stack), for routers run as separate processes.
+    Follow(follow::FollowArgs),
     /// Operate replication pipelines: run, status, drop, verify.
     Replication {
         #[command(subcommand)]
@@ -100,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         Command::Up(args) => up::run(args),
         Command::Toggle(args) => toggle::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Follow(args) => follow::run(args),
         Command::Report(args) => report::run(args),
         Command::Replay(args) => judged("replay", replay::run(args)),
         Command::Diff(args) => judged("diff", diff::run(args)),

@@ -102,6 +102,11 @@ pub async fn run(
             Err(e) => break Err(e),
         }
     };
+    if result.is_ok() {
+        // Asked to stop: its metrics (still served, e.g. for a stream the follower retired)
+        // must not claim it streams.
+        metrics.set_phase("stopped");
+    }
     if let Err(e) = &result {
         metrics.set_error(&e.to_string());
         // The applier's connection may be inside a failed transaction: use a fresh one.
