@@ -1,14 +1,15 @@
 //! Router instances on a real toggle database: the admin API (auth, validation, audit),
 //! propagation of a flip to every instance sharing the database, and flips under load.
 
-use std::net::SocketAddr;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use localpg::TestDb;
 use router::RouteTable;
-use router::run::{self, Config, Running};
+use router::run::Running;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "test-token-7f3a";
@@ -48,22 +49,15 @@ async fn instance_from(
     name: &str,
     source: router::sync::Source,
 ) -> Running {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    run::start(Config {
-        listen: any,
-        admin_listen: any,
-        database_url: db.url().to_string(),
-        token: TOKEN.into(),
+    support::start_instance(
+        db.url(),
+        TOKEN,
         table,
-        instance: name.into(),
-        reload_every: Duration::from_secs(30),
+        name,
         source,
-        limits: router::proxy::Limits::default(),
-        record: None,
-        migrations: None,
-    })
+        router::proxy::Limits::default(),
+    )
     .await
-    .expect("router starts")
 }
 
 /// A monolith and a catalog upstream, each answering with its name.

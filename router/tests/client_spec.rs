@@ -6,12 +6,14 @@
 //! declares the specification's version gets, segments included. One router, one database:
 //! each file's toggles and segments are deleted before the next file.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use localpg::TestDb;
 use router::RouteTable;
-use router::run::{self, Config, Running};
+use router::run::Running;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use unleash_api_client::client::{Client, ClientBuilder, FeatureKey};
@@ -222,22 +224,15 @@ impl Admin {
 }
 
 async fn start(db: &TestDb) -> Running {
-    let any = "127.0.0.1:0".parse().unwrap();
-    run::start(Config {
-        listen: any,
-        admin_listen: any,
-        database_url: db.url().to_string(),
-        token: TOKEN.into(),
-        table: RouteTable::musiccorp(),
-        instance: "client-spec".into(),
-        reload_every: Duration::from_secs(30),
-        source: router::sync::Source::Store,
-        limits: router::proxy::Limits::default(),
-        record: None,
-        migrations: None,
-    })
+    support::start_instance(
+        db.url(),
+        TOKEN,
+        RouteTable::musiccorp(),
+        "client-spec",
+        router::sync::Source::Store,
+        router::proxy::Limits::default(),
+    )
     .await
-    .expect("router starts")
 }
 
 /// Waits until the SDK's last poll has `marker` on: it then holds what was stored before it.

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use localpg::TestDb;
 use router::WriteOwner::{Extracted, Legacy};
 use router::ownership;
 use router::proxy::Limits;
-use router::run::{self, Config, Running};
+use router::run::Running;
 use router::{RouteTable, sync::Source};
 use serde_json::{Value, json};
 use support::full;
@@ -106,22 +105,7 @@ async fn instance(
     limits: Limits,
     source: Source,
 ) -> Running {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    run::start(Config {
-        listen: any,
-        admin_listen: any,
-        database_url: db.url().to_string(),
-        token: TOKEN.into(),
-        table,
-        instance: name.into(),
-        reload_every: Duration::from_secs(30),
-        source,
-        limits,
-        record: None,
-        migrations: None,
-    })
-    .await
-    .expect("router starts")
+    support::start_instance(db.url(), TOKEN, table, name, source, limits).await
 }
 
 async fn store_instance(db: &TestDb, table: RouteTable, name: &str) -> Running {
@@ -195,6 +179,25 @@ async fn write_lands(http: &reqwest::Client, r: &Running, path: &str) -> String 
     .await;
     assert_eq!(status, 200, "{body}");
     body["upstream"].as_str().unwrap().to_string()
+}
+
+/// Turns `catalog.reads` on (default strategy) through `r`'s admin API.
+async fn enable_catalog_reads(r: &Running, reason: &str) {
+    let res = reqwest::Client::new()
+        .put(format!(
+            "http://{}/admin/toggles/catalog.reads",
+            r.admin_addr
+        ))
+        .bearer_auth(TOKEN)
+        .header("X-Actor", "test")
+        .header("X-Reason", reason)
+        .json(
+            &json!({"name": "catalog.reads", "enabled": true, "strategies": [{"name": "default"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
 }
 
 async fn admin_get(r: &Running, path: &str) -> (u16, String) {
@@ -352,21 +355,7 @@ async fn a_read_falls_back_to_the_legacy_copy_only_while_legacy_owns_the_writes(
     let db = TestDb::new("router", router::store::MIGRATIONS);
     let s = sides_with(true).await;
     let r = store_instance(&db, s.table.clone(), "fallback").await;
-    let enabled = reqwest::Client::new()
-        .put(format!(
-            "http://{}/admin/toggles/catalog.reads",
-            r.admin_addr
-        ))
-        .bearer_auth(TOKEN)
-        .header("X-Actor", "test")
-        .header("X-Reason", "reads to the catalog service")
-        .json(
-            &json!({"name": "catalog.reads", "enabled": true, "strategies": [{"name": "default"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(enabled.status().as_u16(), 200);
+    enable_catalog_reads(&r, "reads to the catalog service").await;
     let http = reqwest::Client::new();
     let read = || async {
         let res = http
@@ -777,21 +766,7 @@ async fn instances_follow_the_store_over_verified_tls() {
     // A change made through one instance reaches the other by notification: its periodic
     // reload is 30 s away.
     let before = b.router.toggles.load().version;
-    let put = reqwest::Client::new()
-        .put(format!(
-            "http://{}/admin/toggles/catalog.reads",
-            a.admin_addr
-        ))
-        .bearer_auth(TOKEN)
-        .header("X-Actor", "test")
-        .header("X-Reason", "over TLS")
-        .json(
-            &json!({"name": "catalog.reads", "enabled": true, "strategies": [{"name": "default"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status().as_u16(), 200);
+    enable_catalog_reads(&a, "over TLS").await;
     until("the change reaches the other instance", || async {
         b.router.toggles.load().version > before
     })

@@ -98,3 +98,31 @@ pub async fn router_with(
     tokio::spawn(router::serve(listener, router));
     (base, live, handle)
 }
+
+/// Starts a router instance on `database_url` with its data and admin ports on 127.0.0.1:0,
+/// no recording and no migrations.
+pub async fn start_instance(
+    database_url: &str,
+    token: &str,
+    table: RouteTable,
+    name: &str,
+    source: router::sync::Source,
+    limits: router::proxy::Limits,
+) -> router::run::Running {
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    router::run::start(router::run::Config {
+        listen: any,
+        admin_listen: any,
+        database_url: database_url.to_string(),
+        token: token.into(),
+        table,
+        instance: name.into(),
+        reload_every: Duration::from_secs(30),
+        source,
+        limits,
+        record: None,
+        migrations: None,
+    })
+    .await
+    .expect("router starts")
+}
