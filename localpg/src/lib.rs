@@ -24,7 +24,7 @@ pub use cluster::{Cluster, ClusterOptions, Listen};
 pub use error::Error;
 pub use settings::Settings;
 #[cfg(feature = "tls")]
-pub use testdb::{RootCert, shared_tls, tls_test_url};
+pub use testdb::{RootCert, TlsOutcome, shared_tls, tls_test_url};
 pub use testdb::{TestDb, shared, shared_tcp};
 pub use tls::{ClusterTls, TlsOptions};
 

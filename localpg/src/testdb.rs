@@ -62,6 +62,28 @@ pub enum RootCert {
     Wrong,
 }
 
+/// What a test's connection attempt must come to.
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsOutcome {
+    /// Connected; whether the session is encrypted (`pg_stat_ssl.ssl`).
+    Connected { ssl: bool },
+    /// Refused, with this in the error's text.
+    Refused(&'static str),
+}
+
+#[cfg(feature = "tls")]
+impl TlsOutcome {
+    /// Whether `got` (whether the session is encrypted, or the error's text) is this outcome.
+    pub fn fits(&self, got: &Result<bool, String>) -> bool {
+        match (self, got) {
+            (TlsOutcome::Connected { ssl }, Ok(got)) => ssl == got,
+            (TlsOutcome::Refused(needle), Err(e)) => e.contains(needle),
+            _ => false,
+        }
+    }
+}
+
 /// A URL to `cluster`'s `postgres` database through `host` (its TCP port), with `sslmode=mode`
 /// and `sslrootcert` naming the file `root` says, from [`shared_tls`]'s certificates: the TLS
 /// tests of every client ask for the same combinations.
