@@ -562,8 +562,9 @@ fn fig_up_says_what_it_is_doing_phase_by_phase() {
     assert!(stderr.contains("seeded 4 artists, 40 albums"), "{stderr}");
 }
 
-#[test]
-fn data_dir_keeps_data_between_runs() {
+/// A `--data-dir` for a cluster kept between runs, inside a temporary directory the `postgres`
+/// user can enter (the guard removes it).
+fn kept_data_dir() -> (tempfile::TempDir, PathBuf) {
     let keep = tempfile::tempdir().unwrap();
     std::fs::set_permissions(
         keep.path(),
@@ -571,6 +572,12 @@ fn data_dir_keeps_data_between_runs() {
     )
     .unwrap();
     let data = keep.path().join("pg");
+    (keep, data)
+}
+
+#[test]
+fn data_dir_keeps_data_between_runs() {
+    let (_keep, data) = kept_data_dir();
     let data_arg = data.to_str().unwrap();
 
     let first = Stack::start(&["--data-dir", data_arg]);
@@ -1369,13 +1376,7 @@ fn reports_catch_up(reporting: &str, monolith_db: &str) {
 
 #[test]
 fn the_reporting_feeds_resume_after_their_connections_drop_and_after_fig_is_killed() {
-    let keep = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        keep.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let data = keep.path().join("pg");
+    let (_keep, data) = kept_data_dir();
     let data_arg = data.to_str().unwrap();
     let first = Stack::start(&["--data-dir", data_arg]);
     let (router, reporting, monolith_db) = (
