@@ -41,21 +41,18 @@ pub fn run(args: FollowArgs) -> anyhow::Result<()> {
         }
     };
     let pipelines = replication::config::load(&args.config)?;
-    let (movable, feeds): (Vec<_>, Vec<_>) = pipelines
-        .into_iter()
-        .partition(|p| table.capabilities.iter().any(|c| c.name == p.name));
-    if movable.is_empty() {
-        anyhow::bail!(
-            "{}: no pipeline is named like a capability of the route table",
-            args.config
-        );
-    }
-    for feed in &feeds {
+    let migrations = router::migrate::Migrations::for_table(pipelines, &table)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config))?;
+    for feed in &migrations.feeds {
         tracing::info!(pipeline = %feed.name, "not a capability's stream: left to replication run");
     }
     let pool = platform::build_pool(&args.database_url, PoolConfig::default())
         .context("the router database")?;
-    let migrations = router::migrate::Migrations::from_pipelines(&movable);
+    let names: Vec<String> = migrations
+        .movable
+        .iter()
+        .map(|m| m.capability.clone())
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -83,7 +80,6 @@ pub fn run(args: FollowArgs) -> anyhow::Result<()> {
                 )))
             }
         };
-        let names: Vec<&str> = movable.iter().map(|p| p.name.as_str()).collect();
         println!(
             "fig follow: streams of {} follow their write owner; Ctrl-C to stop",
             names.join(", ")

@@ -60,15 +60,8 @@ fn migrations(
     let pipelines = replication::config::parse(&text, |name| lookup(name))
         .map_err(|e| invalid(format!("{path}: {e}")))?;
     // Pipelines named like a capability move it; the others are feeds the flip waits for.
-    let (movable, feeds): (Vec<_>, Vec<_>) = pipelines
-        .into_iter()
-        .partition(|p| table.capabilities.iter().any(|c| c.name == p.name));
-    if movable.is_empty() {
-        return Err(invalid(format!(
-            "{path}: no pipeline is named like a capability of the route table"
-        )));
-    }
-    let mut migrations = crate::migrate::Migrations::from_pipelines(&movable).with_feeds(&feeds);
+    let mut migrations = crate::migrate::Migrations::for_table(pipelines, table)
+        .map_err(|e| invalid(format!("{path}: {e}")))?;
     migrations.settings.catch_up = platform::config::millis(
         lookup,
         ENV_FLIP_CATCH_UP_MS,

@@ -81,6 +81,21 @@ impl Migrations {
         }
     }
 
+    /// A pipeline file's pipelines for `table`: those named like one of its capabilities move
+    /// it, the others are feeds. An error when none names a capability.
+    pub fn for_table(
+        pipelines: Vec<replication::config::Pipeline>,
+        table: &crate::RouteTable,
+    ) -> Result<Migrations, String> {
+        let (movable, feeds): (Vec<_>, Vec<_>) = pipelines
+            .into_iter()
+            .partition(|p| table.capabilities.iter().any(|c| c.name == p.name));
+        if movable.is_empty() {
+            return Err("no pipeline is named like a capability of the route table".into());
+        }
+        Ok(Migrations::from_pipelines(&movable).with_feeds(&feeds))
+    }
+
     /// With these feeds (see [`Migrations::feeds`]).
     pub fn with_feeds(mut self, feeds: &[replication::config::Pipeline]) -> Migrations {
         self.feeds = feeds.to_vec();
